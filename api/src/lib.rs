@@ -1,0 +1,20 @@
+//! The object model and the storage port.
+//!
+//! `api` owns what every Balsa store must mean: resource keys, revisions, the
+//! `Store` trait with its error enum, the write semantics (`apply`), the watch
+//! window every replica serves watches from, an in-memory store, and the one
+//! conformance suite every store implementation runs. It must not depend on
+//! openraft or RocksDB (only `raft-store` names them); it may depend on `proto`
+//! for the gRPC service and client.
+//!
+//! Module rules: `store::apply` is pure (a map and a batch in, events out); IO
+//! lives in the implementations and the gRPC edges.
+
+pub mod conformance;
+pub mod store;
+
+pub use store::{
+    DeletePreconditions, Event, EventType, KeyPrefix, ListOptions, ListResult, Object, Op,
+    OpResult, ReadMode, ResourceKey, Revision, Store, StoreError, WatchEvent, WatchOptions,
+    WatchStream,
+};

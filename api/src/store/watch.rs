@@ -1,0 +1,93 @@
+//! A watch stream: one task per watcher pulls from the window and feeds a
+//! bounded channel. A watcher that reads too slowly falls behind the window and
+//! is cut off with a reason; it never makes the store hold more memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::window::WatchWindow;
+use super::{KeyPrefix, StoreError, WatchEvent, WatchOptions, WatchStream};
+
+const CHANNEL: usize = 1024;
+const PAGE: usize = 512;
+
+pub fn watch(
+    window: Arc<WatchWindow>,
+    prefix: KeyPrefix,
+    opts: WatchOptions,
+) -> Result<WatchStream, StoreError> {
+    prefix.validate()?;
+    // Refuse a too-old start now, so the caller gets the error, not a stream.
+    window.read().check(opts.after)?;
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    tokio::spawn(feed(window, prefix, opts, tx));
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+async fn feed(
+    window: Arc<WatchWindow>,
+    prefix: KeyPrefix,
+    opts: WatchOptions,
+    tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
+) {
+    let mut changes = window.subscribe();
+    let mut cursor = opts.after;
+    let bookmark_every = opts.bookmark_interval.unwrap_or(Duration::MAX);
+    let mut last_sent = Instant::now();
+    loop {
+        changes.mark_unchanged();
+        let page = window.read().events_after(cursor, &prefix, PAGE);
+        let (events, upto) = match page {
+            Ok(page) => page,
+            Err(StoreError::Expired { .. }) => {
+                let reason = format!("watcher fell behind the watch window at revision {cursor}");
+                let _ = tx.send(Err(StoreError::WatchCutOff(reason))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let sent_any = !events.is_empty();
+        for event in events {
+            if tx.send(Ok(WatchEvent::Event(event))).await.is_err() {
+                return;
+            }
+        }
+        if sent_any {
+            last_sent = Instant::now();
+        }
+        let caught_up = upto >= window.current();
+        cursor = upto;
+        if !caught_up {
+            continue;
+        }
+        let bookmark_at = last_sent.checked_add(bookmark_every);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    let _ = tx.send(Err(StoreError::Unavailable("store is shutting down".into()))).await;
+                    return;
+                }
+            }
+            _ = sleep_until(bookmark_at) => {
+                if tx.send(Ok(WatchEvent::Bookmark(cursor))).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,256 @@
+//! The watch window: the recent events of this replica's applied history, in
+//! revision order. Watches replay from it and then follow it live; lists at an
+//! older revision undo the newer events from it. Below its oldest revision the
+//! answer is 410 Expired.
+//!
+//! Invariants: every event with `oldest < revision <= current` is present, in
+//! revision order; an event batch is evicted whole (never a split revision).
+//! Storage writes and `push` happen under the same write lock, so a reader that
+//! holds the read lock sees storage and window at the same revision.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{Event, KeyPrefix, Object, Revision, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Keep at least this many events...
+    pub min_events: usize,
+    /// ...and every event younger than this...
+    pub min_age: Duration,
+    /// ...but never more than this many, whatever their age.
+    pub max_events: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            min_events: 100_000,
+            min_age: Duration::from_secs(300),
+            max_events: 1_000_000,
+        }
+    }
+}
+
+impl WindowConfig {
+    /// A window that keeps exactly `n` events (tests of expiry).
+    pub fn events(n: usize) -> Self {
+        Self {
+            min_events: n,
+            min_age: Duration::ZERO,
+            max_events: n,
+        }
+    }
+}
+
+pub struct WatchWindow {
+    inner: RwLock<Inner>,
+    applied: watch::Sender<Revision>,
+}
+
+pub struct Inner {
+    config: WindowConfig,
+    events: VecDeque<(Instant, Event)>,
+    oldest: Revision,
+    current: Revision,
+}
+
+impl WatchWindow {
+    /// A window whose history starts after `start` (the state already applied).
+    pub fn new(config: WindowConfig, start: Revision) -> Arc<Self> {
+        Arc::new(Self {
+            inner: RwLock::new(Inner {
+                config,
+                events: VecDeque::new(),
+                oldest: start,
+                current: start,
+            }),
+            applied: watch::channel(start).0,
+        })
+    }
+
+    /// Holds the window still: storage may be read consistently with it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Excludes readers while the caller writes storage and then pushes.
+    pub fn write(&self) -> WindowWriter<'_> {
+        WindowWriter {
+            guard: self.inner.write().unwrap_or_else(|e| e.into_inner()),
+            applied: &self.applied,
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+
+    pub fn current(&self) -> Revision {
+        self.read().current
+    }
+}
+
+pub struct WindowWriter<'a> {
+    guard: RwLockWriteGuard<'a, Inner>,
+    applied: &'a watch::Sender<Revision>,
+}
+
+impl WindowWriter<'_> {
+    /// Records that revision `rev` was applied with these events (maybe none).
+    pub fn push(&mut self, rev: Revision, events: Vec<Event>) {
+        let inner = &mut *self.guard;
+        debug_assert!(rev >= inner.current, "revisions go forward");
+        let now = Instant::now();
+        inner.events.extend(events.into_iter().map(|e| (now, e)));
+        inner.current = inner.current.max(rev);
+        inner.evict(now);
+        self.applied.send_replace(inner.current);
+    }
+
+    /// Forgets all history: the state was replaced (a snapshot was installed).
+    pub fn reset(&mut self, rev: Revision) {
+        let inner = &mut *self.guard;
+        inner.events.clear();
+        inner.oldest = rev;
+        inner.current = rev;
+        self.applied.send_replace(rev);
+    }
+
+    pub fn current(&self) -> Revision {
+        self.guard.current
+    }
+}
+
+impl Inner {
+    fn evict(&mut self, now: Instant) {
+        while self.events.len() > self.config.min_events {
+            let Some((at, front)) = self.events.front() else {
+                break;
+            };
+            if now.duration_since(*at) < self.config.min_age
+                && self.events.len() <= self.config.max_events
+            {
+                break;
+            }
+            let rev = front.revision;
+            while self.events.front().is_some_and(|(_, e)| e.revision == rev) {
+                self.events.pop_front();
+            }
+            self.oldest = rev;
+        }
+    }
+
+    pub fn current(&self) -> Revision {
+        self.current
+    }
+
+    pub fn oldest(&self) -> Revision {
+        self.oldest
+    }
+
+    /// Fails with Expired when history after `after` is no longer complete.
+    pub fn check(&self, after: Revision) -> Result<(), StoreError> {
+        if after < self.oldest {
+            return Err(StoreError::expired(after, self.oldest));
+        }
+        Ok(())
+    }
+
+    /// Events after `after` matching `prefix`, at most about `max` (a revision
+    /// is never split), and the revision up to which the window was scanned.
+    pub fn events_after(
+        &self,
+        after: Revision,
+        prefix: &KeyPrefix,
+        max: usize,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        self.check(after)?;
+        let start = self.events.partition_point(|(_, e)| e.revision <= after);
+        let mut out = Vec::new();
+        for (_, e) in self.events.range(start..) {
+            if out.len() >= max && out.last().is_some_and(|l: &Event| l.revision != e.revision) {
+                return Ok((out, Revision(e.revision.0 - 1)));
+            }
+            if prefix.matches(&e.object.key) {
+                out.push(e.clone());
+            }
+        }
+        Ok((out, self.current.max(after)))
+    }
+
+    /// For each key under `prefix` changed after `at`, its state at `at`
+    /// (None: absent), keyed by encoded key. Used to serve lists at `at`.
+    pub fn state_at(
+        &self,
+        at: Revision,
+        prefix: &KeyPrefix,
+    ) -> Result<BTreeMap<Vec<u8>, Option<Arc<Object>>>, StoreError> {
+        self.check(at)?;
+        let start = self.events.partition_point(|(_, e)| e.revision <= at);
+        let mut out = BTreeMap::new();
+        for (_, e) in self.events.range(start..) {
+            if prefix.matches(&e.object.key) {
+                out.entry(e.object.key.encode())
+                    .or_insert_with(|| e.prev.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EventType, ResourceKey};
+
+    fn ev(rev: u64, name: &str) -> Event {
+        let key = ResourceKey::new("", "pods", Some("ns"), name);
+        Event {
+            revision: Revision(rev),
+            kind: EventType::Added,
+            object: Arc::new(Object {
+                key,
+                data: Default::default(),
+                revision: Revision(rev),
+                created: Revision(rev),
+            }),
+            prev: None,
+        }
+    }
+
+    #[test]
+    fn eviction_keeps_revisions_whole_and_expires_below_oldest() {
+        let w = WatchWindow::new(WindowConfig::events(2), Revision(0));
+        w.write().push(Revision(1), vec![ev(1, "a")]);
+        w.write().push(Revision(2), vec![ev(2, "b"), ev(2, "c")]);
+        w.write().push(Revision(4), vec![ev(4, "d")]);
+        let r = w.read();
+        assert_eq!(r.oldest(), Revision(2));
+        let prefix = KeyPrefix::resource("", "pods");
+        assert!(matches!(
+            r.events_after(Revision(1), &prefix, 10),
+            Err(StoreError::Expired { requested: 1, oldest: 2 })
+        ));
+        let (events, upto) = r.events_after(Revision(2), &prefix, 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(upto, Revision(4));
+    }
+
+    #[test]
+    fn a_page_never_splits_a_revision() {
+        let w = WatchWindow::new(WindowConfig::default(), Revision(0));
+        w.write().push(Revision(1), vec![ev(1, "a"), ev(1, "b")]);
+        w.write().push(Revision(3), vec![ev(3, "c")]);
+        let (events, upto) = w
+            .read()
+            .events_after(Revision(0), &KeyPrefix::resource("", "pods"), 1)
+            .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(upto, Revision(2));
+    }
+}
