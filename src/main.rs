@@ -1,1 +1,336 @@
-fn main() {}
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use balsa::cli::{self, Output};
+use balsa::server::{self, ServerOptions};
+use balsa::up::{self, UpOptions};
+use balsa_api::store::window::WindowConfig;
+use balsa_raft_store::Member;
+use clap::{Args, Parser, Subcommand};
+
+/// Balsa: a Kubernetes-compatible control plane whose masters replicate the
+/// object store themselves (Raft over RocksDB, no etcd).
+#[derive(Parser)]
+#[command(name = "balsa", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// A master's API address (host:port); default: the cluster file's masters.
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Directory of the cluster file written by `balsa up`.
+    #[arg(long, global = true, default_value = ".balsa")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one master replica.
+    Server(ServerArgs),
+    /// Start a local HA cluster (three masters) and keep it running until Ctrl-C.
+    Up {
+        #[arg(long, default_value = ".balsa")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        masters: usize,
+    },
+    /// Create or update objects from YAML or JSON (multi-document; `-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show objects.
+    Get {
+        resource: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete objects by name.
+    Delete {
+        resource: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Follow changes to objects.
+    Watch {
+        resource: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Only changes after this revision (default: current objects, then changes).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cluster membership and health.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Members, roles, term, leader, commit and applied index per member.
+    Status {
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a running, empty master as a voter (or a learner with --learner).
+    Add {
+        id: u64,
+        peer: String,
+        api: String,
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a member.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    #[arg(long)]
+    id: u64,
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    peer_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7500")]
+    api_listen: SocketAddr,
+    /// Bootstrap a new cluster of the --member list (or of this server alone).
+    #[arg(long, conflicts_with = "join")]
+    init: bool,
+    /// An initial member: ID=PEER_ADDR,API_ADDR (repeat for each).
+    #[arg(long = "member")]
+    members: Vec<String>,
+    /// Join a running cluster through this member's API address.
+    #[arg(long)]
+    join: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+    #[arg(long, default_value_t = 200)]
+    election_min_ms: u64,
+    #[arg(long, default_value_t = 400)]
+    election_max_ms: u64,
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Events kept in the watch window (at least; plus 5 minutes' worth).
+    #[arg(long, default_value_t = 100_000)]
+    watch_window: usize,
+    /// Shut down when the parent process exits (used by `balsa up`).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+fn parse_member(s: &str) -> anyhow::Result<(u64, Member)> {
+    let (id, addrs) = s
+        .split_once('=')
+        .context("expected ID=PEER_ADDR,API_ADDR")?;
+    let (peer, api) = addrs
+        .split_once(',')
+        .context("expected ID=PEER_ADDR,API_ADDR")?;
+    let id = id
+        .parse()
+        .with_context(|| format!("member id {id:?} is not a number"))?;
+    Ok((
+        id,
+        Member {
+            peer_addr: peer.into(),
+            api_addr: api.into(),
+        },
+    ))
+}
+
+fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
+    let mut opts = ServerOptions::new(a.id, a.data_dir);
+    opts.peer_listen = a.peer_listen;
+    opts.api_listen = a.api_listen;
+    if a.init {
+        opts.init = Some(
+            a.members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?,
+        );
+    } else if !a.members.is_empty() {
+        bail!("--member is only meaningful with --init");
+    }
+    opts.join = a.join;
+    opts.heartbeat = Duration::from_millis(a.heartbeat_ms);
+    opts.election_timeout = (
+        Duration::from_millis(a.election_min_ms),
+        Duration::from_millis(a.election_max_ms),
+    );
+    opts.snapshot_every = a.snapshot_every;
+    opts.window = WindowConfig {
+        min_events: a.watch_window,
+        ..WindowConfig::default()
+    };
+    Ok((opts, a.exit_with_parent))
+}
+
+/// A panic in any task ends the process: a half-alive replica is worse than a
+/// dead one.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BALSA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Server(args) => {
+            abort_on_panic();
+            init_tracing();
+            let (opts, exit_with_parent) = server_options(args)?;
+            server::run(opts, exit_with_parent).await
+        }
+        Cmd::Up { dir, masters } => {
+            abort_on_panic();
+            let binary = std::env::current_exe().context("locating the balsa binary")?;
+            up::run(UpOptions {
+                dir,
+                masters,
+                binary,
+                server_args: Vec::new(),
+            })
+            .await
+        }
+        Cmd::Apply { file, target } => {
+            let docs = cli::read_documents(&file)?;
+            let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+            cli::apply(&client, docs).await
+        }
+        Cmd::Get {
+            resource,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+            target,
+        } => {
+            let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+            cli::get(
+                &client,
+                &resource,
+                name.as_deref(),
+                namespace.as_deref(),
+                all_namespaces,
+                output,
+            )
+            .await
+        }
+        Cmd::Delete {
+            resource,
+            names,
+            namespace,
+            target,
+        } => {
+            let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+            cli::delete(&client, &resource, &names, namespace.as_deref()).await
+        }
+        Cmd::Watch {
+            resource,
+            namespace,
+            all_namespaces,
+            after,
+            output,
+            target,
+        } => {
+            let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+            cli::watch(
+                &client,
+                &resource,
+                namespace.as_deref(),
+                all_namespaces,
+                after,
+                output,
+            )
+            .await
+        }
+        Cmd::Cluster { command } => match command {
+            ClusterCmd::Status { output, target } => {
+                let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+                cli::cluster_status(&client, output).await
+            }
+            ClusterCmd::Add {
+                id,
+                peer,
+                api,
+                learner,
+                target,
+            } => {
+                let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+                client.add_member(id, &peer, &api, !learner).await?;
+                cli::cluster_status(&client, None).await
+            }
+            ClusterCmd::Remove { id, target } => {
+                let client = cli::connect(target.server.as_deref(), &target.dir).await?;
+                client.remove_member(id).await?;
+                cli::cluster_status(&client, None).await
+            }
+        },
+    }
+}

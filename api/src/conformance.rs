@@ -3,6 +3,8 @@
 //! in its own namespace, so one store can run them all. A case panics with a
 //! message naming what broke.
 
+#![allow(clippy::unwrap_used)] // a test suite: failing loudly is its job
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +56,10 @@ fn value_of(data: &[u8]) -> Value {
 }
 
 fn data_v(data: &[u8]) -> String {
-    value_of(data)["data"]["v"].as_str().unwrap_or_default().to_string()
+    value_of(data)["data"]["v"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn prefix(ns: &str) -> KeyPrefix {
@@ -63,20 +68,42 @@ fn prefix(ns: &str) -> KeyPrefix {
 
 async fn create_get(s: &dyn Store) {
     let ns = "conf-create";
-    let created = s.create(key(ns, "a"), configmap(ns, "a", "1")).await.expect("create");
+    let created = s
+        .create(key(ns, "a"), configmap(ns, "a", "1"))
+        .await
+        .expect("create");
     let rv = value_of(&created.data)["metadata"]["resourceVersion"].clone();
-    assert_eq!(rv, json!(created.revision.to_string()), "resourceVersion is the revision");
-    let got = s.get(&key(ns, "a"), ReadMode::Linearizable).await.expect("get");
-    assert_eq!(got, created, "a linearizable get sees the acknowledged create");
-    let err = s.create(key(ns, "a"), configmap(ns, "a", "2")).await.unwrap_err();
+    assert_eq!(
+        rv,
+        json!(created.revision.to_string()),
+        "resourceVersion is the revision"
+    );
+    let got = s
+        .get(&key(ns, "a"), ReadMode::Linearizable)
+        .await
+        .expect("get");
+    assert_eq!(
+        got, created,
+        "a linearizable get sees the acknowledged create"
+    );
+    let err = s
+        .create(key(ns, "a"), configmap(ns, "a", "2"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
-    let err = s.get(&key(ns, "missing"), ReadMode::Linearizable).await.unwrap_err();
+    let err = s
+        .get(&key(ns, "missing"), ReadMode::Linearizable)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 }
 
 async fn update_cas(s: &dyn Store) {
     let ns = "conf-update";
-    let v1 = s.create(key(ns, "a"), configmap(ns, "a", "1")).await.expect("create");
+    let v1 = s
+        .create(key(ns, "a"), configmap(ns, "a", "1"))
+        .await
+        .expect("create");
     let v2 = s
         .update(key(ns, "a"), configmap(ns, "a", "2"), Some(v1.revision))
         .await
@@ -87,12 +114,18 @@ async fn update_cas(s: &dyn Store) {
         .update(key(ns, "a"), configmap(ns, "a", "3"), Some(v1.revision))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { .. }), "stale revision: {err}");
+    assert!(
+        matches!(err, StoreError::Conflict { .. }),
+        "stale revision: {err}"
+    );
     let same = s
         .update(key(ns, "a"), configmap(ns, "a", "2"), None)
         .await
         .expect("no-op update");
-    assert_eq!(same.revision, v2.revision, "a no-op update keeps the revision");
+    assert_eq!(
+        same.revision, v2.revision,
+        "a no-op update keeps the revision"
+    );
     let err = s
         .update(key(ns, "missing"), configmap(ns, "missing", "1"), None)
         .await
@@ -102,7 +135,10 @@ async fn update_cas(s: &dyn Store) {
 
 async fn delete_preconditions(s: &dyn Store) {
     let ns = "conf-delete";
-    let obj = s.create(key(ns, "a"), configmap(ns, "a", "1")).await.expect("create");
+    let obj = s
+        .create(key(ns, "a"), configmap(ns, "a", "1"))
+        .await
+        .expect("create");
     let wrong_uid = DeletePreconditions {
         uid: Some("other".into()),
         revision: None,
@@ -120,8 +156,14 @@ async fn delete_preconditions(s: &dyn Store) {
         revision: Some(obj.revision),
     };
     let deleted = s.delete(key(ns, "a"), right).await.expect("delete");
-    assert!(deleted.revision > obj.revision, "a delete has its own revision");
-    let err = s.get(&key(ns, "a"), ReadMode::Linearizable).await.unwrap_err();
+    assert!(
+        deleted.revision > obj.revision,
+        "a delete has its own revision"
+    );
+    let err = s
+        .get(&key(ns, "a"), ReadMode::Linearizable)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     let err = s
         .delete(key(ns, "a"), DeletePreconditions::default())
@@ -132,35 +174,66 @@ async fn delete_preconditions(s: &dyn Store) {
 
 async fn txn_is_atomic(s: &dyn Store) {
     let ns = "conf-txn";
-    s.create(key(ns, "x"), configmap(ns, "x", "1")).await.expect("create");
+    s.create(key(ns, "x"), configmap(ns, "x", "1"))
+        .await
+        .expect("create");
     let err = s
         .txn(vec![
-            Op::Create { key: key(ns, "a"), value: configmap(ns, "a", "1") },
-            Op::Create { key: key(ns, "x"), value: configmap(ns, "x", "2") },
+            Op::Create {
+                key: key(ns, "a"),
+                value: configmap(ns, "a", "1"),
+            },
+            Op::Create {
+                key: key(ns, "x"),
+                value: configmap(ns, "x", "2"),
+            },
         ])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
-    let err = s.get(&key(ns, "a"), ReadMode::Linearizable).await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound { .. }), "a failed batch wrote nothing: {err}");
+    let err = s
+        .get(&key(ns, "a"), ReadMode::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { .. }),
+        "a failed batch wrote nothing: {err}"
+    );
     let (rev, results) = s
         .txn(vec![
-            Op::Create { key: key(ns, "a"), value: configmap(ns, "a", "1") },
-            Op::Update { key: key(ns, "x"), value: configmap(ns, "x", "2"), expected: None },
+            Op::Create {
+                key: key(ns, "a"),
+                value: configmap(ns, "a", "1"),
+            },
+            Op::Update {
+                key: key(ns, "x"),
+                value: configmap(ns, "x", "2"),
+                expected: None,
+            },
         ])
         .await
         .expect("batch");
     assert_eq!(results.len(), 2);
-    assert!(results.iter().all(|o| o.revision == rev), "one batch, one revision");
+    assert!(
+        results.iter().all(|o| o.revision == rev),
+        "one batch, one revision"
+    );
 }
 
 async fn list_all(s: &dyn Store, p: &KeyPrefix, limit: usize) -> (Vec<String>, Vec<Revision>) {
     let mut names = Vec::new();
     let mut revs = Vec::new();
-    let mut opts = ListOptions { limit: Some(limit), ..Default::default() };
+    let mut opts = ListOptions {
+        limit: Some(limit),
+        ..Default::default()
+    };
     loop {
         let page = s.list(p, opts.clone()).await.expect("list");
-        names.extend(page.items.iter().map(|o| format!("{}={}", o.key.name, data_v(&o.data))));
+        names.extend(
+            page.items
+                .iter()
+                .map(|o| format!("{}={}", o.key.name, data_v(&o.data))),
+        );
         revs.push(page.revision);
         match page.continue_token {
             Some(t) => opts.continue_token = Some(t),
@@ -172,23 +245,41 @@ async fn list_all(s: &dyn Store, p: &KeyPrefix, limit: usize) -> (Vec<String>, V
 async fn list_pages_are_consistent(s: &dyn Store) {
     let ns = "conf-list";
     for n in ["a", "b", "c", "d", "e"] {
-        s.create(key(ns, n), configmap(ns, n, "1")).await.expect("create");
+        s.create(key(ns, n), configmap(ns, n, "1"))
+            .await
+            .expect("create");
     }
     let first = s
-        .list(&prefix(ns), ListOptions { limit: Some(2), ..Default::default() })
+        .list(
+            &prefix(ns),
+            ListOptions {
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
         .await
         .expect("first page");
     let names: Vec<_> = first.items.iter().map(|o| o.key.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     let token = first.continue_token.clone().expect("more pages");
     // Writes between pages must not show in later pages.
-    s.delete(key(ns, "c"), DeletePreconditions::default()).await.expect("delete c");
-    s.update(key(ns, "d"), configmap(ns, "d", "2"), None).await.expect("update d");
-    s.create(key(ns, "f"), configmap(ns, "f", "1")).await.expect("create f");
+    s.delete(key(ns, "c"), DeletePreconditions::default())
+        .await
+        .expect("delete c");
+    s.update(key(ns, "d"), configmap(ns, "d", "2"), None)
+        .await
+        .expect("update d");
+    s.create(key(ns, "f"), configmap(ns, "f", "1"))
+        .await
+        .expect("create f");
     let second = s
         .list(
             &prefix(ns),
-            ListOptions { limit: Some(10), continue_token: Some(token), ..Default::default() },
+            ListOptions {
+                limit: Some(10),
+                continue_token: Some(token),
+                ..Default::default()
+            },
         )
         .await
         .expect("second page");
@@ -197,20 +288,33 @@ async fn list_pages_are_consistent(s: &dyn Store) {
         .iter()
         .map(|o| format!("{}={}", o.key.name, data_v(&o.data)))
         .collect();
-    assert_eq!(names, ["c=1", "d=1", "e=1"], "the second page is at the first page's revision");
+    assert_eq!(
+        names,
+        ["c=1", "d=1", "e=1"],
+        "the second page is at the first page's revision"
+    );
     assert_eq!(second.revision, first.revision);
     assert!(second.continue_token.is_none());
     let (now, _) = list_all(s, &prefix(ns), 2).await;
     assert_eq!(now, ["a=1", "b=1", "d=2", "e=1", "f=1"]);
     let exact = s
-        .list(&prefix(ns), ListOptions { revision: Some(first.revision), ..Default::default() })
+        .list(
+            &prefix(ns),
+            ListOptions {
+                revision: Some(first.revision),
+                ..Default::default()
+            },
+        )
         .await
         .expect("list at an exact revision");
     assert_eq!(exact.items.len(), 5);
     let err = s
         .list(
             &prefix(ns),
-            ListOptions { continue_token: Some("garbage".into()), ..Default::default() },
+            ListOptions {
+                continue_token: Some("garbage".into()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap_err();
@@ -219,18 +323,31 @@ async fn list_pages_are_consistent(s: &dyn Store) {
 
 async fn list_by_namespace(s: &dyn Store) {
     for ns in ["conf-ns-1", "conf-ns-2"] {
-        s.create(key(ns, "a"), configmap(ns, "a", "1")).await.expect("create");
+        s.create(key(ns, "a"), configmap(ns, "a", "1"))
+            .await
+            .expect("create");
     }
-    let one = s.list(&prefix("conf-ns-1"), ListOptions::default()).await.expect("list");
+    let one = s
+        .list(&prefix("conf-ns-1"), ListOptions::default())
+        .await
+        .expect("list");
     assert_eq!(one.items.len(), 1);
     let all = s
-        .list(&KeyPrefix::resource("", "configmaps"), ListOptions::default())
+        .list(
+            &KeyPrefix::resource("", "configmaps"),
+            ListOptions::default(),
+        )
         .await
         .expect("list all namespaces");
     let in_both = all
         .items
         .iter()
-        .filter(|o| o.key.namespace.as_deref().is_some_and(|n| n.starts_with("conf-ns-")))
+        .filter(|o| {
+            o.key
+                .namespace
+                .as_deref()
+                .is_some_and(|n| n.starts_with("conf-ns-"))
+        })
         .count();
     assert_eq!(in_both, 2);
 }
@@ -247,13 +364,30 @@ async fn watch_is_ordered_and_complete(s: &dyn Store) {
     let ns = "conf-watch";
     let start = s.revision(ReadMode::Linearizable).await.expect("revision");
     let mut w = s
-        .watch(&prefix(ns), WatchOptions { after: start, bookmark_interval: None })
+        .watch(
+            &prefix(ns),
+            WatchOptions {
+                after: start,
+                bookmark_interval: None,
+            },
+        )
         .await
         .expect("watch");
-    let a = s.create(key(ns, "a"), configmap(ns, "a", "1")).await.expect("create");
-    s.create(key("conf-other", "a"), configmap("conf-other", "a", "1")).await.expect("create");
-    let a2 = s.update(key(ns, "a"), configmap(ns, "a", "2"), None).await.expect("update");
-    let d = s.delete(key(ns, "a"), DeletePreconditions::default()).await.expect("delete");
+    let a = s
+        .create(key(ns, "a"), configmap(ns, "a", "1"))
+        .await
+        .expect("create");
+    s.create(key("conf-other", "a"), configmap("conf-other", "a", "1"))
+        .await
+        .expect("create");
+    let a2 = s
+        .update(key(ns, "a"), configmap(ns, "a", "2"), None)
+        .await
+        .expect("update");
+    let d = s
+        .delete(key(ns, "a"), DeletePreconditions::default())
+        .await
+        .expect("delete");
     let mut seen = Vec::new();
     for _ in 0..3 {
         match next_event(&mut w).await {
@@ -272,7 +406,13 @@ async fn watch_is_ordered_and_complete(s: &dyn Store) {
     );
     // A second watch from the same start replays the same sequence.
     let mut again = s
-        .watch(&prefix(ns), WatchOptions { after: start, bookmark_interval: None })
+        .watch(
+            &prefix(ns),
+            WatchOptions {
+                after: start,
+                bookmark_interval: None,
+            },
+        )
         .await
         .expect("watch again");
     for (kind, rev, _) in &seen {
@@ -289,7 +429,10 @@ async fn bad_input_writes_nothing(s: &dyn Store) {
         (key(ns, "a/b"), configmap(ns, "a", "1")),
         (key(ns, "a"), Bytes::from_static(b"{not json")),
         (key(ns, "a"), configmap(ns, "other-name", "1")),
-        (key(ns, "a"), configmap(ns, "a", &"x".repeat(MAX_OBJECT_BYTES + 1))),
+        (
+            key(ns, "a"),
+            configmap(ns, "a", &"x".repeat(MAX_OBJECT_BYTES + 1)),
+        ),
     ];
     for (k, v) in cases {
         let err = s.create(k, v).await.unwrap_err();
@@ -298,23 +441,35 @@ async fn bad_input_writes_nothing(s: &dyn Store) {
             "bad input gets Invalid or TooLarge, got {err}"
         );
     }
-    let listed = s.list(&prefix(ns), ListOptions::default()).await.expect("list");
+    let listed = s
+        .list(&prefix(ns), ListOptions::default())
+        .await
+        .expect("list");
     assert!(listed.items.is_empty(), "nothing was written");
 }
 
 async fn concurrent_cas_loses_nothing(store: Arc<dyn Store>) {
     let ns = "conf-cas";
-    store.create(key(ns, "counter"), configmap(ns, "counter", "0")).await.expect("create");
+    store
+        .create(key(ns, "counter"), configmap(ns, "counter", "0"))
+        .await
+        .expect("create");
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
                 loop {
-                    let cur = store.get(&key(ns, "counter"), ReadMode::Linearizable).await.expect("get");
+                    let cur = store
+                        .get(&key(ns, "counter"), ReadMode::Linearizable)
+                        .await
+                        .expect("get");
                     let n: u64 = data_v(&cur.data).parse().expect("a number");
                     let next = configmap(ns, "counter", &(n + 1).to_string());
-                    match store.update(key(ns, "counter"), next, Some(cur.revision)).await {
+                    match store
+                        .update(key(ns, "counter"), next, Some(cur.revision))
+                        .await
+                    {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => panic!("CAS update failed: {e}"),
@@ -326,25 +481,43 @@ async fn concurrent_cas_loses_nothing(store: Arc<dyn Store>) {
     for t in tasks {
         t.await.expect("writer task");
     }
-    let end = store.get(&key(ns, "counter"), ReadMode::Linearizable).await.expect("get");
+    let end = store
+        .get(&key(ns, "counter"), ReadMode::Linearizable)
+        .await
+        .expect("get");
     assert_eq!(data_v(&end.data), "40", "every successful CAS counted once");
 }
 
 async fn expired_and_bookmarks(s: &dyn Store, setup: Setup) {
     let ns = "conf-expire";
-    let start = s.create(key(ns, "w"), configmap(ns, "w", "1")).await.expect("create").revision;
+    let start = s
+        .create(key(ns, "w"), configmap(ns, "w", "1"))
+        .await
+        .expect("create")
+        .revision;
     let mut w = s
         .watch(
             &prefix(ns),
-            WatchOptions { after: start, bookmark_interval: Some(Duration::from_millis(200)) },
+            WatchOptions {
+                after: start,
+                bookmark_interval: Some(Duration::from_millis(200)),
+            },
         )
         .await
         .expect("watch with bookmarks");
     let page = s
-        .list(&prefix("conf-list"), ListOptions { limit: Some(1), ..Default::default() })
+        .list(
+            &prefix("conf-list"),
+            ListOptions {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
         .await
         .expect("list");
-    let old_token = page.continue_token.expect("conf-list has more than one item");
+    let old_token = page
+        .continue_token
+        .expect("conf-list has more than one item");
     // Push `start` out of the window with writes elsewhere.
     let mut last = start;
     for i in 0..setup.window_events + 5 {
@@ -356,24 +529,42 @@ async fn expired_and_bookmarks(s: &dyn Store, setup: Setup) {
             .revision;
     }
     let err = s
-        .watch(&prefix(ns), WatchOptions { after: start, bookmark_interval: None })
+        .watch(
+            &prefix(ns),
+            WatchOptions {
+                after: start,
+                bookmark_interval: None,
+            },
+        )
         .await
         .err()
         .expect("a watch from a compacted revision fails");
-    assert!(matches!(err, StoreError::Expired { .. }), "410 Expired, got {err}");
+    assert!(
+        matches!(err, StoreError::Expired { .. }),
+        "410 Expired, got {err}"
+    );
     let err = s
         .list(
             &prefix("conf-list"),
-            ListOptions { continue_token: Some(old_token), ..Default::default() },
+            ListOptions {
+                continue_token: Some(old_token),
+                ..Default::default()
+            },
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Expired { .. }), "an expired continue token: {err}");
+    assert!(
+        matches!(err, StoreError::Expired { .. }),
+        "an expired continue token: {err}"
+    );
     // The idle watcher's bookmarks moved forward: resuming from one works.
     let mut bookmark = start;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while bookmark < last {
-        assert!(tokio::time::Instant::now() < deadline, "no bookmark reached {last}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no bookmark reached {last}"
+        );
         match next_event(&mut w).await {
             WatchEvent::Bookmark(b) => {
                 assert!(b >= bookmark, "bookmarks never go backwards");
@@ -384,10 +575,19 @@ async fn expired_and_bookmarks(s: &dyn Store, setup: Setup) {
     }
     drop(w);
     let mut resumed = s
-        .watch(&prefix(ns), WatchOptions { after: bookmark, bookmark_interval: None })
+        .watch(
+            &prefix(ns),
+            WatchOptions {
+                after: bookmark,
+                bookmark_interval: None,
+            },
+        )
         .await
         .expect("a watch resumed from a bookmark is not expired");
-    let upd = s.update(key(ns, "w"), configmap(ns, "w", "2"), None).await.expect("update");
+    let upd = s
+        .update(key(ns, "w"), configmap(ns, "w", "2"), None)
+        .await
+        .expect("update");
     match next_event(&mut resumed).await {
         WatchEvent::Event(e) => assert_eq!(e.revision, upd.revision),
         WatchEvent::Bookmark(b) => panic!("unexpected bookmark {b}"),

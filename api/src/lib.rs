@@ -11,6 +11,8 @@
 //! lives in the implementations and the gRPC edges.
 
 pub mod conformance;
+pub mod grpc;
+pub mod resource;
 pub mod store;
 
 pub use store::{

@@ -1,1 +1,36 @@
+//! The replicated object store: openraft over RocksDB, implementing the storage
+//! port of `api`. This crate is the only one that names openraft or RocksDB.
+//!
+//! ```text
+//!  Store::txn ─► Replica ──(follower: Forward to leader)──► Raft::client_write
+//!                                                              │ append (fsync) + replicate
+//!                                                              ▼
+//!                      StateMachine::apply ─► RocksDB objects ─┬─► WatchWindow ─► watches
+//!                                                              └─► reply (rev = log index)
+//! ```
+//!
+//! Module rules: `layout` owns every on-disk key; `codec` owns every byte format
+//! (each with a version marker); `faults` is the only seam tests and the chaos
+//! harness use to disturb peer traffic.
 
+// openraft's StorageError (what its storage traits return) is large; boxing it
+// at every call would only hide that.
+#![allow(clippy::result_large_err)]
+
+pub mod cluster_service;
+pub mod codec;
+pub mod config;
+pub mod db;
+pub mod faults;
+pub mod layout;
+pub mod log_store;
+pub mod network;
+pub mod peer_service;
+pub mod replica;
+pub mod state_machine;
+pub mod types;
+
+pub use config::ReplicaConfig;
+pub use faults::Faults;
+pub use replica::Replica;
+pub use types::{Member, NodeId};

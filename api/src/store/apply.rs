@@ -57,11 +57,7 @@ fn check_keys(ops: &[Op]) -> Result<(), StoreError> {
 }
 
 /// Applies `ops` at revision `rev`. On error nothing is to be written.
-pub fn apply(
-    source: &impl ObjectSource,
-    rev: Revision,
-    ops: &[Op],
-) -> Result<Applied, StoreError> {
+pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Applied, StoreError> {
     check_keys(ops)?;
     let mut out = Applied::default();
     // Ops of a batch touch distinct keys (precheck), so each sees the state
@@ -134,7 +130,13 @@ pub fn apply(
 }
 
 impl Applied {
-    fn push(&mut self, rev: Revision, kind: EventType, obj: Arc<Object>, prev: Option<Arc<Object>>) {
+    fn push(
+        &mut self,
+        rev: Revision,
+        kind: EventType,
+        obj: Arc<Object>,
+        prev: Option<Arc<Object>>,
+    ) {
         self.results.push((*obj).clone());
         self.writes.push((obj.key.clone(), Some(obj.clone())));
         self.events.push(Event {
@@ -263,15 +265,28 @@ mod tests {
     #[test]
     fn a_failing_op_fails_the_whole_batch() {
         let mut src = MapSource::default();
-        let a = apply(&src, Revision(5), &[Op::Create { key: key("a"), value: cm("a", "1") }])
-            .unwrap();
+        let a = apply(
+            &src,
+            Revision(5),
+            &[Op::Create {
+                key: key("a"),
+                value: cm("a", "1"),
+            }],
+        )
+        .unwrap();
         src.0.insert(key("a"), a.results[0].clone());
         let err = apply(
             &src,
             Revision(6),
             &[
-                Op::Create { key: key("b"), value: cm("b", "1") },
-                Op::Create { key: key("a"), value: cm("a", "2") },
+                Op::Create {
+                    key: key("b"),
+                    value: cm("b", "1"),
+                },
+                Op::Create {
+                    key: key("a"),
+                    value: cm("a", "2"),
+                },
             ],
         )
         .unwrap_err();
@@ -281,8 +296,15 @@ mod tests {
     #[test]
     fn resource_version_is_the_revision_and_noop_update_keeps_it() {
         let mut src = MapSource::default();
-        let a = apply(&src, Revision(7), &[Op::Create { key: key("a"), value: cm("a", "1") }])
-            .unwrap();
+        let a = apply(
+            &src,
+            Revision(7),
+            &[Op::Create {
+                key: key("a"),
+                value: cm("a", "1"),
+            }],
+        )
+        .unwrap();
         let obj = a.results[0].clone();
         let v: Value = serde_json::from_slice(&obj.data).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "7");
@@ -290,7 +312,11 @@ mod tests {
         let same = apply(
             &src,
             Revision(9),
-            &[Op::Update { key: key("a"), value: cm("a", "1"), expected: None }],
+            &[Op::Update {
+                key: key("a"),
+                value: cm("a", "1"),
+                expected: None,
+            }],
         )
         .unwrap();
         assert_eq!(same.results[0].revision, Revision(7));
@@ -300,15 +326,36 @@ mod tests {
     #[test]
     fn names_must_match_and_size_is_bounded() {
         let src = MapSource::default();
-        let err = apply(&src, Revision(1), &[Op::Create { key: key("a"), value: cm("b", "1") }])
-            .unwrap_err();
+        let err = apply(
+            &src,
+            Revision(1),
+            &[Op::Create {
+                key: key("a"),
+                value: cm("b", "1"),
+            }],
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{err}");
         let big = "x".repeat(MAX_OBJECT_BYTES);
-        let err = apply(&src, Revision(1), &[Op::Create { key: key("a"), value: cm("a", &big) }])
-            .unwrap_err();
+        let err = apply(
+            &src,
+            Revision(1),
+            &[Op::Create {
+                key: key("a"),
+                value: cm("a", &big),
+            }],
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
-        let err = apply(&src, Revision(1), &[Op::Create { key: key("a"), value: Bytes::from("{") }])
-            .unwrap_err();
+        let err = apply(
+            &src,
+            Revision(1),
+            &[Op::Create {
+                key: key("a"),
+                value: Bytes::from("{"),
+            }],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
     }
 }

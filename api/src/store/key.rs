@@ -211,7 +211,10 @@ mod tests {
     fn malformed_segments_are_rejected() {
         for bad in ["", "a/b", "..", "x\0y"] {
             let key = ResourceKey::new("", "pods", Some("default"), bad);
-            assert!(matches!(key.validate(), Err(StoreError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(key.validate(), Err(StoreError::Invalid(_))),
+                "{bad:?}"
+            );
         }
         assert!(ResourceKey::decode(b"core/pods/default").is_err());
     }

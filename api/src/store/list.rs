@@ -41,7 +41,11 @@ pub struct ListPlan {
 
 /// Plans one page. The caller must take its storage view at `window.current()`
 /// before releasing the window.
-pub fn plan(window: &Window, prefix: &KeyPrefix, opts: &ListOptions) -> Result<ListPlan, StoreError> {
+pub fn plan(
+    window: &Window,
+    prefix: &KeyPrefix,
+    opts: &ListOptions,
+) -> Result<ListPlan, StoreError> {
     prefix.validate()?;
     let (at, from) = match &opts.continue_token {
         Some(token) => {

@@ -100,8 +100,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the ops atomically at one new revision; results are in op order.
     async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError>;
 
-    async fn watch(&self, prefix: &KeyPrefix, opts: WatchOptions)
-        -> Result<WatchStream, StoreError>;
+    async fn watch(
+        &self,
+        prefix: &KeyPrefix,
+        opts: WatchOptions,
+    ) -> Result<WatchStream, StoreError>;
 
     /// The newest revision this store has applied (after a read-index when
     /// linearizable).

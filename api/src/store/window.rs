@@ -234,7 +234,10 @@ mod tests {
         let prefix = KeyPrefix::resource("", "pods");
         assert!(matches!(
             r.events_after(Revision(1), &prefix, 10),
-            Err(StoreError::Expired { requested: 1, oldest: 2 })
+            Err(StoreError::Expired {
+                requested: 1,
+                oldest: 2
+            })
         ));
         let (events, upto) = r.events_after(Revision(2), &prefix, 10).unwrap();
         assert_eq!(events.len(), 1);

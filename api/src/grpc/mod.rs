@@ -1,0 +1,6 @@
+//! The gRPC edge: the Objects service over any `Store`, the typed client, and
+//! the one mapping between `StoreError` and gRPC status.
+
+pub mod client;
+pub mod server;
+pub mod status;

@@ -1,0 +1,275 @@
+//! The Objects service: Kubernetes-style JSON objects over gRPC, backed by any
+//! `Store`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use balsa_proto::objects::objects_server::{Objects, ObjectsServer};
+use balsa_proto::objects::{
+    txn_op, DeleteRequest, EventType as WireEventType, GetRequest, ListReply, ListRequest,
+    ObjectRef, ObjectReply, TxnReply, TxnRequest, WatchReply, WatchRequest, WriteRequest,
+};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use crate::resource::ClientObject;
+use crate::store::{
+    DeletePreconditions, EventType, KeyPrefix, ListOptions, Object, Op, ReadMode, ResourceKey,
+    Revision, Store, StoreError, WatchEvent, WatchOptions,
+};
+
+pub struct ObjectsService {
+    store: Arc<dyn Store>,
+}
+
+pub fn server(store: Arc<dyn Store>) -> ObjectsServer<ObjectsService> {
+    ObjectsServer::new(ObjectsService { store })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(256 << 20)
+}
+
+fn reply(obj: Object) -> Response<ObjectReply> {
+    Response::new(ObjectReply {
+        revision: obj.revision.0,
+        object: obj.data,
+    })
+}
+
+fn status(e: StoreError) -> Status {
+    to_status(&e)
+}
+
+fn key_of(r: Option<ObjectRef>) -> Result<ResourceKey, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("ref is required"))?;
+    let key = ResourceKey::new(
+        r.group,
+        r.resource,
+        (!r.namespace.is_empty()).then_some(r.namespace.as_str()),
+        r.name,
+    );
+    key.validate().map_err(status)?;
+    Ok(key)
+}
+
+fn delete_op(req: DeleteRequest) -> Result<Op, Status> {
+    Ok(Op::Delete {
+        key: key_of(req.r#ref)?,
+        preconditions: DeletePreconditions {
+            uid: (!req.uid.is_empty()).then_some(req.uid),
+            revision: (req.revision != 0).then_some(Revision(req.revision)),
+        },
+    })
+}
+
+fn create_op(json: &[u8]) -> Result<Op, StoreError> {
+    let (key, value) = ClientObject::parse(json)?.for_create()?;
+    Ok(Op::Create { key, value })
+}
+
+fn update_op(json: &[u8]) -> Result<Op, StoreError> {
+    let (key, value, expected) = ClientObject::parse(json)?.for_update()?;
+    Ok(Op::Update {
+        key,
+        value,
+        expected,
+    })
+}
+
+fn read_mode(local: bool) -> ReadMode {
+    if local {
+        ReadMode::Local
+    } else {
+        ReadMode::Linearizable
+    }
+}
+
+fn prefix_of(
+    group: String,
+    resource: String,
+    namespace: String,
+    name: String,
+) -> Result<KeyPrefix, Status> {
+    let prefix = KeyPrefix {
+        group,
+        resource,
+        namespace: (!namespace.is_empty()).then_some(namespace),
+        name: (!name.is_empty()).then_some(name),
+    };
+    prefix.validate().map_err(status)?;
+    Ok(prefix)
+}
+
+fn wire_event(e: &WatchEvent) -> WatchReply {
+    match e {
+        WatchEvent::Event(ev) => WatchReply {
+            r#type: match ev.kind {
+                EventType::Added => WireEventType::Added,
+                EventType::Modified => WireEventType::Modified,
+                EventType::Deleted => WireEventType::Deleted,
+            } as i32,
+            object: ev.object.data.clone(),
+            revision: ev.revision.0,
+        },
+        WatchEvent::Bookmark(rev) => WatchReply {
+            r#type: WireEventType::Bookmark as i32,
+            object: Default::default(),
+            revision: rev.0,
+        },
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Objects for ObjectsService {
+    async fn create(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectReply>, Status> {
+        let Op::Create { key, value } = create_op(&request.into_inner().object).map_err(status)?
+        else {
+            unreachable!("create_op makes creates")
+        };
+        self.store
+            .create(key, value)
+            .await
+            .map(reply)
+            .map_err(status)
+    }
+
+    async fn update(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectReply>, Status> {
+        let Op::Update {
+            key,
+            value,
+            expected,
+        } = update_op(&request.into_inner().object).map_err(status)?
+        else {
+            unreachable!("update_op makes updates")
+        };
+        self.store
+            .update(key, value, expected)
+            .await
+            .map(reply)
+            .map_err(status)
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectReply>, Status> {
+        let req = request.into_inner();
+        let key = key_of(req.r#ref)?;
+        self.store
+            .get(&key, read_mode(req.local))
+            .await
+            .map(reply)
+            .map_err(status)
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        let req = request.into_inner();
+        let prefix = prefix_of(req.group, req.resource, req.namespace, String::new())?;
+        let opts = ListOptions {
+            limit: (req.limit > 0).then_some(req.limit as usize),
+            continue_token: (!req.continue_token.is_empty()).then_some(req.continue_token),
+            revision: (req.revision > 0).then_some(Revision(req.revision)),
+            read: read_mode(req.local),
+        };
+        let page = self.store.list(&prefix, opts).await.map_err(status)?;
+        Ok(Response::new(ListReply {
+            items: page.items.into_iter().map(|o| o.data).collect(),
+            revision: page.revision.0,
+            continue_token: page.continue_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<ObjectReply>, Status> {
+        let Op::Delete { key, preconditions } = delete_op(request.into_inner())? else {
+            unreachable!("delete_op makes deletes")
+        };
+        self.store
+            .delete(key, preconditions)
+            .await
+            .map(reply)
+            .map_err(status)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {
+        let mut ops = Vec::new();
+        for op in request.into_inner().ops {
+            ops.push(match op.op {
+                Some(txn_op::Op::Create(json)) => create_op(&json).map_err(status)?,
+                Some(txn_op::Op::Update(json)) => update_op(&json).map_err(status)?,
+                Some(txn_op::Op::Delete(d)) => delete_op(d)?,
+                None => {
+                    return Err(Status::invalid_argument(
+                        "a txn op must be create, update or delete",
+                    ))
+                }
+            });
+        }
+        let (rev, objects) = self.store.txn(ops).await.map_err(status)?;
+        Ok(Response::new(TxnReply {
+            revision: rev.0,
+            objects: objects.into_iter().map(|o| o.data).collect(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        let prefix = prefix_of(req.group, req.resource, req.namespace, req.name)?;
+        let bookmark_interval = (req.bookmark_interval_ms > 0)
+            .then(|| Duration::from_millis(req.bookmark_interval_ms.into()));
+        // Without a starting revision: the current objects as ADDED first, all at
+        // one revision, then the changes after it.
+        let (initial, after) = match req.after {
+            Some(after) => (Vec::new(), Revision(after)),
+            None => {
+                let mut items = Vec::new();
+                let mut opts = ListOptions::default();
+                let rev = loop {
+                    let page = self
+                        .store
+                        .list(&prefix, opts.clone())
+                        .await
+                        .map_err(status)?;
+                    items.extend(page.items);
+                    match page.continue_token {
+                        Some(t) => opts.continue_token = Some(t),
+                        None => break page.revision,
+                    }
+                };
+                let initial: Vec<_> = items
+                    .into_iter()
+                    .map(|o| WatchReply {
+                        r#type: WireEventType::Added as i32,
+                        revision: o.revision.0,
+                        object: o.data,
+                    })
+                    .collect();
+                (initial, rev)
+            }
+        };
+        let events = self
+            .store
+            .watch(
+                &prefix,
+                WatchOptions {
+                    after,
+                    bookmark_interval,
+                },
+            )
+            .await
+            .map_err(status)?;
+        let live = events.map(|item| item.map(|e| wire_event(&e)).map_err(status));
+        let stream = futures::stream::iter(initial.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

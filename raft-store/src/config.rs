@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use balsa_api::store::window::WindowConfig;
+
+use crate::NodeId;
+
+/// How one replica runs.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the last snapshot, for slow followers.
+    pub keep_after_snapshot: u64,
+    pub window: WindowConfig,
+    /// How long a write or a linearizable read may wait before Unavailable.
+    pub request_timeout: Duration,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+            window: WindowConfig::default(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}

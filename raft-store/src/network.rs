@@ -1,0 +1,233 @@
+//! The peer transport over tonic: openraft's network client, plus the Forward
+//! and ReadIndex calls a follower makes to the leader. Every message passes the
+//! fault seam first.
+
+use std::time::Duration;
+
+use balsa_proto::peer::peer_client::PeerClient;
+use balsa_proto::peer::{PeerRequest, RaftKind, RaftRequest, StatusRequest};
+use balsa_proto::WIRE_VERSION;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec;
+use crate::faults::{Faults, Verdict};
+use crate::types::{Member, NodeId, TypeConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("message to {0} dropped by the fault seam")]
+    Dropped(NodeId),
+    #[error("invalid peer address {addr}: {source}")]
+    Address {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("peer call failed: {}: {}", .0.code(), .0.message())]
+    Call(#[from] tonic::Status),
+    #[error("peer payload: {0}")]
+    Codec(#[from] codec::CodecError),
+}
+
+/// A client to one peer; the channel connects lazily and reconnects by itself.
+#[derive(Clone)]
+pub struct PeerLink {
+    from: NodeId,
+    target: NodeId,
+    client: PeerClient<Channel>,
+    faults: Faults,
+}
+
+pub fn channel(addr: &str) -> Result<Channel, PeerError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| PeerError::Address {
+            addr: addr.to_string(),
+            source,
+        })?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10));
+    Ok(endpoint.connect_lazy())
+}
+
+impl PeerLink {
+    pub fn new(
+        from: NodeId,
+        target: NodeId,
+        addr: &str,
+        faults: Faults,
+    ) -> Result<Self, PeerError> {
+        let client = PeerClient::new(channel(addr)?)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        Ok(Self {
+            from,
+            target,
+            client,
+            faults,
+        })
+    }
+
+    async fn pass_seam(&self) -> Result<(), PeerError> {
+        match self.faults.verdict(self.target) {
+            Verdict::Drop => Err(PeerError::Dropped(self.target)),
+            Verdict::Deliver(None) => Ok(()),
+            Verdict::Deliver(Some(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn raft<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: RaftKind,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        self.pass_seam().await?;
+        let mut request = tonic::Request::new(RaftRequest {
+            version: WIRE_VERSION,
+            from: self.from,
+            kind: kind as i32,
+            payload: codec::encode(req)?.into(),
+        });
+        request.set_timeout(timeout);
+        let reply = self.client.raft(request).await?.into_inner();
+        Ok(codec::decode(&reply.payload)?)
+    }
+
+    /// A Forward or ReadIndex call: the payload and reply are codec-encoded.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        forward: bool,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        self.pass_seam().await?;
+        let mut request = tonic::Request::new(PeerRequest {
+            version: WIRE_VERSION,
+            from: self.from,
+            payload: codec::encode(req)?.into(),
+        });
+        request.set_timeout(timeout);
+        let reply = if forward {
+            self.client.forward(request).await?
+        } else {
+            self.client.read_index(request).await?
+        };
+        Ok(codec::decode(&reply.into_inner().payload)?)
+    }
+
+    pub async fn status(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<balsa_proto::peer::MemberStatus, PeerError> {
+        self.pass_seam().await?;
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(timeout);
+        Ok(self.client.status(request).await?.into_inner())
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: PeerError) -> RPCError<NodeId, Member, E> {
+        match &e {
+            PeerError::Dropped(_) | PeerError::Address { .. } => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            PeerError::Call(s) if s.code() == tonic::Code::Unavailable => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            _ => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+/// Makes a `Peer` per replication target.
+#[derive(Clone)]
+pub struct Network {
+    pub id: NodeId,
+    pub faults: Faults,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        RaftPeer {
+            peer: PeerLink::new(self.id, target, &node.peer_addr, self.faults.clone()),
+            target,
+        }
+    }
+}
+
+pub struct RaftPeer {
+    peer: Result<PeerLink, PeerError>,
+    target: NodeId,
+}
+
+type RaftResult<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
+
+impl RaftPeer {
+    async fn send<Req, Resp, E>(
+        &mut self,
+        kind: RaftKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let peer = match &mut self.peer {
+            Ok(p) => p,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let reply: Result<RaftResult<Resp, E>, PeerError> =
+            peer.raft(kind, req, option.hard_ttl()).await;
+        match reply {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e) => Err(peer.rpc_error(e)),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.send(RaftKind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send(RaftKind::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.send(RaftKind::Vote, &rpc, &option).await
+    }
+}

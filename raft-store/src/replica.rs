@@ -1,0 +1,487 @@
+//! One master replica: the Raft node, its state machine, and the `Store` port
+//! on top. Writes go to the leader (forwarded over the peer channel from a
+//! follower); linearizable reads take a read-index from the leader, wait until
+//! this replica has applied that far, and then read locally. Every wait is
+//! bounded by `request_timeout`, so a replica without quorum answers
+//! Unavailable instead of hanging.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use balsa_api::store::apply;
+use balsa_api::{
+    KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey, Revision,
+    Store, StoreError, WatchOptions, WatchStream,
+};
+use balsa_proto::peer::MemberStatus;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::time::Instant;
+
+use crate::config::ReplicaConfig;
+use crate::faults::Faults;
+use crate::layout::{CF_RAFT, KEY_COMMITTED};
+use crate::log_store::{LogError, LogStore};
+use crate::network::{Network, PeerLink};
+use crate::state_machine::{SmShared, StateMachine};
+use crate::types::{Command, LogId, Member, NodeId, Raft, COMMAND_VERSION};
+use crate::{codec, db};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Open(#[from] db::OpenError),
+    #[error("the Raft log is damaged; refusing to start: {0}")]
+    Log(#[from] LogError),
+    #[error("opening the state machine: {0}")]
+    StateMachine(#[source] crate::types::StorageError),
+    #[error("raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("starting raft: {0}")]
+    Start(String),
+    #[error("initializing the cluster: {0}")]
+    Initialize(String),
+}
+
+pub struct Replica {
+    id: NodeId,
+    me: Member,
+    raft: Raft,
+    sm: Arc<SmShared>,
+    db: Arc<rocksdb::DB>,
+    config: ReplicaConfig,
+    faults: Faults,
+}
+
+/// Where a leader-only request must go.
+enum Route<T> {
+    Done(Result<T, StoreError>),
+    Leader(NodeId, Member),
+    NoLeader,
+}
+
+fn forward_route<T>(f: &ForwardToLeader<NodeId, Member>) -> Route<T> {
+    match (f.leader_id, &f.leader_node) {
+        (Some(id), Some(node)) => Route::Leader(id, node.clone()),
+        _ => Route::NoLeader,
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("raft has stopped: {e}"))
+}
+
+const RETRY: Duration = Duration::from_millis(20);
+
+impl Replica {
+    /// Opens the data dir and starts the Raft node (not yet part of a cluster
+    /// unless the data dir already was).
+    pub async fn open(
+        config: ReplicaConfig,
+        me: Member,
+        faults: Faults,
+    ) -> Result<Arc<Self>, ReplicaError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ReplicaError::Start(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let db = db::open(&config.data_dir.join("db"))?;
+        let log = LogStore::open(db.clone())?;
+        let sm = StateMachine::open(db.clone(), config.data_dir.clone(), config.window.clone())
+            .map_err(ReplicaError::StateMachine)?;
+        let shared = sm.shared();
+        let raft_config = Config {
+            cluster_name: "balsa".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = Network {
+            id: config.id,
+            faults: faults.clone(),
+        };
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
+            .await
+            .map_err(|e| ReplicaError::Start(e.to_string()))?;
+        Ok(Arc::new(Self {
+            id: config.id,
+            me,
+            raft,
+            sm: shared,
+            db,
+            config,
+            faults,
+        }))
+    }
+
+    /// Bootstraps a new cluster of fixed membership. A replica that is already
+    /// part of a cluster ignores this (restarts with `--init` are harmless).
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ReplicaError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicaError::Initialize(e.to_string()))?
+        {
+            return Ok(());
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ReplicaError::Initialize(e.to_string())),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, StoreError> {
+        PeerLink::new(self.id, target, &member.peer_addr, self.faults.clone())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// The leader's API address, when known.
+    fn leader_api(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let api = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.api_addr.clone());
+        api
+    }
+
+    /// A write, if this replica is the leader.
+    async fn write_here(
+        &self,
+        ops: Vec<Op>,
+        deadline: Instant,
+    ) -> Route<(Revision, Vec<OpResult>)> {
+        let cmd = Command {
+            version: COMMAND_VERSION,
+            ops,
+        };
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+            Err(_) => Route::Done(Err(StoreError::Unavailable(format!(
+                "the write was not committed within {:?} (no quorum?); it may still be applied",
+                self.timeout()
+            )))),
+            Ok(Ok(resp)) => {
+                Route::Done(resp.data.0.map(|objs| (Revision(resp.log_id.index), objs)))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => forward_route(&f),
+            Ok(Err(RaftError::APIError(e))) => {
+                Route::Done(Err(StoreError::Internal(e.to_string())))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Route::Done(Err(fatal(f))),
+        }
+    }
+
+    /// Called by the peer service for a follower's forwarded write.
+    pub async fn leader_write(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<(Revision, Vec<OpResult>), StoreError> {
+        match self.write_here(ops, Instant::now() + self.timeout()).await {
+            Route::Done(r) => r,
+            Route::Leader(..) | Route::NoLeader => Err(StoreError::NotLeader {
+                leader: self.leader_api(),
+            }),
+        }
+    }
+
+    /// The index a linearizable read must wait for, if this replica is the leader.
+    async fn read_index_here(&self, deadline: Instant) -> Route<u64> {
+        match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Route::Done(Err(StoreError::Unavailable(format!(
+                "leadership not confirmed within {:?} (no quorum?)",
+                self.timeout()
+            )))),
+            Ok(Ok((read, _))) => Route::Done(Ok(read.map_or(0, |l: LogId| l.index))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                forward_route(&f)
+            }
+            Ok(Err(RaftError::APIError(e))) => {
+                Route::Done(Err(StoreError::Unavailable(e.to_string())))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Route::Done(Err(fatal(f))),
+        }
+    }
+
+    pub async fn leader_read_index(&self) -> Result<u64, StoreError> {
+        match self.read_index_here(Instant::now() + self.timeout()).await {
+            Route::Done(r) => r,
+            Route::Leader(..) | Route::NoLeader => Err(StoreError::NotLeader {
+                leader: self.leader_api(),
+            }),
+        }
+    }
+
+    /// Runs a leader-only request here or at the leader, retrying while the
+    /// leadership moves, until the deadline.
+    async fn at_leader<T, Here, HereFut, There, ThereFut>(
+        &self,
+        here: Here,
+        there: There,
+    ) -> Result<T, StoreError>
+    where
+        Here: Fn(Instant) -> HereFut,
+        HereFut: std::future::Future<Output = Route<T>>,
+        There: Fn(PeerLink, Duration) -> ThereFut,
+        ThereFut:
+            std::future::Future<Output = Result<Result<T, StoreError>, crate::network::PeerError>>,
+    {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            let last_error = match here(deadline).await {
+                Route::Done(r) => return r,
+                Route::NoLeader => "no leader is elected".to_string(),
+                Route::Leader(id, member) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match there(self.link(id, &member)?, remaining).await {
+                        Ok(Err(StoreError::NotLeader { .. })) => {
+                            format!("member {id} is no longer the leader")
+                        }
+                        Ok(r) => return r,
+                        Err(e) => format!("leader {id} unreachable: {e}"),
+                    }
+                }
+            };
+            if Instant::now() + RETRY >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "{last_error} (gave up after {:?})",
+                    self.timeout()
+                )));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Waits until this replica has applied everything acknowledged so far.
+    async fn read_barrier(&self) -> Result<Revision, StoreError> {
+        let index = self
+            .at_leader(
+                |deadline| self.read_index_here(deadline),
+                |mut link, t| async move { link.call(false, &(), t).await },
+            )
+            .await?;
+        let mut applied = self.sm.window().subscribe();
+        let reached = tokio::time::timeout(self.timeout(), applied.wait_for(|rev| rev.0 >= index))
+            .await
+            .map(|r| r.map(|rev| *rev));
+        match reached {
+            Ok(Ok(rev)) => Ok(rev),
+            Ok(Err(_)) => Err(StoreError::Unavailable("replica is shutting down".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "replica did not apply up to the read index {index} within {:?}",
+                self.timeout()
+            ))),
+        }
+    }
+
+    async fn barrier(&self, read: ReadMode) -> Result<(), StoreError> {
+        match read {
+            ReadMode::Linearizable => self.read_barrier().await.map(|_| ()),
+            ReadMode::Local => Ok(()),
+        }
+    }
+
+    fn committed_index(&self) -> u64 {
+        let bytes = self
+            .db
+            .get_cf(db::cf(&self.db, CF_RAFT), KEY_COMMITTED)
+            .ok()
+            .flatten();
+        bytes
+            .and_then(|b| codec::decode::<Option<LogId>>(&b).ok())
+            .flatten()
+            .map_or(0, |l| l.index)
+    }
+
+    /// This member's own view.
+    pub fn own_status(&self) -> MemberStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let voter = m.membership_config.voter_ids().any(|v| v == self.id);
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower if voter => "follower",
+            ServerState::Follower | ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        MemberStatus {
+            id: self.id,
+            peer_addr: self.me.peer_addr.clone(),
+            api_addr: self.me.api_addr.clone(),
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader.unwrap_or(0),
+            commit_index: self.committed_index(),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            voter,
+            error: String::new(),
+        }
+    }
+
+    /// Every member's view, asked over the peer channel (unreachable members are
+    /// listed with the error).
+    pub async fn cluster_status(&self) -> Vec<MemberStatus> {
+        let members: Vec<(NodeId, Member)> = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        let asks = members.into_iter().map(|(id, member)| async move {
+            if id == self.id {
+                return self.own_status();
+            }
+            let answer = match self.link(id, &member) {
+                Ok(mut link) => link
+                    .status(Duration::from_millis(500))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            answer.unwrap_or_else(|error| MemberStatus {
+                id,
+                peer_addr: member.peer_addr.clone(),
+                api_addr: member.api_addr.clone(),
+                role: "unreachable".into(),
+                error,
+                ..Default::default()
+            })
+        });
+        futures::future::join_all(asks).await
+    }
+
+    fn not_leader(&self) -> StoreError {
+        StoreError::NotLeader {
+            leader: self.leader_api(),
+        }
+    }
+
+    /// Adds a member as a learner, and with `promote` makes it a voter. Leader only.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        member: Member,
+        promote: bool,
+    ) -> Result<(), StoreError> {
+        let write_err = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+            other => StoreError::Unavailable(other.to_string()),
+        };
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(write_err)?;
+        if promote {
+            let mut voters: BTreeSet<NodeId> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .voter_ids()
+                .collect();
+            voters.insert(id);
+            self.raft
+                .change_membership(voters, false)
+                .await
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a member from the cluster. Leader only.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
+        let mut voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
+        if !voters.remove(&id) {
+            return Err(StoreError::NotFound {
+                key: format!("member {id}"),
+            });
+        }
+        match self.raft.change_membership(voters, false).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_leader())
+            }
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Replica {
+    async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
+        key.validate()?;
+        self.barrier(read).await?;
+        self.sm.get(key)?.ok_or_else(|| StoreError::not_found(key))
+    }
+
+    async fn list(&self, prefix: &KeyPrefix, opts: ListOptions) -> Result<ListResult, StoreError> {
+        prefix.validate()?;
+        self.barrier(opts.read).await?;
+        self.sm.list(prefix, &opts)
+    }
+
+    async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
+        apply::precheck(&ops)?;
+        self.at_leader(
+            |deadline| self.write_here(ops.clone(), deadline),
+            |mut link, t| {
+                let ops = ops.clone();
+                async move { link.call(true, &ops, t).await }
+            },
+        )
+        .await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &KeyPrefix,
+        opts: WatchOptions,
+    ) -> Result<WatchStream, StoreError> {
+        balsa_api::store::watch::watch(self.sm.window(), prefix.clone(), opts)
+    }
+
+    async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
+        match read {
+            ReadMode::Linearizable => self.read_barrier().await,
+            ReadMode::Local => Ok(self.sm.window().current()),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Every listening socket a master opens, opened here and nowhere else, so TLS
+//! and address policy have one place to live.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub struct Listeners {
+    pub peer: TcpListener,
+    pub api: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {what} address {addr}: {source}")]
+pub struct BindError {
+    what: &'static str,
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+async fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { what, addr, source })
+}
+
+impl Listeners {
+    pub async fn bind(peer: SocketAddr, api: SocketAddr) -> Result<Self, BindError> {
+        Ok(Self {
+            peer: bind_one("peer", peer).await?,
+            api: bind_one("api", api).await?,
+        })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.peer.local_addr()?, self.api.local_addr()?))
+    }
+}
+
+pub fn incoming(listener: TcpListener) -> TcpListenerStream {
+    TcpListenerStream::new(listener)
+}

@@ -1,0 +1,203 @@
+//! `balsa server`: one master replica. Binds its listeners, opens the store,
+//! serves the peer and client gRPC services, bootstraps (`--init`) or joins
+//! (`--join`), and on SIGTERM/SIGINT shuts everything down in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use balsa_api::grpc::client::Client;
+use balsa_api::store::window::WindowConfig;
+use balsa_api::{Store, StoreError};
+use balsa_raft_store::{Faults, Member, Replica, ReplicaConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::listeners::{incoming, Listeners};
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    /// Bootstrap a new cluster with these members (empty: just this one).
+    pub init: Option<BTreeMap<u64, Member>>,
+    /// API address of a running member to join through.
+    pub join: Option<String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+    pub window: WindowConfig,
+    pub request_timeout: Duration,
+}
+
+impl ServerOptions {
+    pub fn new(id: u64, data_dir: PathBuf) -> Self {
+        let defaults = ReplicaConfig::new(id, data_dir.clone());
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            id,
+            data_dir,
+            peer_listen: loopback,
+            api_listen: loopback,
+            init: None,
+            join: None,
+            heartbeat: defaults.heartbeat,
+            election_timeout: defaults.election_timeout,
+            snapshot_every: defaults.snapshot_every,
+            keep_after_snapshot: defaults.keep_after_snapshot,
+            window: defaults.window,
+            request_timeout: defaults.request_timeout,
+        }
+    }
+}
+
+/// A started master. Dropping it does not stop it: call `stop`.
+pub struct RunningServer {
+    pub replica: Arc<Replica>,
+    pub peer_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<RunningServer> {
+    let listeners = Listeners::bind(opts.peer_listen, opts.api_listen).await?;
+    let (peer_addr, api_addr) = listeners.addrs()?;
+    let me = Member {
+        peer_addr: peer_addr.to_string(),
+        api_addr: api_addr.to_string(),
+    };
+    let mut config = ReplicaConfig::new(opts.id, opts.data_dir.clone());
+    config.heartbeat = opts.heartbeat;
+    config.election_timeout = opts.election_timeout;
+    config.snapshot_every = opts.snapshot_every;
+    config.keep_after_snapshot = opts.keep_after_snapshot;
+    config.window = opts.window.clone();
+    config.request_timeout = opts.request_timeout;
+    let replica = Replica::open(config, me.clone(), faults)
+        .await
+        .with_context(|| format!("opening replica {} in {}", opts.id, opts.data_dir.display()))?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let peer = tonic::transport::Server::builder()
+        .add_service(balsa_raft_store::peer_service::server(replica.clone()))
+        .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
+    let store: Arc<dyn Store> = replica.clone();
+    let api = tonic::transport::Server::builder()
+        .add_service(balsa_api::grpc::server::server(store))
+        .add_service(balsa_raft_store::cluster_service::server(replica.clone()))
+        .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx));
+    let tasks = vec![tokio::spawn(peer), tokio::spawn(api)];
+
+    if let Some(members) = opts.init {
+        let members = if members.is_empty() {
+            BTreeMap::from([(opts.id, me.clone())])
+        } else {
+            members
+        };
+        if !members.contains_key(&opts.id) {
+            bail!("--init members do not include this server's id {}", opts.id);
+        }
+        replica.initialize(members).await?;
+    }
+    if let Some(via) = &opts.join {
+        join(&replica, &me, via).await?;
+    }
+    tracing::info!(member.id = opts.id, %peer_addr, %api_addr, "master serving");
+    Ok(RunningServer {
+        replica,
+        peer_addr,
+        api_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Asks the cluster (through `via`, following redirects to the leader) to add
+/// this replica as a voter. Already a member: nothing to do.
+async fn join(replica: &Replica, me: &Member, via: &str) -> anyhow::Result<()> {
+    if replica.raft().is_initialized().await? {
+        return Ok(());
+    }
+    let mut target = via.to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let client = Client::connect(&target).await?;
+            client
+                .add_member(replica.id(), &me.peer_addr, &me.api_addr, true)
+                .await
+        };
+        match attempt.await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::NotLeader {
+                leader: Some(leader),
+            }) => target = leader,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                bail!("joining the cluster through {via}: {e}")
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "join not accepted yet; retrying");
+                target = via.to_string();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+impl RunningServer {
+    /// Stops serving and shuts the Raft node down. Open streams (watches) get
+    /// `GRACE` to finish before they are cut.
+    pub async fn stop(self) {
+        const GRACE: Duration = Duration::from_secs(2);
+        let _ = self.stop.send(true);
+        self.replica.shutdown().await;
+        for mut t in self.tasks {
+            if tokio::time::timeout(GRACE, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+    }
+
+    /// True once a serving task has ended on its own (an error).
+    pub fn failed(&self) -> bool {
+        self.tasks.iter().any(|t| t.is_finished())
+    }
+}
+
+/// Runs a master until SIGTERM/SIGINT (or, with `exit_with_parent`, until the
+/// process that started it is gone).
+pub async fn run(opts: ServerOptions, exit_with_parent: bool) -> anyhow::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    let server = start(opts, Faults::default()).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                if exit_with_parent && std::os::unix::process::parent_id() != parent {
+                    tracing::warn!("parent process is gone; shutting down");
+                    break;
+                }
+                if server.failed() {
+                    bail!("a gRPC server task stopped unexpectedly");
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}

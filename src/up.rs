@@ -1,0 +1,274 @@
+//! `balsa up`: a local three-master HA cluster in one command. Starts the
+//! masters as separate processes on loopback, waits for a leader and a committed
+//! write, writes `cluster.json`, and stops them all on Ctrl-C. Run again on the
+//! same directory, it resumes the same cluster (same ids, ports and data).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use balsa_api::grpc::client::Client;
+use balsa_api::resource::ResourceType;
+use balsa_api::StoreError;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::cluster_file::{ClusterFile, MemberEntry};
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub masters: usize,
+    /// The `balsa` binary to start the masters with.
+    pub binary: PathBuf,
+    /// Extra flags for every `balsa server`.
+    pub server_args: Vec<String>,
+}
+
+pub struct Cluster {
+    pub file: ClusterFile,
+    children: Vec<Child>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The members to run: those of an earlier run in `dir`, or new ones.
+fn plan(opts: &UpOptions) -> anyhow::Result<Vec<MemberEntry>> {
+    if ClusterFile::path(&opts.dir).exists() {
+        let file = ClusterFile::read(&opts.dir)?;
+        if file.members.len() != opts.masters {
+            bail!(
+                "{} holds a cluster of {} masters, not {}; use another --dir",
+                opts.dir.display(),
+                file.members.len(),
+                opts.masters
+            );
+        }
+        return Ok(file.members);
+    }
+    (1..=opts.masters as u64)
+        .map(|id| {
+            Ok(MemberEntry {
+                id,
+                pid: 0,
+                peer: format!("127.0.0.1:{}", free_port()?),
+                api: format!("127.0.0.1:{}", free_port()?),
+                data_dir: opts.dir.join(format!("master-{id}")),
+                log: opts.dir.join(format!("master-{id}.log")),
+            })
+        })
+        .collect()
+}
+
+fn spawn(opts: &UpOptions, m: &MemberEntry, all: &[MemberEntry]) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&m.log)
+        .with_context(|| format!("opening {}", m.log.display()))?;
+    let mut cmd = Command::new(&opts.binary);
+    cmd.arg("server")
+        .args(["--id", &m.id.to_string()])
+        .arg("--data-dir")
+        .arg(&m.data_dir)
+        .args([
+            "--peer-listen",
+            &m.peer,
+            "--api-listen",
+            &m.api,
+            "--init",
+            "--exit-with-parent",
+        ]);
+    for other in all {
+        cmd.args([
+            "--member",
+            &format!("{}={},{}", other.id, other.peer, other.api),
+        ]);
+    }
+    cmd.args(&opts.server_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    cmd.spawn()
+        .with_context(|| format!("starting master {}", m.id))
+}
+
+/// Starts (or resumes) the cluster and returns once a write has committed.
+pub async fn start(opts: &UpOptions) -> anyhow::Result<Cluster> {
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    let mut members = plan(opts)?;
+    let mut children = Vec::new();
+    for i in 0..members.len() {
+        let child = spawn(opts, &members[i], &members)?;
+        members[i].pid = child.id().unwrap_or(0);
+        children.push(child);
+    }
+    let mut cluster = Cluster {
+        file: ClusterFile::new(members),
+        children,
+    };
+    cluster.file.write(&opts.dir)?;
+    cluster.wait_ready(Duration::from_secs(30)).await?;
+    Ok(cluster)
+}
+
+impl Cluster {
+    /// Waits until some master accepts and commits a write.
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let mut last_error = String::from("no master answered");
+        while Instant::now() < deadline {
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(status) = child.try_wait()? {
+                    let m = &self.file.members[i];
+                    bail!(
+                        "master {} exited ({status}) while starting; see {}",
+                        m.id,
+                        m.log.display()
+                    );
+                }
+            }
+            for addr in self.file.api_addrs() {
+                match commit_marker(&addr).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_error = format!("{addr}: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("the cluster did not commit a write within {within:?}: {last_error}")
+    }
+
+    /// Stops every master: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        for child in &self.children {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// SIGKILLs master `i` (an index into `file.members`) and reaps it.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        self.children[i].kill().await.context("killing a master")
+    }
+
+    /// SIGSTOPs or SIGCONTs master `i`.
+    pub fn pause(&self, i: usize, paused: bool) -> anyhow::Result<()> {
+        let pid = self.children[i].id().context("the master has exited")?;
+        let signal = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Starts master `i` again with the same id, addresses and data.
+    pub fn respawn(&mut self, i: usize, opts: &UpOptions) -> anyhow::Result<()> {
+        let child = spawn(opts, &self.file.members[i], &self.file.members)?;
+        self.file.members[i].pid = child.id().unwrap_or(0);
+        self.children[i] = child;
+        self.file.write(&opts.dir)
+    }
+
+    /// The first master that has exited, with its status.
+    pub fn exited(&mut self) -> Option<(u64, std::process::ExitStatus)> {
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((self.file.members[i].id, status));
+            }
+        }
+        None
+    }
+}
+
+/// Writes (creates or updates) the `balsa-up` ConfigMap in `kube-system`.
+async fn commit_marker(addr: &str) -> Result<(), StoreError> {
+    let client = Client::connect(addr).await?;
+    let key = ResourceType::of("v1", "ConfigMap").key(Some("kube-system"), "balsa-up");
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let fresh = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "balsa-up", "namespace": "kube-system"},
+        "data": {"lastStart": now},
+    });
+    match client.get(&key, false).await {
+        Ok((bytes, _)) => {
+            let mut current: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Internal(e.to_string()))?;
+            current["data"] = fresh["data"].clone();
+            client
+                .update(serde_json::to_vec(&current).unwrap_or_default().into())
+                .await?;
+        }
+        Err(StoreError::NotFound { .. }) => {
+            client
+                .create(serde_json::to_vec(&fresh).unwrap_or_default().into())
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+pub fn print_members(file: &ClusterFile, dir: &Path, elapsed: Duration) {
+    println!(
+        "Balsa cluster ready in {:.2}s ({} masters)",
+        elapsed.as_secs_f64(),
+        file.members.len()
+    );
+    println!("{:<4} {:<8} {:<22} {:<22} LOG", "ID", "PID", "API", "PEER");
+    for m in &file.members {
+        println!(
+            "{:<4} {:<8} {:<22} {:<22} {}",
+            m.id,
+            m.pid,
+            m.api,
+            m.peer,
+            m.log.display()
+        );
+    }
+    println!("cluster file: {}", ClusterFile::path(dir).display());
+    println!("try: balsa cluster status --dir {}", dir.display());
+}
+
+/// Runs `balsa up` until Ctrl-C / SIGTERM.
+pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut cluster = start(&opts).await?;
+    print_members(&cluster.file, &opts.dir, started.elapsed());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                if let Some((id, status)) = cluster.exited() {
+                    if reported.insert(id) {
+                        eprintln!("master {id} exited ({status}); the others keep serving");
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping the cluster");
+    cluster.stop(Duration::from_secs(10)).await;
+    Ok(())
+}

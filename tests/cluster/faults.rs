@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use balsa_api::{ReadMode, StoreError};
+
+use crate::harness::{configmap, key, InProc, WAIT};
+
+/// Partition the leader with the transport seam: the others elect a new leader
+/// that serves; the old one can no longer commit or serve linearizable reads,
+/// and says so within its request timeout instead of hanging. After healing,
+/// the old leader catches up and its uncommitted write is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_leader_is_replaced_and_cannot_commit() {
+    let cluster = InProc::start(3, |o| o.request_timeout = Duration::from_secs(2)).await;
+    let old = cluster.wait_leader(&[]).await;
+    let ns = "partition";
+    cluster
+        .store(old)
+        .create(key(ns, "before"), configmap(ns, "before", "1"))
+        .await
+        .expect("write before");
+
+    cluster.isolate(old);
+    let new = cluster.wait_leader(&[old]).await;
+    assert_ne!(new, old);
+    let after = cluster
+        .store(new)
+        .create(key(ns, "after"), configmap(ns, "after", "1"))
+        .await;
+    after.expect("the new leader commits");
+
+    let lost = tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster
+            .store(old)
+            .create(key(ns, "lost"), configmap(ns, "lost", "1")),
+    )
+    .await
+    .expect("the old leader answers within its request timeout");
+    assert!(
+        matches!(lost, Err(StoreError::Unavailable(_))),
+        "old leader write: {lost:?}"
+    );
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster
+            .store(old)
+            .get(&key(ns, "before"), ReadMode::Linearizable),
+    )
+    .await
+    .expect("the old leader answers within its request timeout");
+    assert!(
+        matches!(read, Err(StoreError::Unavailable(_))),
+        "old leader read: {read:?}"
+    );
+
+    cluster.heal();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match cluster
+            .store(old)
+            .get(&key(ns, "after"), ReadMode::Local)
+            .await
+        {
+            Ok(_) => break,
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => panic!("local read on the healed replica: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the healed replica did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = cluster
+        .store(old)
+        .get(&key(ns, "lost"), ReadMode::Linearizable)
+        .await;
+    assert!(
+        matches!(gone, Err(StoreError::NotFound { .. })),
+        "the uncommitted write must not appear: {gone:?}"
+    );
+    cluster.shutdown().await;
+}

@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use balsa::server::{self, RunningServer, ServerOptions};
+use balsa_api::Store;
+use balsa_raft_store::{Faults, Member};
+use openraft::ServerState;
+use tempfile::TempDir;
+
+/// A cluster of in-process replicas. Replica `i` has Raft id `i + 1`.
+pub struct InProc {
+    _dir: TempDir,
+    pub opts: Vec<ServerOptions>,
+    pub servers: Vec<Option<RunningServer>>,
+    pub faults: Vec<Faults>,
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+impl InProc {
+    pub async fn start(n: usize, tweak: impl Fn(&mut ServerOptions)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut opts = Vec::new();
+        let mut servers = Vec::new();
+        let mut faults = Vec::new();
+        for i in 0..n {
+            let mut o = ServerOptions::new(i as u64 + 1, dir.path().join(format!("r{}", i + 1)));
+            o.request_timeout = Duration::from_secs(3);
+            tweak(&mut o);
+            let f = Faults::default();
+            let s = server::start(o.clone(), f.clone())
+                .await
+                .expect("start replica");
+            // Restarts must come back on the same addresses.
+            o.peer_listen = s.peer_addr;
+            o.api_listen = s.api_addr;
+            opts.push(o);
+            faults.push(f);
+            servers.push(Some(s));
+        }
+        let members: BTreeMap<u64, Member> = servers
+            .iter()
+            .flatten()
+            .map(|s| {
+                let m = Member {
+                    peer_addr: s.peer_addr.to_string(),
+                    api_addr: s.api_addr.to_string(),
+                };
+                (s.replica.id(), m)
+            })
+            .collect();
+        servers[0]
+            .as_ref()
+            .expect("started")
+            .replica
+            .initialize(members)
+            .await
+            .expect("initialize");
+        let cluster = Self {
+            _dir: dir,
+            opts,
+            servers,
+            faults,
+        };
+        cluster.wait_leader(&[]).await;
+        cluster
+    }
+
+    pub fn server(&self, i: usize) -> &RunningServer {
+        self.servers[i].as_ref().expect("replica is running")
+    }
+
+    pub fn store(&self, i: usize) -> Arc<dyn Store> {
+        self.server(i).replica.clone()
+    }
+
+    /// Waits until a replica not in `except` is leader and known to every
+    /// running replica outside `except`; returns its index.
+    pub async fn wait_leader(&self, except: &[usize]) -> usize {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let running: Vec<usize> = (0..self.servers.len())
+                .filter(|i| self.servers[*i].is_some() && !except.contains(i))
+                .collect();
+            let leaders: Vec<usize> = running
+                .iter()
+                .copied()
+                .filter(|i| {
+                    self.server(*i).replica.raft().metrics().borrow().state == ServerState::Leader
+                })
+                .collect();
+            if let [leader] = leaders[..] {
+                let id = leader as u64 + 1;
+                let agreed = running.iter().all(|i| {
+                    self.server(*i)
+                        .replica
+                        .raft()
+                        .metrics()
+                        .borrow()
+                        .current_leader
+                        == Some(id)
+                });
+                if agreed {
+                    return leader;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader among {running:?} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(s) = self.servers[i].take() {
+            s.stop().await;
+        }
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        let s = server::start(self.opts[i].clone(), self.faults[i].clone())
+            .await
+            .expect("restart replica");
+        self.servers[i] = Some(s);
+    }
+
+    /// Cuts replica `i` off from every other replica, both ways.
+    pub fn isolate(&self, i: usize) {
+        let id = i as u64 + 1;
+        for (j, f) in self.faults.iter().enumerate() {
+            if j == i {
+                f.partition((1..=self.faults.len() as u64).filter(|x| *x != id));
+            } else {
+                f.partition([id]);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for f in &self.faults {
+            f.heal();
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.servers.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+pub fn configmap(ns: &str, name: &str, value: &str) -> bytes::Bytes {
+    balsa_api::conformance::configmap(ns, name, value)
+}
+
+pub fn key(ns: &str, name: &str) -> balsa_api::ResourceKey {
+    balsa_api::conformance::key(ns, name)
+}

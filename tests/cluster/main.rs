@@ -1,0 +1,10 @@
+//! Multi-replica tests on real sockets: in-process replicas (each with its own
+//! RocksDB and gRPC servers on loopback port 0) for the store's semantics and
+//! the transport seam, and real `balsa server` processes for SIGKILL and
+//! whole-cluster restarts.
+
+mod faults;
+mod harness;
+mod processes;
+mod snapshot;
+mod store;

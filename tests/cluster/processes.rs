@@ -1,0 +1,180 @@
+//! Real `balsa server` processes, started the way `balsa up` starts them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use balsa::up::{self, Cluster, UpOptions};
+use balsa_api::grpc::client::Client;
+use balsa_api::resource::ResourceType;
+use balsa_api::StoreError;
+
+fn options(dir: &std::path::Path) -> UpOptions {
+    UpOptions {
+        dir: dir.to_path_buf(),
+        masters: 3,
+        binary: env!("CARGO_BIN_EXE_balsa").into(),
+        server_args: Vec::new(),
+    }
+}
+
+fn object(name: &str) -> bytes::Bytes {
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "durable"},
+        "data": {"payload": "x".repeat(200)},
+    });
+    serde_json::to_vec(&v).expect("json").into()
+}
+
+/// A client per master, waiting for (re)started masters to listen.
+async fn clients(cluster: &Cluster) -> Vec<Client> {
+    let mut out = Vec::new();
+    for addr in cluster.file.api_addrs() {
+        let mut attempts = 0;
+        loop {
+            match Client::connect(&addr).await {
+                Ok(c) => break out.push(c),
+                Err(e) if attempts == 200 => panic!("connect to {addr}: {e}"),
+                Err(_) => attempts += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    out
+}
+
+/// Index (into the member list) of the leader, as the cluster reports it.
+async fn leader_index(cluster: &Cluster, clients: &[Client]) -> usize {
+    for _ in 0..200 {
+        for c in clients {
+            if let Ok(status) = c.cluster_status().await {
+                if let Some(i) = cluster
+                    .file
+                    .members
+                    .iter()
+                    .position(|m| m.id == status.leader)
+                {
+                    return i;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader reported");
+}
+
+/// Creates `name` through any master, retrying elsewhere on failure. Returns
+/// whether the create was acknowledged (an AlreadyExists after a retry means an
+/// earlier attempt committed).
+async fn create_acked(clients: &[Client], first: usize, name: &str) -> bool {
+    for attempt in 0..30 {
+        let c = &clients[(first + attempt) % clients.len()];
+        match c.create(object(name)).await {
+            Ok(_) => return true,
+            Err(StoreError::AlreadyExists { .. }) if attempt > 0 => return true,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    false
+}
+
+/// Every name must be readable from every master's own state.
+async fn assert_everywhere(clients: &[Client], names: &[String]) {
+    let rtype = ResourceType::of("v1", "ConfigMap");
+    for (i, c) in clients.iter().enumerate() {
+        for name in names {
+            let key = rtype.key(Some("durable"), name);
+            let mut found = false;
+            for _ in 0..400 {
+                match c.get(&key, true).await {
+                    Ok(_) => {
+                        found = true;
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            assert!(
+                found,
+                "acknowledged write {name} is missing on master {}",
+                i + 1
+            );
+        }
+    }
+}
+
+/// SIGKILL the leader during a stream of concurrent writes: every
+/// acknowledged write is present afterwards on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = options(dir.path());
+    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let clients = clients(&cluster).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (clients, acked, stop) = (clients.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("w{w}-{n}");
+                if create_acked(&clients, w, &name).await {
+                    acked.lock().expect("lock").push(name);
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader = leader_index(&cluster, &clients).await;
+    let before_kill = acked.lock().expect("lock").len();
+    cluster.kill(leader).await.expect("SIGKILL the leader");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let names = acked.lock().expect("lock").clone();
+    assert!(before_kill > 0, "writes were acknowledged before the kill");
+    assert!(
+        names.len() > before_kill,
+        "writes were acknowledged after the kill"
+    );
+    cluster
+        .respawn(leader, &opts)
+        .expect("restart the killed master");
+    let clients = self::clients(&cluster).await;
+    assert_everywhere(&clients, &names).await;
+    cluster.stop(Duration::from_secs(5)).await;
+}
+
+/// Kill every master at once and start them again: nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_every_replica_keeps_every_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = options(dir.path());
+    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let clients = clients(&cluster).await;
+    let mut names = Vec::new();
+    for n in 0..60 {
+        let name = format!("r{n}");
+        assert!(
+            create_acked(&clients, n, &name).await,
+            "write {name} acknowledged"
+        );
+        names.push(name);
+    }
+    for i in 0..3 {
+        cluster.kill(i).await.expect("SIGKILL");
+    }
+    drop(clients);
+    for i in 0..3 {
+        cluster.respawn(i, &opts).expect("restart");
+    }
+    let clients = self::clients(&cluster).await;
+    assert_everywhere(&clients, &names).await;
+    cluster.stop(Duration::from_secs(5)).await;
+}
