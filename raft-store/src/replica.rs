@@ -59,6 +59,8 @@ enum Route<T> {
     Done(Result<T, StoreError>),
     Leader(NodeId, Member),
     NoLeader,
+    /// A passing condition (a new leader not yet confirmed by a quorum).
+    Retry(String),
 }
 
 fn forward_route<T>(f: &ForwardToLeader<NodeId, Member>) -> Route<T> {
@@ -207,11 +209,17 @@ impl Replica {
         &self,
         ops: Vec<Op>,
     ) -> Result<(Revision, Vec<OpResult>), StoreError> {
-        match self.write_here(ops, Instant::now() + self.timeout()).await {
+        let route = self.write_here(ops, Instant::now() + self.timeout()).await;
+        self.leader_only(route)
+    }
+
+    /// The answer of a request made to this replica as the leader: a peer that
+    /// reached a former leader learns where to go instead.
+    fn leader_only<T>(&self, route: Route<T>) -> Result<T, StoreError> {
+        match route {
             Route::Done(r) => r,
-            Route::Leader(..) | Route::NoLeader => Err(StoreError::NotLeader {
-                leader: self.leader_api(),
-            }),
+            Route::Leader(..) | Route::NoLeader => Err(self.not_leader()),
+            Route::Retry(why) => Err(StoreError::Unavailable(why)),
         }
     }
 
@@ -226,20 +234,16 @@ impl Replica {
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 forward_route(&f)
             }
-            Ok(Err(RaftError::APIError(e))) => {
-                Route::Done(Err(StoreError::Unavailable(e.to_string())))
+            Ok(Err(RaftError::APIError(e @ CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Route::Retry(e.to_string())
             }
             Ok(Err(RaftError::Fatal(f))) => Route::Done(Err(fatal(f))),
         }
     }
 
     pub async fn leader_read_index(&self) -> Result<u64, StoreError> {
-        match self.read_index_here(Instant::now() + self.timeout()).await {
-            Route::Done(r) => r,
-            Route::Leader(..) | Route::NoLeader => Err(StoreError::NotLeader {
-                leader: self.leader_api(),
-            }),
-        }
+        let route = self.read_index_here(Instant::now() + self.timeout()).await;
+        self.leader_only(route)
     }
 
     /// Runs a leader-only request here or at the leader, retrying while the
@@ -261,6 +265,7 @@ impl Replica {
             let last_error = match here(deadline).await {
                 Route::Done(r) => return r,
                 Route::NoLeader => "no leader is elected".to_string(),
+                Route::Retry(why) => why,
                 Route::Leader(id, member) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match there(self.link(id, &member)?, remaining).await {
