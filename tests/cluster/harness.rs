@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 /// A cluster of in-process replicas. Replica `i` has Raft id `i + 1`.
 pub struct InProc {
-    _dir: TempDir,
+    dir: TempDir,
     pub opts: Vec<ServerOptions>,
     pub servers: Vec<Option<RunningServer>>,
     pub faults: Vec<Faults>,
@@ -58,7 +58,7 @@ impl InProc {
             .await
             .expect("initialize");
         let cluster = Self {
-            _dir: dir,
+            dir,
             opts,
             servers,
             faults,
@@ -111,6 +111,34 @@ impl InProc {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Starts an empty replica that joins through replica `via`; returns its index.
+    pub async fn join(&mut self, via: usize) -> usize {
+        let i = self.servers.len();
+        let mut o = ServerOptions::new(i as u64 + 1, self.dir.path().join(format!("r{}", i + 1)));
+        o.join = Some(self.server(via).api_addr.to_string());
+        let f = Faults::default();
+        let s = server::start(o.clone(), f.clone()).await.expect("join");
+        o.peer_listen = s.peer_addr;
+        o.api_listen = s.api_addr;
+        o.join = None;
+        self.opts.push(o);
+        self.faults.push(f);
+        self.servers.push(Some(s));
+        i
+    }
+
+    /// Voter ids as replica `i` sees them.
+    pub fn voters(&self, i: usize) -> Vec<u64> {
+        self.server(i)
+            .replica
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect()
     }
 
     pub async fn stop(&mut self, i: usize) {

@@ -5,6 +5,7 @@
 
 mod faults;
 mod harness;
+mod membership;
 mod processes;
 mod snapshot;
 mod store;
