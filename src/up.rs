@@ -166,6 +166,26 @@ impl Cluster {
         self.children[i].kill().await.context("killing a master")
     }
 
+    /// SIGTERMs master `i` and waits up to `within` for it to exit.
+    pub async fn terminate(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let child = &mut self.children[i];
+        let pid = child.id().context("the master has already exited")?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM)?;
+        tokio::time::timeout(within, child.wait())
+            .await
+            .with_context(|| {
+                format!(
+                    "master {} did not exit within {within:?} of SIGTERM",
+                    self.file.members[i].id
+                )
+            })?
+            .context("waiting for the master")
+    }
+
     /// SIGSTOPs or SIGCONTs master `i`.
     pub fn pause(&self, i: usize, paused: bool) -> anyhow::Result<()> {
         let pid = self.children[i].id().context("the master has exited")?;

@@ -89,6 +89,7 @@ impl Peer for PeerService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(peer.from = request.get_ref().from))]
     async fn forward(&self, request: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
         let req = request.into_inner();
         self.admit(req.version, req.from).await?;
@@ -99,6 +100,7 @@ impl Peer for PeerService {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(peer.from = request.get_ref().from))]
     async fn read_index(
         &self,
         request: Request<PeerRequest>,

@@ -451,18 +451,25 @@ impl Replica {
 
 #[async_trait::async_trait]
 impl Store for Replica {
+    #[tracing::instrument(level = "debug", skip_all, fields(raft.id = self.id, object.ref = %key, ?read))]
     async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
         key.validate()?;
         self.barrier(read).await?;
         self.sm.get(key)?.ok_or_else(|| StoreError::not_found(key))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(raft.id = self.id, object.prefix = ?prefix, read = ?opts.read))]
     async fn list(&self, prefix: &KeyPrefix, opts: ListOptions) -> Result<ListResult, StoreError> {
         prefix.validate()?;
         self.barrier(opts.read).await?;
         self.sm.list(prefix, &opts)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(
+        raft.id = self.id,
+        ops = ops.len(),
+        object.ref = %ops.first().map(|op| op.key().to_string()).unwrap_or_default(),
+    ))]
     async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
         apply::precheck(&ops)?;
         self.at_leader(

@@ -145,6 +145,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied, membership))
     }
 
+    #[tracing::instrument(level = "trace", skip_all)]
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandReply>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,

@@ -178,3 +178,47 @@ async fn restarting_every_replica_keeps_every_write() {
     assert_everywhere(&clients, &names).await;
     cluster.stop(Duration::from_secs(5)).await;
 }
+
+/// SIGTERM shuts a master down cleanly and promptly, even with a watch open on
+/// it; the others keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_a_master_cleanly_with_a_watch_open() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = options(dir.path());
+    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let clients = clients(&cluster).await;
+    let req = balsa_proto::objects::WatchRequest {
+        group: String::new(),
+        resource: "configmaps".into(),
+        namespace: "durable".into(),
+        name: String::new(),
+        after: None,
+        bookmark_interval_ms: 0,
+    };
+    let mut watch = Box::pin(clients[0].watch(req).await.expect("watch"));
+    assert!(create_acked(&clients, 1, "seen").await);
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event");
+    assert!(first.is_some_and(|e| e.is_ok()), "the watch delivers");
+    let status = cluster
+        .terminate(0, Duration::from_secs(10))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "clean exit, got {status}");
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(item) = watch.next().await {
+            if item.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the open watch ends when its master stops");
+    assert!(
+        create_acked(&clients[1..], 0, "after-stop").await,
+        "the others keep serving"
+    );
+    cluster.stop(Duration::from_secs(5)).await;
+}
