@@ -52,6 +52,9 @@ pub struct Replica {
     db: Arc<rocksdb::DB>,
     config: ReplicaConfig,
     faults: Faults,
+    /// One peer channel per member, reused by forwarded writes and read-index
+    /// calls (a channel per request would cost a connection per request).
+    links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
 }
 
 /// Where a leader-only request must go.
@@ -118,6 +121,7 @@ impl Replica {
             db,
             config,
             faults,
+            links: Default::default(),
         }))
     }
 
@@ -162,8 +166,16 @@ impl Replica {
     }
 
     fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, StoreError> {
-        PeerLink::new(self.id, target, &member.peer_addr, self.faults.clone())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((addr, link)) = links.get(&target) {
+            if *addr == member.peer_addr {
+                return Ok(link.clone());
+            }
+        }
+        let link = PeerLink::new(self.id, target, &member.peer_addr, self.faults.clone())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        links.insert(target, (member.peer_addr.clone(), link.clone()));
+        Ok(link)
     }
 
     /// The leader's API address, when known.
