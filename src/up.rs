@@ -129,10 +129,14 @@ impl Cluster {
             for (i, child) in self.children.iter_mut().enumerate() {
                 if let Some(status) = child.try_wait()? {
                     let m = &self.file.members[i];
+                    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
                     bail!(
-                        "master {} exited ({status}) while starting; see {}",
+                        "master {} exited ({status}) while starting; the end of {}:\n{}",
                         m.id,
-                        m.log.display()
+                        m.log.display(),
+                        tail.join("\n")
                     );
                 }
             }

@@ -528,6 +528,11 @@ async fn expired_and_bookmarks(s: &dyn Store, setup: Setup) {
             .expect("filler")
             .revision;
     }
+    // A lagging replica may still hold `start`; wait until it has applied the
+    // fillers (a linearizable read) before expecting 410.
+    s.revision(ReadMode::Linearizable)
+        .await
+        .expect("read barrier");
     let err = s
         .watch(
             &prefix(ns),

@@ -179,6 +179,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         cmd.version
                     )))
                 }
+                // An empty command is a read barrier: it only proves leadership.
+                EntryPayload::Normal(cmd) if cmd.ops.is_empty() => Ok(Vec::new()),
                 EntryPayload::Normal(cmd) => {
                     let source = Pending {
                         db,
