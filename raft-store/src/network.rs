@@ -39,6 +39,21 @@ pub enum PeerError {
     Codec(#[from] codec::CodecError),
 }
 
+impl PeerError {
+    /// True when the request certainly never reached the peer's handler, so a
+    /// non-idempotent request may be retried elsewhere.
+    pub fn surely_undelivered(&self) -> bool {
+        match self {
+            PeerError::Dropped(_) | PeerError::Address { .. } => true,
+            PeerError::Call(s) => {
+                s.code() == tonic::Code::Unavailable
+                    && (s.message().contains("connect") || s.message().contains("fault seam"))
+            }
+            PeerError::Codec(_) => false,
+        }
+    }
+}
+
 /// A client to one peer; the channel connects lazily and reconnects by itself.
 #[derive(Clone)]
 pub struct PeerLink {

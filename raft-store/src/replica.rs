@@ -264,9 +264,12 @@ impl Replica {
     }
 
     /// Runs a leader-only request here or at the leader, retrying while the
-    /// leadership moves, until the deadline.
+    /// leadership moves, until the deadline. A request that is not `idempotent`
+    /// is retried only when it surely never reached the leader; otherwise its
+    /// outcome is unknown and the caller is told so.
     async fn at_leader<T, Here, HereFut, There, ThereFut>(
         &self,
+        idempotent: bool,
         here: Here,
         there: There,
     ) -> Result<T, StoreError>
@@ -289,7 +292,15 @@ impl Replica {
                             format!("member {id} is no longer the leader")
                         }
                         Ok(r) => return r,
-                        Err(e) => format!("leader {id} unreachable: {e}"),
+                        Err(e) if idempotent || e.surely_undelivered() => {
+                            format!("leader {id} unreachable: {e}")
+                        }
+                        Err(e) => {
+                            return Err(StoreError::Unavailable(format!(
+                                "forwarding to leader {id} failed after sending ({e}); \
+                                 the write may still be applied"
+                            )))
+                        }
                     }
                 }
             };
@@ -307,6 +318,7 @@ impl Replica {
     async fn read_barrier(&self) -> Result<Revision, StoreError> {
         let index = self
             .at_leader(
+                true,
                 |deadline| self.read_index_here(deadline),
                 |mut link, t| async move { link.call(false, &(), t).await },
             )
@@ -489,6 +501,7 @@ impl Store for Replica {
     async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
         apply::precheck(&ops)?;
         self.at_leader(
+            false,
             |deadline| self.write_here(ops.clone(), deadline),
             |mut link, t| {
                 let ops = ops.clone();
