@@ -139,11 +139,11 @@ struct ServerArgs {
     /// Join a running cluster through this member's API address.
     #[arg(long)]
     join: Option<String>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 40)]
     heartbeat_ms: u64,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 80)]
     election_min_ms: u64,
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 120)]
     election_max_ms: u64,
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,

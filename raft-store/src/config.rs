@@ -26,8 +26,12 @@ impl ReplicaConfig {
         Self {
             id,
             data_dir: data_dir.into(),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+            // openraft 0.9 lets a follower that has a leader campaign only after
+            // `election_timeout_max` (the leader lease) plus a random election
+            // timeout: 200-240 ms here, the bulk of the write gap after a leader
+            // dies (etcd's defaults give 1-2 s).
+            heartbeat: Duration::from_millis(40),
+            election_timeout: (Duration::from_millis(80), Duration::from_millis(120)),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
             window: WindowConfig::default(),
