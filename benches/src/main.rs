@@ -1,1 +1,97 @@
-fn main() {}
+//! Balsa's benchmarks, side by side with etcd.
+//!
+//! ```sh
+//! cargo build --release --bin balsa -p balsa      # the masters the bench starts
+//! cargo run --release -p balsa-benches -- store [--quick] [--json out.json]
+//! ```
+
+mod etcd_pb;
+mod stats;
+mod store;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "balsa-benches",
+    about = "Balsa's benchmarks, side by side with etcd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The replicated store against etcd 3.4: writes, linearizable reads, watch
+    /// fan-out and the write gap when the leader is SIGKILLed.
+    Store {
+        /// A short bounded run (small operation counts), for CI smoke tests.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The `balsa` binary (default: next to this binary; build it with
+        /// `cargo build --release --bin balsa -p balsa`).
+        #[arg(long, value_name = "PATH")]
+        balsa_bin: Option<PathBuf>,
+        /// The etcd 3.4 binary (Debian: `apt-get install etcd-server`).
+        #[arg(long, value_name = "PATH", default_value = store::DEFAULT_ETCD_BINARY)]
+        etcd_bin: PathBuf,
+        /// Run one system only.
+        #[arg(long, value_enum, default_value_t = store::Only::Both)]
+        only: store::Only,
+        /// Keep each cluster's data dir and logs (printed at the end).
+        #[arg(long)]
+        keep_data: bool,
+        /// Print every write attempt around each leader kill.
+        #[arg(long)]
+        trace_failover: bool,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Store {
+            quick,
+            json,
+            balsa_bin,
+            etcd_bin,
+            only,
+            keep_data,
+            trace_failover,
+        } => {
+            let opts = store::Options {
+                quick,
+                json,
+                balsa_bin,
+                etcd_bin,
+                only,
+                keep_data,
+                trace_failover,
+            };
+            // On Ctrl-C the run is dropped: every process it started is killed
+            // (kill_on_drop) and its temp dirs removed.
+            tokio::select! {
+                r = store::run(opts) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Job 4: linearizable reads with 64 in flight, of the objects the sequential
+//! write job made.
+
+use super::load::{closed_loop, Throughput};
+use super::system::{object_name, Kv};
+use super::writes::{SEQUENTIAL, SPACE};
+
+/// Reads `total` times, cycling over the `written` objects of the sequential job.
+pub async fn reads<C: Kv>(
+    clients: &[C],
+    concurrency: usize,
+    total: usize,
+    written: usize,
+) -> anyhow::Result<Throughput> {
+    anyhow::ensure!(written > 0, "nothing to read");
+    closed_loop(
+        clients,
+        concurrency,
+        total,
+        move |client: C, i| async move {
+            client
+                .get(SPACE, &object_name(SEQUENTIAL, i % written))
+                .await
+        },
+    )
+    .await
+}
