@@ -189,13 +189,13 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
         bail!("--member is only meaningful with --init");
     }
     opts.join = a.join;
-    opts.heartbeat = Duration::from_millis(a.heartbeat_ms);
-    opts.election_timeout = (
+    opts.replica.heartbeat = Duration::from_millis(a.heartbeat_ms);
+    opts.replica.election_timeout = (
         Duration::from_millis(a.election_min_ms),
         Duration::from_millis(a.election_max_ms),
     );
-    opts.snapshot_every = a.snapshot_every;
-    opts.window = WindowConfig {
+    opts.replica.snapshot_every = a.snapshot_every;
+    opts.replica.window = WindowConfig {
         min_events: a.watch_window,
         ..WindowConfig::default()
     };

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa_api::grpc::client::Client;
-use balsa_api::store::window::WindowConfig;
 use balsa_api::{Store, StoreError};
 use balsa_raft_store::{Faults, Member, Replica, ReplicaConfig};
 use tokio::sync::watch;
@@ -20,39 +19,25 @@ use crate::listeners::{incoming, Listeners};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub id: u64,
-    pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub api_listen: SocketAddr,
     /// Bootstrap a new cluster with these members (empty: just this one).
     pub init: Option<BTreeMap<u64, Member>>,
     /// API address of a running member to join through.
     pub join: Option<String>,
-    pub heartbeat: Duration,
-    pub election_timeout: (Duration, Duration),
-    pub snapshot_every: u64,
-    pub keep_after_snapshot: u64,
-    pub window: WindowConfig,
-    pub request_timeout: Duration,
+    /// Id, data dir, Raft timings, snapshots, watch window, request timeout.
+    pub replica: ReplicaConfig,
 }
 
 impl ServerOptions {
     pub fn new(id: u64, data_dir: PathBuf) -> Self {
-        let defaults = ReplicaConfig::new(id, data_dir.clone());
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            id,
-            data_dir,
             peer_listen: loopback,
             api_listen: loopback,
             init: None,
             join: None,
-            heartbeat: defaults.heartbeat,
-            election_timeout: defaults.election_timeout,
-            snapshot_every: defaults.snapshot_every,
-            keep_after_snapshot: defaults.keep_after_snapshot,
-            window: defaults.window,
-            request_timeout: defaults.request_timeout,
+            replica: ReplicaConfig::new(id, data_dir),
         }
     }
 }
@@ -77,16 +62,10 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         peer_addr: peer_addr.to_string(),
         api_addr: api_addr.to_string(),
     };
-    let mut config = ReplicaConfig::new(opts.id, opts.data_dir.clone());
-    config.heartbeat = opts.heartbeat;
-    config.election_timeout = opts.election_timeout;
-    config.snapshot_every = opts.snapshot_every;
-    config.keep_after_snapshot = opts.keep_after_snapshot;
-    config.window = opts.window.clone();
-    config.request_timeout = opts.request_timeout;
-    let replica = Replica::open(config, me.clone(), faults)
+    let (id, data_dir) = (opts.replica.id, opts.replica.data_dir.clone());
+    let replica = Replica::open(opts.replica, me.clone(), faults)
         .await
-        .with_context(|| format!("opening replica {} in {}", opts.id, opts.data_dir.display()))?;
+        .with_context(|| format!("opening replica {id} in {}", data_dir.display()))?;
 
     let (stop, stop_rx) = watch::channel(false);
     let peer = tonic::transport::Server::builder()
@@ -101,19 +80,19 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
 
     if let Some(members) = opts.init {
         let members = if members.is_empty() {
-            BTreeMap::from([(opts.id, me.clone())])
+            BTreeMap::from([(id, me.clone())])
         } else {
             members
         };
-        if !members.contains_key(&opts.id) {
-            bail!("--init members do not include this server's id {}", opts.id);
+        if !members.contains_key(&id) {
+            bail!("--init members do not include this server's id {}", id);
         }
         replica.initialize(members).await?;
     }
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
-    tracing::info!(member.id = opts.id, %peer_addr, %api_addr, "master serving");
+    tracing::info!(member.id = id, %peer_addr, %api_addr, "master serving");
     Ok(RunningServer {
         replica,
         peer_addr,

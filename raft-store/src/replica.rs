@@ -421,6 +421,27 @@ impl Replica {
         }
     }
 
+    fn voters(&self) -> BTreeSet<NodeId> {
+        let voters = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
+        voters
+    }
+
+    fn membership_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+    ) -> StoreError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+
     /// Adds a member as a learner, and with `promote` makes it a voter. Leader only.
     pub async fn add_member(
         &self,
@@ -428,52 +449,34 @@ impl Replica {
         member: Member,
         promote: bool,
     ) -> Result<(), StoreError> {
-        let write_err = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
-            other => StoreError::Unavailable(other.to_string()),
-        };
         self.raft
             .add_learner(id, member, true)
             .await
-            .map_err(write_err)?;
+            .map_err(|e| self.membership_error(e))?;
         if promote {
-            let mut voters: BTreeSet<NodeId> = self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .voter_ids()
-                .collect();
+            let mut voters = self.voters();
             voters.insert(id);
             self.raft
                 .change_membership(voters, false)
                 .await
-                .map_err(write_err)?;
+                .map_err(|e| self.membership_error(e))?;
         }
         Ok(())
     }
 
     /// Removes a member from the cluster. Leader only.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
-        let mut voters: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .voter_ids()
-            .collect();
+        let mut voters = self.voters();
         if !voters.remove(&id) {
             return Err(StoreError::NotFound {
                 key: format!("member {id}"),
             });
         }
-        match self.raft.change_membership(voters, false).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(self.not_leader())
-            }
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::harness::{configmap, key, InProc, WAIT};
 /// the old leader catches up and its uncommitted write is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_leader_is_replaced_and_cannot_commit() {
-    let cluster = InProc::start(3, |o| o.request_timeout = Duration::from_secs(2)).await;
+    let cluster = InProc::start(3, |o| o.replica.request_timeout = Duration::from_secs(2)).await;
     let old = cluster.wait_leader(&[]).await;
     let ns = "partition";
     cluster

@@ -26,7 +26,7 @@ impl InProc {
         let mut faults = Vec::new();
         for i in 0..n {
             let mut o = ServerOptions::new(i as u64 + 1, dir.path().join(format!("r{}", i + 1)));
-            o.request_timeout = Duration::from_secs(3);
+            o.replica.request_timeout = Duration::from_secs(3);
             tweak(&mut o);
             let f = Faults::default();
             let s = server::start(o.clone(), f.clone())

@@ -9,8 +9,8 @@ use crate::harness::{configmap, key, InProc, WAIT};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_missed_a_snapshot_catches_up() {
     let mut cluster = InProc::start(3, |o| {
-        o.snapshot_every = 40;
-        o.keep_after_snapshot = 5;
+        o.replica.snapshot_every = 40;
+        o.replica.keep_after_snapshot = 5;
     })
     .await;
     let leader = cluster.wait_leader(&[]).await;

@@ -11,7 +11,10 @@ use crate::harness::{configmap, key, InProc};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raft_store_conforms_through_a_follower() {
     let setup = Setup { window_events: 64 };
-    let cluster = InProc::start(3, |o| o.window = WindowConfig::events(setup.window_events)).await;
+    let cluster = InProc::start(3, |o| {
+        o.replica.window = WindowConfig::events(setup.window_events)
+    })
+    .await;
     let leader = cluster.wait_leader(&[]).await;
     let follower = (leader + 1) % 3;
     run_all(cluster.store(follower), setup).await;
