@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod grpc;
+pub mod registry;
 pub mod resource;
 pub mod store;
 

@@ -1,0 +1,560 @@
+//! Field ownership (`metadata.managedFields`) and server-side apply.
+//!
+//! Each manager owns a set of field paths, stored as a `FieldsV1` trie
+//! (`{"f:spec":{"f:replicas":{}}}`; list items merged by key are
+//! `k:{"name":"app"}`, set items `v:"x"`). An update gives its manager the fields
+//! it changed; an apply gives its manager exactly the fields in its
+//! configuration, refuses to change a field another manager owns unless forced,
+//! and removes fields the manager applied before but no longer does.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, Cause, Reason, Subject};
+use super::patch::{merge_key, strategic_merge};
+
+/// A path of FieldsV1 elements.
+type Path = Vec<String>;
+pub type FieldSet = BTreeSet<Path>;
+
+/// metadata fields that are owned like any other; the rest are identity.
+const OWNED_METADATA: &[&str] = &["labels", "annotations", "finalizers", "ownerReferences"];
+
+/// The leaf fields `v` sets.
+pub fn leaves(v: &Value) -> FieldSet {
+    let mut out = FieldSet::new();
+    if let Some(map) = v.as_object() {
+        for (k, c) in map {
+            match k.as_str() {
+                "apiVersion" | "kind" => {}
+                "metadata" => {
+                    for (mk, mc) in c.as_object().into_iter().flatten() {
+                        if OWNED_METADATA.contains(&mk.as_str()) {
+                            child(
+                                mc,
+                                mk,
+                                vec!["f:metadata".into(), format!("f:{mk}")],
+                                &mut out,
+                            );
+                        }
+                    }
+                }
+                _ => child(c, k, vec![format!("f:{k}")], &mut out),
+            }
+        }
+    }
+    out
+}
+
+fn child(c: &Value, field: &str, path: Path, out: &mut FieldSet) {
+    match c {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let mut p = path.clone();
+                p.push(format!("f:{k}"));
+                child(v, k, p, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let refs: Vec<&Value> = items.iter().collect();
+            if field == "finalizers" {
+                for item in items {
+                    let mut p = path.clone();
+                    p.push(format!("v:{item}"));
+                    out.insert(p);
+                }
+            } else if let Some(key) =
+                merge_key(field, &refs).filter(|_| items.iter().all(Value::is_object))
+            {
+                for item in items {
+                    let mut p = path.clone();
+                    p.push(format!("k:{}", json!({ key: item[key] })));
+                    let mut dot = p.clone();
+                    dot.push(".".into());
+                    out.insert(dot);
+                    child(item, "", p, out);
+                }
+            } else {
+                out.insert(path);
+            }
+        }
+        _ => {
+            out.insert(path);
+        }
+    }
+}
+
+/// The value at `path`, if present.
+fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for el in path {
+        cur = step(cur, el)?;
+    }
+    Some(cur)
+}
+
+fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
+    if el == "." {
+        return Some(cur);
+    }
+    if let Some(f) = el.strip_prefix("f:") {
+        return cur.get(f);
+    }
+    let items = cur.as_array()?;
+    if let Some(k) = el.strip_prefix("k:") {
+        let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+        return items
+            .iter()
+            .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+    }
+    if let Some(val) = el.strip_prefix("v:") {
+        let want: Value = serde_json::from_str(val).ok()?;
+        return items.iter().find(|i| **i == want);
+    }
+    None
+}
+
+/// Removes the field at `path` from `v`.
+fn remove_at(v: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    if last == "." {
+        return remove_at(v, parents);
+    }
+    let mut cur = v;
+    for el in parents {
+        let next = if let Some(f) = el.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else {
+            let idx = step(cur, el).and_then(|target| {
+                cur.as_array()
+                    .and_then(|a| a.iter().position(|x| std::ptr::eq(x, target)))
+            });
+            match idx {
+                Some(i) => cur.get_mut(i),
+                None => None,
+            }
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+        return;
+    }
+    let target = step(cur, last).map(|t| t as *const Value);
+    if let (Some(t), Some(items)) = (target, cur.as_array_mut()) {
+        items.retain(|x| !std::ptr::eq(x, t));
+    }
+}
+
+/// The FieldsV1 trie of a set.
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut cur = &mut root;
+        for el in path {
+            cur = cur
+                .entry(el.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("trie nodes are objects");
+        }
+    }
+    Value::Object(root)
+}
+
+/// The set a FieldsV1 trie holds.
+pub fn from_fields_v1(trie: &Value) -> FieldSet {
+    let mut out = FieldSet::new();
+    collect(trie, Vec::new(), &mut out);
+    out
+}
+
+fn collect(node: &Value, path: Path, out: &mut FieldSet) {
+    match node.as_object() {
+        Some(m) if !m.is_empty() => {
+            for (k, c) in m {
+                let mut p = path.clone();
+                p.push(k.clone());
+                collect(c, p, out);
+            }
+        }
+        _ if !path.is_empty() => {
+            out.insert(path);
+        }
+        _ => {}
+    }
+}
+
+/// One `managedFields` entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: String,
+    subresource: String,
+    fields: FieldSet,
+}
+
+fn entries(v: &Value) -> Vec<Entry> {
+    v["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| Entry {
+            manager: e["manager"].as_str().unwrap_or_default().into(),
+            operation: e["operation"].as_str().unwrap_or("Update").into(),
+            api_version: e["apiVersion"].as_str().unwrap_or_default().into(),
+            time: e["time"].as_str().unwrap_or_default().into(),
+            subresource: e["subresource"].as_str().unwrap_or_default().into(),
+            fields: from_fields_v1(&e["fieldsV1"]),
+        })
+        .collect()
+}
+
+fn store_entries(v: &mut Value, list: Vec<Entry>) {
+    let out: Vec<Value> = list
+        .into_iter()
+        .filter(|e| !e.fields.is_empty())
+        .map(|e| {
+            let mut o = json!({
+                "manager": e.manager,
+                "operation": e.operation,
+                "apiVersion": e.api_version,
+                "time": e.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": to_fields_v1(&e.fields),
+            });
+            if !e.subresource.is_empty() {
+                o["subresource"] = json!(e.subresource);
+            }
+            o
+        })
+        .collect();
+    if let Some(m) = v["metadata"].as_object_mut() {
+        if out.is_empty() {
+            m.remove("managedFields");
+        } else {
+            m.insert("managedFields".into(), Value::Array(out));
+        }
+    }
+}
+
+fn upsert<'a>(
+    list: &'a mut Vec<Entry>,
+    manager: &str,
+    operation: &str,
+    subresource: &str,
+) -> &'a mut Entry {
+    let pos = list.iter().position(|e| {
+        e.manager == manager && e.operation == operation && e.subresource == subresource
+    });
+    match pos {
+        Some(i) => &mut list[i],
+        None => {
+            list.push(Entry {
+                manager: manager.into(),
+                operation: operation.into(),
+                api_version: String::new(),
+                time: String::new(),
+                subresource: subresource.into(),
+                fields: FieldSet::new(),
+            });
+            list.last_mut().expect("just pushed")
+        }
+    }
+}
+
+/// Records an update by `manager` from `old` (None for a create) to `new`:
+/// the fields it changed become its own; fields that are gone are nobody's.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: &str,
+    time: &str,
+) {
+    let mut list = old.map(entries).unwrap_or_default();
+    let new_leaves = leaves(new);
+    let changed: FieldSet = new_leaves
+        .iter()
+        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
+        .cloned()
+        .collect();
+    for e in &mut list {
+        e.fields
+            .retain(|p| new_leaves.contains(p) && !changed.contains(p));
+    }
+    if !changed.is_empty() {
+        let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
+        let e = upsert(&mut list, manager, "Update", subresource);
+        e.fields.extend(changed);
+        e.api_version = api_version;
+        e.time = time.into();
+    }
+    store_entries(new, list);
+}
+
+/// Server-side apply of `applied` by `manager` onto `current` (None: create).
+/// Returns the object to store, with managedFields settled.
+pub fn apply(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    subject: &Subject,
+    time: &str,
+) -> Result<Value, ApiError> {
+    let applied_set = leaves(applied);
+    let api_version = applied["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(current) = current else {
+        let mut new = applied.clone();
+        let mut list = Vec::new();
+        let e = upsert(&mut list, manager, "Apply", "");
+        e.fields = applied_set;
+        e.api_version = api_version;
+        e.time = time.into();
+        store_entries(&mut new, list);
+        return Ok(new);
+    };
+    let mut list = entries(current);
+    let mut conflicts = Vec::new();
+    for path in applied_set
+        .iter()
+        .filter(|p| p.last().is_some_and(|l| l != "."))
+    {
+        if value_at(current, path).is_none_or(|c| Some(c) == value_at(applied, path)) {
+            continue;
+        }
+        for e in list
+            .iter()
+            .filter(|e| e.manager != manager && e.fields.contains(path))
+        {
+            conflicts.push((e.manager.clone(), e.api_version.clone(), path.clone()));
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflict_error(subject, &conflicts));
+    }
+    for (_, _, path) in &conflicts {
+        for e in list.iter_mut().filter(|e| e.manager != manager) {
+            e.fields.remove(path);
+        }
+    }
+    let previous: FieldSet = list
+        .iter()
+        .filter(|e| e.manager == manager && e.operation == "Apply")
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
+    let mut new = strategic_merge(current, applied)?;
+    // Fields this manager applied before and dropped now go, unless another
+    // manager still owns them.
+    for path in previous.difference(&applied_set) {
+        let owned_elsewhere = list
+            .iter()
+            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(path));
+        if !owned_elsewhere {
+            remove_at(&mut new, path);
+        }
+    }
+    if let Some(m) = current["metadata"].as_object() {
+        for field in ["managedFields", "resourceVersion"] {
+            if let Some(v) = m.get(field) {
+                new["metadata"][field] = v.clone();
+            }
+        }
+    }
+    let e = upsert(&mut list, manager, "Apply", "");
+    e.fields = applied_set;
+    e.api_version = api_version;
+    e.time = time.into();
+    store_entries(&mut new, list);
+    Ok(new)
+}
+
+fn dotted(path: &[String]) -> String {
+    let mut s = String::new();
+    for el in path {
+        if let Some(f) = el.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if el != "." {
+            s.push('[');
+            s.push_str(el.get(2..).unwrap_or_default());
+            s.push(']');
+        }
+    }
+    s
+}
+
+fn conflict_error(subject: &Subject, conflicts: &[(String, String, Path)]) -> ApiError {
+    let causes: Vec<Cause> = conflicts
+        .iter()
+        .map(|(m, v, p)| Cause {
+            reason: "FieldManagerConflict",
+            field: dotted(p),
+            message: format!("conflict with {m:?} using {v}"),
+        })
+        .collect();
+    let lines: Vec<String> = causes
+        .iter()
+        .map(|c| format!("- {}: {}", c.message, c.field))
+        .collect();
+    let n = conflicts.len();
+    let message = format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        if n == 1 {
+            format!("{}: {}", causes[0].message, causes[0].field)
+        } else {
+            format!("\n{}", lines.join("\n"))
+        }
+    );
+    ApiError {
+        causes,
+        ..ApiError::new(Reason::Conflict, message).about(subject.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject() -> Subject {
+        Subject {
+            group: "apps".into(),
+            resource: "deployments".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        }
+    }
+
+    fn deploy(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion":"apps/v1","kind":"Deployment",
+            "metadata":{"name":"web","labels":{"app":"web"}},
+            "spec":{"replicas":replicas,"template":{"spec":{"containers":[
+                {"name":"app","image":image}]}}}})
+    }
+
+    #[test]
+    fn fields_v1_round_trips() {
+        let set = leaves(&deploy(1, "nginx"));
+        let trie = to_fields_v1(&set);
+        assert_eq!(trie["f:spec"]["f:replicas"], json!({}));
+        assert_eq!(
+            trie["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]
+                ["f:image"],
+            json!({})
+        );
+        assert_eq!(trie["f:metadata"]["f:labels"]["f:app"], json!({}));
+        assert_eq!(from_fields_v1(&trie), set);
+    }
+
+    #[test]
+    fn apply_owns_conflicts_and_forces() {
+        let first = apply(None, &deploy(1, "nginx"), "alice", false, &subject(), "t").unwrap();
+        assert_eq!(first["metadata"]["managedFields"][0]["operation"], "Apply");
+
+        // Same values: shared ownership, no conflict.
+        let shared = apply(
+            Some(&first),
+            &deploy(1, "nginx"),
+            "bob",
+            false,
+            &subject(),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            shared["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+
+        // Another value for alice's field: conflict, unless forced.
+        let err = apply(
+            Some(&first),
+            &deploy(3, "nginx"),
+            "bob",
+            false,
+            &subject(),
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 409);
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"alice\" using apps/v1: .spec.replicas"
+        );
+        let forced = apply(
+            Some(&first),
+            &deploy(3, "nginx"),
+            "bob",
+            true,
+            &subject(),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(forced["spec"]["replicas"], 3);
+        let alice = entries(&forced)
+            .into_iter()
+            .find(|e| e.manager == "alice")
+            .unwrap();
+        assert!(!alice
+            .fields
+            .contains(&vec!["f:spec".to_string(), "f:replicas".to_string()]));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_stopped_applying() {
+        let mut with_label = deploy(1, "nginx");
+        with_label["metadata"]["labels"]["extra"] = json!("x");
+        let first = apply(None, &with_label, "alice", false, &subject(), "t").unwrap();
+        let second = apply(
+            Some(&first),
+            &deploy(1, "nginx"),
+            "alice",
+            false,
+            &subject(),
+            "t",
+        )
+        .unwrap();
+        assert!(second["metadata"]["labels"]["extra"].is_null());
+        assert_eq!(second["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let first = apply(None, &deploy(1, "nginx"), "alice", false, &subject(), "t").unwrap();
+        let mut scaled = first.clone();
+        scaled["spec"]["replicas"] = json!(5);
+        record_update(Some(&first), &mut scaled, "kubectl-scale", "", "t2");
+        let list = entries(&scaled);
+        let scaler = list.iter().find(|e| e.manager == "kubectl-scale").unwrap();
+        assert_eq!(scaler.fields.len(), 1);
+        // Now alice re-applying replicas=1 conflicts with the scaler.
+        let err = apply(
+            Some(&scaled),
+            &deploy(1, "nginx"),
+            "alice",
+            false,
+            &subject(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("kubectl-scale"), "{}", err.message);
+    }
+}

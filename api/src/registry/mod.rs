@@ -1,0 +1,631 @@
+//! The registry: the one place every write and read of a built-in kind goes
+//! through, whichever edge it came from (REST or gRPC), so both validate and
+//! default identically.
+//!
+//! ```text
+//!  body ─► decode (typed model, unknown fields) ─► for_create / for_update
+//!        (identity, defaults, validation, managedFields) ─► Store (CAS)
+//! ```
+//!
+//! `prepare` is pure; this module adds the store round trips: reads for
+//! updates and patches, compare-and-swap writes retried on conflict when the
+//! client gave no resourceVersion, graceful deletion and finalizers.
+
+pub mod columns;
+pub mod error;
+pub mod fields;
+pub mod kinds;
+pub mod names;
+pub mod patch;
+pub mod prepare;
+pub mod rules;
+pub mod schema;
+pub mod selector;
+mod subresources;
+pub use subresources::ScaleChange;
+pub mod watch;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+pub use error::{ApiError, Cause, Reason, Subject};
+pub use kinds::Kind;
+pub use patch::PatchType;
+pub use prepare::{FieldValidation, Part};
+pub use selector::{FieldSelector, LabelSelector};
+pub use watch::{WatchItem, WatchQuery};
+
+use crate::store::{
+    DeletePreconditions, KeyPrefix, ListOptions, Object, ReadMode, ResourceKey, Revision, Store,
+    StoreError,
+};
+
+/// How many times a write without a client resourceVersion is retried when
+/// another writer got in between its read and its compare-and-swap.
+const CAS_ATTEMPTS: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    /// `?fieldManager=`; kube derives one from the user agent when absent.
+    pub manager: String,
+    pub validation: FieldValidation,
+    /// `?force=true` for server-side apply.
+    pub force: bool,
+}
+
+/// A write's answer: the object as stored and any warnings for the client.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// True when the write created the object (201 rather than 200).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    /// Orphan, Background or Foreground.
+    pub propagation: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
+    rv.parse()
+        .map(Revision)
+        .map_err(|_| ApiError::bad_request(format!("Invalid value for resourceVersion: {rv:?}")))
+}
+
+pub fn decode_object(obj: &Object) -> Result<Value, ApiError> {
+    serde_json::from_slice(&obj.data)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", obj.key)))
+}
+
+fn encode(v: &Value) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(v)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn key(kind: &Kind, ns: Option<&str>, name: &str) -> ResourceKey {
+        let ns = if kind.namespaced { ns } else { None };
+        ResourceKey::new(kind.group, kind.plural, ns, name)
+    }
+
+    pub fn prefix(kind: &Kind, ns: Option<&str>) -> KeyPrefix {
+        let p = KeyPrefix::resource(kind.group, kind.plural);
+        if kind.namespaced {
+            p.in_namespace(ns)
+        } else {
+            p
+        }
+    }
+
+    async fn read(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        read: ReadMode,
+    ) -> Result<(Object, Value), ApiError> {
+        let key = Self::key(kind, ns, name);
+        let obj = self
+            .store
+            .get(&key, read)
+            .await
+            .map_err(|e| ApiError::from_store(e, prepare::subject(kind, name)))?;
+        let v = decode_object(&obj)?;
+        Ok((obj, v))
+    }
+
+    pub async fn get(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        read: ReadMode,
+    ) -> Result<Value, ApiError> {
+        Ok(self.read(kind, ns, name, read).await?.1)
+    }
+
+    /// Objects may only be created in a namespace that exists and is not
+    /// being deleted.
+    async fn check_namespace(&self, kind: &Kind, ns: &str) -> Result<(), ApiError> {
+        if !kind.namespaced {
+            return Ok(());
+        }
+        let ns_kind = kinds::by_kind("", "Namespace").expect("Namespace is a built-in kind");
+        // A local read answers almost always; only a miss needs the round trip.
+        let found = match self.get(ns_kind, None, ns, ReadMode::Local).await {
+            Ok(v) => v,
+            Err(e) if e.reason == Reason::NotFound => {
+                self.get(ns_kind, None, ns, ReadMode::Linearizable).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if found["status"]["phase"] == "Terminating"
+            || !found["metadata"]["deletionTimestamp"].is_null()
+        {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let (v, warnings) = prepare::decode(kind, body, opts.validation)?;
+        let v = prepare::for_create(kind, ns, v, &opts.manager)?;
+        self.store_new(kind, v, warnings, opts).await
+    }
+
+    async fn store_new(
+        &self,
+        kind: &Kind,
+        v: Value,
+        warnings: Vec<String>,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let name = prepare::meta_str(&v, "name")
+            .unwrap_or_default()
+            .to_string();
+        let ns = prepare::meta_str(&v, "namespace").map(str::to_string);
+        if let Some(ns) = &ns {
+            self.check_namespace(kind, ns).await?;
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object: v,
+                warnings,
+                created: true,
+            });
+        }
+        let key = Self::key(kind, ns.as_deref(), &name);
+        let obj = self
+            .store
+            .create(key, encode(&v)?)
+            .await
+            .map_err(|e| ApiError::from_store(e, prepare::subject(kind, &name)))?;
+        Ok(Written {
+            object: decode_object(&obj)?,
+            warnings,
+            created: true,
+        })
+    }
+
+    /// Writes `new` over `current` if it is still at `current`'s revision.
+    /// Returns None when another writer got there first.
+    async fn swap(
+        &self,
+        kind: &Kind,
+        current: &Object,
+        current_v: &Value,
+        new: Value,
+        dry_run: bool,
+    ) -> Result<Option<Value>, ApiError> {
+        let name = current.key.name.clone();
+        if new == *current_v || dry_run {
+            return Ok(Some(new));
+        }
+        // An object whose deletion waits only on finalizers goes once they are gone.
+        if !new["metadata"]["deletionTimestamp"].is_null()
+            && !prepare::finalizers_pending(kind, &new)
+        {
+            let pre = DeletePreconditions {
+                uid: None,
+                revision: Some(current.revision),
+            };
+            return match self.store.delete(current.key.clone(), pre).await {
+                Ok(obj) => Ok(Some(decode_object(&obj)?)),
+                Err(StoreError::Conflict { .. }) => Ok(None),
+                Err(e) => Err(ApiError::from_store(e, prepare::subject(kind, &name))),
+            };
+        }
+        match self
+            .store
+            .update(current.key.clone(), encode(&new)?, Some(current.revision))
+            .await
+        {
+            Ok(obj) => Ok(Some(decode_object(&obj)?)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(ApiError::from_store(e, prepare::subject(kind, &name))),
+        }
+    }
+
+    fn stale(kind: &Kind, name: &str) -> ApiError {
+        ApiError::conflict(
+            prepare::subject(kind, name),
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// Reads the object, computes the new one with `change`, and swaps it in;
+    /// retried on a lost race unless the client pinned a resourceVersion.
+    async fn read_modify_write<F>(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<Revision>,
+        dry_run: bool,
+        mut change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&Value) -> Result<Value, ApiError>,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, current_v) = self.read(kind, ns, name, ReadMode::Linearizable).await?;
+            if expected.is_some_and(|e| e != current.revision) {
+                return Err(Self::stale(kind, name));
+            }
+            let new = change(&current_v)?;
+            if let Some(done) = self.swap(kind, &current, &current_v, new, dry_run).await? {
+                return Ok(done);
+            }
+            if expected.is_some() {
+                return Err(Self::stale(kind, name));
+            }
+        }
+        Err(ApiError::new(
+            Reason::Conflict,
+            format!("{name}: too many concurrent writers, gave up after {CAS_ATTEMPTS} attempts"),
+        ))
+    }
+
+    pub async fn update(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        part: Part,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let (body, warnings) = prepare::decode(kind, body, opts.validation)?;
+        let expected = prepare::meta_str(&body, "resourceVersion")
+            .map(parse_rv)
+            .transpose()?;
+        let object = self
+            .read_modify_write(kind, ns, name, expected, opts.dry_run, |current| {
+                prepare::for_update(kind, current, body.clone(), part, Some(&opts.manager))
+            })
+            .await?;
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    pub async fn patch(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        (ty, patch): (PatchType, &Value),
+        part: Part,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let subject = prepare::subject(kind, name);
+        if ty == PatchType::Apply {
+            if !matches!(
+                self.read(kind, ns, name, ReadMode::Linearizable).await,
+                Err(ApiError {
+                    reason: Reason::NotFound,
+                    ..
+                })
+            ) {
+                // Falls through to the patch loop below.
+            } else {
+                let (applied, warnings) = prepare::decode(kind, patch.clone(), opts.validation)?;
+                if prepare::meta_str(&applied, "name").is_some_and(|n| n != name) {
+                    return Err(ApiError::bad_request(
+                        "the name of the object does not match the name on the URL",
+                    ));
+                }
+                let mut applied = applied;
+                applied["metadata"]["name"] = json!(name);
+                let v = prepare::for_create(kind, ns, applied.clone(), &opts.manager)?;
+                let mut v = fields::apply(
+                    None,
+                    &v,
+                    &opts.manager,
+                    true,
+                    &subject,
+                    &prepare::now_rfc3339(),
+                )?;
+                // Ownership is of what the manager applied, not of defaults.
+                let owned = fields::apply(None, &applied, &opts.manager, true, &subject, "")?;
+                v["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
+                if let Some(e) = v["metadata"]["managedFields"][0].as_object_mut() {
+                    e.insert("time".into(), json!(prepare::now_rfc3339()));
+                }
+                return match self.store_new(kind, v, warnings, opts).await {
+                    Err(e) if e.reason == Reason::AlreadyExists => Err(Self::stale(kind, name)),
+                    other => other,
+                };
+            }
+        }
+        let expected = patch["metadata"]["resourceVersion"]
+            .as_str()
+            .map(parse_rv)
+            .transpose()?;
+        let mut warnings = Vec::new();
+        let object = self
+            .read_modify_write(kind, ns, name, expected, opts.dry_run, |current| {
+                let patched = match ty {
+                    PatchType::Json => patch::json_patch(current, patch)?,
+                    PatchType::Merge => patch::merge_patch(current, patch)?,
+                    PatchType::StrategicMerge => patch::strategic_merge(current, patch)?,
+                    PatchType::Apply => {
+                        let (applied, _) = prepare::decode(kind, patch.clone(), opts.validation)?;
+                        let merged = fields::apply(
+                            Some(current),
+                            &applied,
+                            &opts.manager,
+                            opts.force,
+                            &subject,
+                            &prepare::now_rfc3339(),
+                        )?;
+                        let (merged, _) = prepare::decode(kind, merged, FieldValidation::Ignore)?;
+                        return prepare::for_update(kind, current, merged, part, None);
+                    }
+                };
+                let (patched, w) = prepare::decode(kind, patched, opts.validation)?;
+                warnings = w;
+                prepare::for_update(kind, current, patched, part, Some(&opts.manager))
+            })
+            .await?;
+        Ok(Written {
+            object,
+            warnings,
+            created: false,
+        })
+    }
+
+    pub async fn list(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<Value, ApiError> {
+        let mut opts = ListOptions {
+            limit: q.limit.filter(|l| *l > 0),
+            continue_token: q.continue_token.clone().filter(|t| !t.is_empty()),
+            ..Default::default()
+        };
+        match (
+            q.resource_version.as_deref(),
+            q.resource_version_match.as_deref(),
+        ) {
+            (Some(_), _) if opts.continue_token.is_some() => {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ))
+            }
+            (None | Some(""), Some(m)) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch {m:?} is forbidden unless resourceVersion is provided"
+                )))
+            }
+            (None | Some(""), None) => {}
+            (Some("0"), _) => opts.read = ReadMode::Local,
+            (Some(rv), Some("Exact")) => opts.revision = Some(parse_rv(rv)?),
+            (Some(rv), None | Some("NotOlderThan")) => {
+                parse_rv(rv)?;
+            }
+            (Some(_), Some(m)) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch must be Exact or NotOlderThan, not {m:?}"
+                )))
+            }
+        }
+        let mut prefix = Self::prefix(kind, ns);
+        if let Some(name) = q.fields.name() {
+            prefix.name = Some(name.to_string());
+        }
+        let res = self
+            .store
+            .list(&prefix, opts)
+            .await
+            .map_err(|e| ApiError::from_store(e, prepare::subject(kind, "")))?;
+        let mut items = Vec::with_capacity(res.items.len());
+        for obj in &res.items {
+            let v = decode_object(obj)?;
+            if q.labels.matches(&v["metadata"]["labels"]) && q.fields.matches(&v) {
+                items.push(v);
+            }
+        }
+        let mut metadata = json!({"resourceVersion": res.revision.to_string()});
+        if let Some(token) = res.continue_token {
+            metadata["continue"] = json!(token);
+        }
+        Ok(json!({
+            "kind": format!("{}List", kind.kind),
+            "apiVersion": kind.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+
+    pub async fn delete(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let subject = prepare::subject(kind, name);
+        let expected = opts.resource_version.as_deref().map(parse_rv).transpose()?;
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, v) = self.read(kind, ns, name, ReadMode::Linearizable).await?;
+            let uid = v["metadata"]["uid"].as_str().unwrap_or_default();
+            if let Some(want) = opts.uid.as_deref().filter(|u| *u != uid) {
+                return Err(ApiError::conflict(
+                    subject,
+                    &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
+                ));
+            }
+            if let Some(want) = expected.filter(|r| *r != current.revision) {
+                return Err(ApiError::conflict(
+                    subject,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                        current.revision
+                    ),
+                ));
+            }
+            if opts.dry_run {
+                return Ok(v);
+            }
+            let marked = deletion::mark(kind, &v, opts);
+            if let Some(marked) = marked {
+                match self.swap(kind, &current, &v, marked, false).await? {
+                    Some(done) => return Ok(done),
+                    None => continue,
+                }
+            }
+            let pre = DeletePreconditions {
+                uid: Some(uid.to_string()).filter(|u| !u.is_empty()),
+                revision: Some(current.revision),
+            };
+            match self.store.delete(current.key.clone(), pre).await {
+                Ok(obj) => return decode_object(&obj),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, subject)),
+            }
+        }
+        Err(Self::stale(kind, name))
+    }
+
+    /// Deletes every object the query selects; returns the list of them.
+    pub async fn delete_collection(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        q: &ListQuery,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut list = self.list(kind, ns, q).await?;
+        let mut deleted = Vec::new();
+        for item in list["items"].as_array().cloned().unwrap_or_default() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            let item_ns = item["metadata"]["namespace"].as_str();
+            match self.delete(kind, item_ns, name, opts).await {
+                Ok(v) => deleted.push(v),
+                Err(e) if e.reason == Reason::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        list["items"] = Value::Array(deleted);
+        Ok(list)
+    }
+}
+
+/// What a delete request does to an object before (or instead of) removing
+/// it: graceful pod termination and finalizers.
+mod deletion {
+    use serde_json::{json, Value};
+
+    use super::{prepare, DeleteOptions, Kind};
+
+    fn add_finalizer(v: &mut Value, f: &str) {
+        let list = v["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !list.iter().any(|x| x == f) {
+            let mut list = list;
+            list.push(json!(f));
+            v["metadata"]["finalizers"] = Value::Array(list);
+        }
+    }
+
+    fn later(secs: i64) -> String {
+        let t = std::time::SystemTime::now() + std::time::Duration::from_secs(secs.max(0) as u64);
+        humantime::format_rfc3339_seconds(t).to_string()
+    }
+
+    /// The object marked for deletion, or None to remove it now.
+    pub fn mark(kind: &Kind, v: &Value, opts: &DeleteOptions) -> Option<Value> {
+        let mut new = v.clone();
+        let already = !v["metadata"]["deletionTimestamp"].is_null();
+        if !already {
+            match opts.propagation.as_deref() {
+                Some("Orphan") => add_finalizer(&mut new, "orphan"),
+                Some("Foreground") => add_finalizer(&mut new, "foregroundDeletion"),
+                _ => {}
+            }
+        }
+        let pending = prepare::finalizers_pending(kind, &new);
+        // A pod running on a node gets its grace period: the node agent stops
+        // it and then deletes it for good.
+        let is_pod = kind.group.is_empty() && kind.kind == "Pod";
+        let on_node = v["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(v["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let grace = opts
+            .grace_period
+            .or(v["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30);
+        if is_pod && on_node && !finished && grace > 0 {
+            let current = v["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if current.is_some_and(|c| c <= grace) {
+                return Some(new);
+            }
+            new["metadata"]["deletionTimestamp"] = json!(later(grace));
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            return Some(new);
+        }
+        if pending {
+            if !already {
+                new["metadata"]["deletionTimestamp"] = json!(prepare::now_rfc3339());
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                if kind.group.is_empty() && kind.kind == "Namespace" {
+                    new["status"]["phase"] = json!("Terminating");
+                }
+            }
+            return Some(new);
+        }
+        None
+    }
+}

@@ -1,0 +1,757 @@
+//! Per-kind defaulting and validation, as kube-apiserver's `SetDefaults_*` and
+//! `Validate*` do for the fields users meet first. Objects arrive here already
+//! checked against the typed model, so fields have the right JSON types.
+
+use serde_json::{json, Map, Value};
+
+use super::error::Cause;
+use super::names;
+
+/// What one kind adds to the generic object rules.
+#[derive(Clone, Copy)]
+pub struct Rules {
+    pub name: fn(&str) -> Result<(), String>,
+    /// Fills in defaults on create and update.
+    pub defaults: fn(&mut Value),
+    pub validate: fn(&Value, &mut Vec<Cause>),
+}
+
+fn no_defaults(_: &mut Value) {}
+fn no_checks(_: &Value, _: &mut Vec<Cause>) {}
+
+pub const NONE: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: no_defaults,
+    validate: no_checks,
+};
+
+pub const NAMESPACE: Rules = Rules {
+    name: names::dns1123_label,
+    defaults: namespace_defaults,
+    validate: no_checks,
+};
+pub const NODE: Rules = NONE;
+pub const POD: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: pod_defaults,
+    validate: pod_validate,
+};
+pub const SERVICE: Rules = Rules {
+    name: names::dns1035_label,
+    defaults: service_defaults,
+    validate: service_validate,
+};
+pub const CONFIG_MAP: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: no_defaults,
+    validate: config_map_validate,
+};
+pub const SECRET: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: secret_defaults,
+    validate: secret_validate,
+};
+pub const EVENT: Rules = Rules {
+    name: |_| Ok(()),
+    defaults: no_defaults,
+    validate: no_checks,
+};
+pub const DEPLOYMENT: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: deployment_defaults,
+    validate: workload_validate::<true>,
+};
+pub const REPLICA_SET: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: replica_set_defaults,
+    validate: workload_validate::<true>,
+};
+pub const DAEMON_SET: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: daemon_set_defaults,
+    validate: workload_validate::<true>,
+};
+pub const STATEFUL_SET: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: stateful_set_defaults,
+    validate: workload_validate::<true>,
+};
+pub const JOB: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: job_defaults,
+    validate: job_validate,
+};
+pub const CRON_JOB: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: cron_job_defaults,
+    validate: cron_job_validate,
+};
+
+/// `obj[path...]` as a mutable object, created when absent.
+fn obj_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut cur = v;
+    for p in path {
+        let map = cur.as_object_mut()?;
+        cur = map
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    cur.as_object_mut()
+}
+
+fn set_default(map: &mut Map<String, Value>, field: &str, value: Value) {
+    if map.get(field).is_none_or(Value::is_null) {
+        map.insert(field.to_string(), value);
+    }
+}
+
+fn namespace_defaults(v: &mut Value) {
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(labels) = obj_at(v, &["metadata", "labels"]) {
+        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "finalizers", json!(["kubernetes"]));
+    }
+    if let Some(status) = obj_at(v, &["status"]) {
+        set_default(status, "phase", json!("Active"));
+    }
+}
+
+fn image_pull_policy(image: &str) -> &'static str {
+    let tail = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match tail.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn container_defaults(c: &mut Value) {
+    let image = c["image"].as_str().unwrap_or_default().to_string();
+    let Some(map) = c.as_object_mut() else { return };
+    set_default(map, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(map, "terminationMessagePolicy", json!("File"));
+    set_default(map, "imagePullPolicy", json!(image_pull_policy(&image)));
+    set_default(map, "resources", json!({}));
+    if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// Defaults of a pod spec, also inside workload templates.
+fn pod_spec_defaults(spec: &mut Map<String, Value>) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            cs.iter_mut().for_each(container_defaults);
+        }
+    }
+}
+
+fn pod_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        pod_spec_defaults(spec);
+        // DefaultTolerationSeconds admission: pods leave a failed node after 300 s.
+        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+        if let Some(list) = tolerations.as_array_mut() {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
+                if !list.iter().any(|t| t["key"] == key) {
+                    list.push(json!({"key": key, "operator": "Exists",
+                        "effect": "NoExecute", "tolerationSeconds": 300}));
+                }
+            }
+        }
+    }
+    if let Some(status) = obj_at(v, &["status"]) {
+        set_default(status, "phase", json!("Pending"));
+    }
+    let qos = qos_class(&v["spec"]);
+    if let Some(status) = obj_at(v, &["status"]) {
+        set_default(status, "qosClass", json!(qos));
+    }
+}
+
+/// Guaranteed when every container sets equal cpu and memory requests and
+/// limits, BestEffort when none sets any, Burstable otherwise.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| spec[*l].as_array())
+        .flatten()
+        .collect();
+    let any = containers.iter().any(|c| {
+        let r = &c["resources"];
+        r["requests"].as_object().is_some_and(|m| !m.is_empty())
+            || r["limits"].as_object().is_some_and(|m| !m.is_empty())
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let r = &c["resources"];
+        ["cpu", "memory"].iter().all(|res| {
+            let limit = &r["limits"][*res];
+            !limit.is_null() && (r["requests"][*res].is_null() || r["requests"][*res] == *limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn template_defaults(v: &mut Value, path: &[&str]) {
+    if let Some(spec) = obj_at(v, path) {
+        pod_spec_defaults(spec);
+    }
+}
+
+fn deployment_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "replicas", json!(1));
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(spec, "progressDeadlineSeconds", json!(600));
+        set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+    }
+    if let Some(strategy) = obj_at(v, &["spec", "strategy"]) {
+        if strategy.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                set_default(ru, "maxUnavailable", json!("25%"));
+                set_default(ru, "maxSurge", json!("25%"));
+            }
+        }
+    }
+    template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn replica_set_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "replicas", json!(1));
+    }
+    template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn daemon_set_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        );
+    }
+    template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn stateful_set_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "replicas", json!(1));
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+        set_default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        );
+        set_default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+    }
+    template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn job_spec_defaults(spec: &mut Map<String, Value>) {
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec.insert("completions".into(), json!(1));
+    }
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+}
+
+fn job_defaults(v: &mut Value) {
+    // The job controller's selector: pods carry the job's uid.
+    let uid = v["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        job_spec_defaults(spec);
+        let manual = spec.get("manualSelector") == Some(&json!(true));
+        if !manual && !uid.is_empty() && spec.get("selector").is_none_or(Value::is_null) {
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
+        }
+    }
+    if !uid.is_empty() {
+        if let Some(labels) = obj_at(v, &["spec", "template", "metadata", "labels"]) {
+            for (k, val) in [
+                ("batch.kubernetes.io/controller-uid", &uid),
+                ("batch.kubernetes.io/job-name", &name),
+                ("controller-uid", &uid),
+                ("job-name", &name),
+            ] {
+                set_default(labels, k, json!(val));
+            }
+        }
+    }
+    template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn cron_job_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "concurrencyPolicy", json!("Allow"));
+        set_default(spec, "suspend", json!(false));
+        set_default(spec, "successfulJobsHistoryLimit", json!(3));
+        set_default(spec, "failedJobsHistoryLimit", json!(1));
+    }
+    if let Some(spec) = obj_at(v, &["spec", "jobTemplate", "spec"]) {
+        set_default(spec, "backoffLimit", json!(6));
+    }
+    template_defaults(v, &["spec", "jobTemplate", "spec", "template", "spec"]);
+}
+
+fn service_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "type", json!("ClusterIP"));
+        set_default(spec, "sessionAffinity", json!("None"));
+        if spec.get("type") != Some(&json!("ExternalName")) {
+            set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+            set_default(spec, "ipFamilies", json!(["IPv4"]));
+            set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                set_default(p, "protocol", json!("TCP"));
+                if let Some(port) = p.get("port").cloned() {
+                    set_default(p, "targetPort", port);
+                }
+            }
+        }
+    }
+    if let Some(status) = obj_at(v, &["status"]) {
+        set_default(status, "loadBalancer", json!({}));
+    }
+}
+
+fn secret_defaults(v: &mut Value) {
+    use base64::Engine;
+    let string_data = v
+        .as_object_mut()
+        .and_then(|m| m.remove("stringData"))
+        .and_then(|s| s.as_object().cloned());
+    if let Some(map) = v.as_object_mut() {
+        set_default(map, "type", json!("Opaque"));
+    }
+    if let Some(string_data) = string_data {
+        if let Some(data) = obj_at(v, &["data"]) {
+            for (k, s) in string_data {
+                let text = s.as_str().unwrap_or_default();
+                let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(k, json!(b64));
+            }
+        }
+    }
+}
+
+fn keys_valid(v: &Value, field: &str, out: &mut Vec<Cause>) {
+    if let Some(map) = v[field].as_object() {
+        for k in map.keys() {
+            if let Err(why) = names::config_key(k) {
+                out.push(Cause::invalid(field, format!("{k:?}"), &why));
+            }
+        }
+    }
+}
+
+fn config_map_validate(v: &Value, out: &mut Vec<Cause>) {
+    keys_valid(v, "data", out);
+    keys_valid(v, "binaryData", out);
+    if let (Some(d), Some(b)) = (v["data"].as_object(), v["binaryData"].as_object()) {
+        for k in d.keys().filter(|k| b.contains_key(*k)) {
+            out.push(Cause::invalid(
+                "data",
+                format!("{k:?}"),
+                "duplicate of key present in binaryData",
+            ));
+        }
+    }
+}
+
+fn secret_validate(v: &Value, out: &mut Vec<Cause>) {
+    keys_valid(v, "data", out);
+}
+
+fn port_ok(p: &Value) -> bool {
+    p.as_i64().is_some_and(|p| (1..=65535).contains(&p))
+}
+
+fn containers_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    let mut seen = Vec::new();
+    let containers = spec["containers"].as_array().filter(|c| !c.is_empty());
+    if containers.is_none() {
+        out.push(Cause::required(format!("{path}.containers")));
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{path}.{list}[{i}]");
+            match c["name"].as_str() {
+                None | Some("") => out.push(Cause::required(format!("{at}.name"))),
+                Some(name) => {
+                    if let Err(why) = names::dns1123_label(name) {
+                        out.push(Cause::invalid(
+                            format!("{at}.name"),
+                            format!("{name:?}"),
+                            &why,
+                        ));
+                    } else if seen.contains(&name) {
+                        out.push(Cause::duplicate(format!("{at}.name"), format!("{name:?}")));
+                    }
+                    seen.push(name);
+                }
+            }
+            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+                out.push(Cause::required(format!("{at}.image")));
+            }
+            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                if !port_ok(&p["containerPort"]) {
+                    out.push(Cause::invalid(
+                        format!("{at}.ports[{j}].containerPort"),
+                        &p["containerPort"],
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(policy) = spec["restartPolicy"].as_str() {
+        let ok = ["Always", "OnFailure", "Never"];
+        if !ok.contains(&policy) {
+            out.push(Cause::not_supported(
+                format!("{path}.restartPolicy"),
+                policy,
+                &ok,
+            ));
+        }
+    }
+}
+
+fn pod_validate(v: &Value, out: &mut Vec<Cause>) {
+    containers_validate(&v["spec"], "spec", out);
+}
+
+fn labels_match(selector: &Value, labels: &Value) -> bool {
+    let want = selector["matchLabels"].as_object();
+    let ok_labels = want
+        .into_iter()
+        .flatten()
+        .all(|(k, val)| labels.get(k) == Some(val));
+    let ok_exprs = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let have = labels.get(e["key"].as_str().unwrap_or_default());
+            let values: Vec<&Value> = e["values"].as_array().into_iter().flatten().collect();
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        });
+    ok_labels && ok_exprs
+}
+
+fn non_negative(v: &Value, field: &str, path: &str, out: &mut Vec<Cause>) {
+    if let Some(n) = v[field].as_i64() {
+        if n < 0 {
+            out.push(Cause::invalid(
+                format!("{path}.{field}"),
+                n,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// Deployment, ReplicaSet, DaemonSet, StatefulSet: a selector that selects the
+/// template, a valid template, replicas >= 0.
+fn workload_validate<const ALWAYS: bool>(v: &Value, out: &mut Vec<Cause>) {
+    let spec = &v["spec"];
+    non_negative(spec, "replicas", "spec", out);
+    let selector = &spec["selector"];
+    let empty = selector["matchLabels"]
+        .as_object()
+        .is_none_or(Map::is_empty)
+        && selector["matchExpressions"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
+    if empty {
+        out.push(Cause::required("spec.selector"));
+    } else if !labels_match(selector, &spec["template"]["metadata"]["labels"]) {
+        out.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &spec["template"]["metadata"]["labels"],
+            "`selector` does not match template `labels`",
+        ));
+    }
+    let pod = &spec["template"]["spec"];
+    containers_validate(pod, "spec.template.spec", out);
+    if ALWAYS {
+        if let Some(policy) = pod["restartPolicy"].as_str() {
+            if policy != "Always" {
+                out.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    policy,
+                    &["Always"],
+                ));
+            }
+        }
+    }
+}
+
+fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    for f in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+    ] {
+        non_negative(spec, f, path, out);
+    }
+    let pod = &spec["template"]["spec"];
+    let pod_path = format!("{path}.template.spec");
+    containers_validate(pod, &pod_path, out);
+    match pod["restartPolicy"].as_str() {
+        Some("OnFailure" | "Never") => {}
+        Some(other) => out.push(Cause::not_supported(
+            format!("{pod_path}.restartPolicy"),
+            other,
+            &["OnFailure", "Never"],
+        )),
+        None => out.push(Cause::required(format!("{pod_path}.restartPolicy"))),
+    }
+}
+
+fn job_validate(v: &Value, out: &mut Vec<Cause>) {
+    job_spec_validate(&v["spec"], "spec", out);
+}
+
+fn cron_job_validate(v: &Value, out: &mut Vec<Cause>) {
+    let spec = &v["spec"];
+    match spec["schedule"].as_str() {
+        None | Some("") => out.push(Cause::required("spec.schedule")),
+        Some(s) => {
+            let macro_ok = [
+                "@yearly",
+                "@annually",
+                "@monthly",
+                "@weekly",
+                "@daily",
+                "@midnight",
+                "@hourly",
+            ]
+            .contains(&s);
+            let fields = s.split_whitespace().count();
+            if !macro_ok && fields != 5 {
+                out.push(Cause::invalid(
+                    "spec.schedule",
+                    format!("{s:?}"),
+                    &format!("expected exactly 5 fields, found {fields}"),
+                ));
+            }
+        }
+    }
+    if let Some(policy) = spec["concurrencyPolicy"].as_str() {
+        let ok = ["Allow", "Forbid", "Replace"];
+        if !ok.contains(&policy) {
+            out.push(Cause::not_supported("spec.concurrencyPolicy", policy, &ok));
+        }
+    }
+    job_spec_validate(&spec["jobTemplate"]["spec"], "spec.jobTemplate.spec", out);
+}
+
+fn service_validate(v: &Value, out: &mut Vec<Cause>) {
+    let spec = &v["spec"];
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+    if !types.contains(&ty) {
+        out.push(Cause::not_supported("spec.type", ty, &types));
+    }
+    let headless = spec["clusterIP"] == "None";
+    let ports = spec["ports"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        out.push(Cause::required("spec.ports"));
+    }
+    let mut names = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        if !port_ok(&p["port"]) {
+            out.push(Cause::invalid(
+                format!("spec.ports[{i}].port"),
+                &p["port"],
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        match p["name"].as_str() {
+            Some(n) if !n.is_empty() => {
+                if names.contains(&n) {
+                    out.push(Cause::duplicate(
+                        format!("spec.ports[{i}].name"),
+                        format!("{n:?}"),
+                    ));
+                }
+                names.push(n);
+            }
+            _ if ports.len() > 1 => out.push(Cause::required(format!("spec.ports[{i}].name"))),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn causes(rules: Rules, v: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        (rules.validate)(v, &mut out);
+        out.iter().map(Cause::line).collect()
+    }
+
+    #[test]
+    fn pod_defaults_and_checks() {
+        let mut pod = json!({"metadata":{"name":"p"},"spec":{"containers":[
+            {"name":"c","image":"nginx"},{"name":"d","image":"busybox:1.36",
+             "resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}});
+        pod_defaults(&mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["qosClass"], "Burstable");
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        assert!(causes(POD, &pod).is_empty());
+
+        let bad = json!({"spec":{"containers":[{"name":"C"},{"name":"x","image":"i",
+            "ports":[{"containerPort":70000}]},{"name":"x","image":"i"}],
+            "restartPolicy":"Sometimes"}});
+        assert_eq!(
+            causes(POD, &bad),
+            vec![
+                "spec.containers[0].name: Invalid value: \"C\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+                "spec.containers[0].image: Required value",
+                "spec.containers[1].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                "spec.containers[2].name: Duplicate value: \"x\"",
+                "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+            ]
+        );
+        assert_eq!(
+            causes(POD, &json!({"spec":{}})),
+            vec!["spec.containers: Required value"]
+        );
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let mut d = json!({"spec":{"selector":{"matchLabels":{"app":"web"}},
+            "template":{"metadata":{"labels":{"app":"db"}},
+                "spec":{"containers":[{"name":"c","image":"i"}]}}}});
+        deployment_defaults(&mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        let c = causes(DEPLOYMENT, &d);
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].starts_with("spec.template.metadata.labels: Invalid value"),
+            "{c:?}"
+        );
+        d["spec"]["template"]["metadata"]["labels"]["app"] = json!("web");
+        d["spec"]["replicas"] = json!(-1);
+        assert_eq!(
+            causes(DEPLOYMENT, &d),
+            vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+        );
+        let no_selector =
+            json!({"spec":{"template":{"spec":{"containers":[{"name":"c","image":"i"}]}}}});
+        assert_eq!(
+            causes(DEPLOYMENT, &no_selector),
+            vec!["spec.selector: Required value"]
+        );
+    }
+
+    #[test]
+    fn jobs_cronjobs_services_configmaps_secrets() {
+        let mut job = json!({"metadata":{"name":"j","uid":"u1"},"spec":{"template":{"spec":{
+            "restartPolicy":"Always","containers":[{"name":"c","image":"i"}]}}}});
+        job_defaults(&mut job);
+        assert_eq!(job["spec"]["completions"], 1);
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "j"
+        );
+        assert_eq!(
+            causes(JOB, &job),
+            vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
+        );
+        let cj = json!({"spec":{"schedule":"* * *","jobTemplate":{"spec":{"template":{"spec":{
+            "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}}});
+        assert_eq!(
+            causes(CRON_JOB, &cj),
+            vec!["spec.schedule: Invalid value: \"* * *\": expected exactly 5 fields, found 3"]
+        );
+        let svc = json!({"spec":{"ports":[{"port":80},{"port":0,"name":"b"}]}});
+        assert_eq!(causes(SERVICE, &svc).len(), 2);
+        assert_eq!(
+            causes(SERVICE, &json!({"spec":{}})),
+            vec!["spec.ports: Required value"]
+        );
+        let mut svc = json!({"spec":{"ports":[{"port":80}]}});
+        service_defaults(&mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        let cm = json!({"data":{"ok":"1","not ok":"2"}});
+        assert_eq!(causes(CONFIG_MAP, &cm).len(), 1);
+        let mut secret = json!({"stringData":{"user":"admin"}});
+        secret_defaults(&mut secret);
+        assert_eq!(secret, json!({"type":"Opaque","data":{"user":"YWRtaW4="}}));
+    }
+}

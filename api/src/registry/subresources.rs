@@ -1,0 +1,269 @@
+//! Subresources with their own shape: `scale` (an autoscaling/v1 Scale over
+//! `spec.replicas`), pod `binding` (the scheduler's one-shot assignment) and
+//! pod `eviction` (a delete that respects PodDisruptionBudgets).
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Cause, Reason};
+use super::{
+    kinds, parse_rv, prepare, DeleteOptions, Kind, LabelSelector, PatchType, Registry, WriteOptions,
+};
+use crate::store::ReadMode;
+
+fn scale_of(v: &Value) -> Value {
+    let m = &v["metadata"];
+    let selector = columns_selector(&v["spec"]["selector"]);
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": v["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": v["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+fn columns_selector(sel: &Value) -> String {
+    // The Scale's selector is the label selector in its string form.
+    let mut parts: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    parts.sort();
+    parts.join(",")
+}
+
+fn require_scale(kind: &Kind) -> Result<(), ApiError> {
+    if kind.scale {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Reason::NotFound,
+            format!(
+                "the server could not find the requested resource ({}/scale)",
+                kind.plural
+            ),
+        ))
+    }
+}
+
+impl Registry {
+    pub async fn get_scale(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        require_scale(kind)?;
+        Ok(scale_of(
+            &self.get(kind, ns, name, ReadMode::Linearizable).await?,
+        ))
+    }
+
+    /// Replaces the Scale (`body`), or patches it (`patch`), and writes the new
+    /// replica count to the object.
+    pub async fn set_scale(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        change: ScaleChange<'_>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        require_scale(kind)?;
+        let current = self.get(kind, ns, name, ReadMode::Linearizable).await?;
+        let scale = scale_of(&current);
+        let new_scale = match change {
+            ScaleChange::Replace(body) => body.clone(),
+            ScaleChange::Patch(ty, patch) => match ty {
+                PatchType::Json => super::patch::json_patch(&scale, patch)?,
+                PatchType::Merge | PatchType::StrategicMerge => {
+                    super::patch::merge_patch(&scale, patch)?
+                }
+                PatchType::Apply => {
+                    return Err(ApiError::new(
+                        Reason::UnsupportedMediaType,
+                        "server-side apply is not supported on the scale subresource",
+                    ))
+                }
+            },
+        };
+        let replicas = match &new_scale["spec"]["replicas"] {
+            Value::Number(n) => n.as_i64().unwrap_or(-1),
+            Value::Null => 0,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "spec.replicas must be an integer, not {other}"
+                )))
+            }
+        };
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                prepare::subject(kind, name),
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let expected = new_scale["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|rv| Some(*rv) != current["metadata"]["resourceVersion"].as_str())
+            .map(parse_rv)
+            .transpose()?;
+        if expected.is_some() {
+            return Err(ApiError::conflict(
+                prepare::subject(kind, name),
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let patch = json!({"spec": {"replicas": replicas}});
+        let written = self
+            .patch(
+                kind,
+                ns,
+                name,
+                (PatchType::Merge, &patch),
+                super::Part::Main,
+                opts,
+            )
+            .await?;
+        Ok(scale_of(&written.object))
+    }
+
+    /// Binds a pod to a node, once: `pods/NAME/binding`.
+    pub async fn bind(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+        opts: &WriteOptions,
+    ) -> Result<(), ApiError> {
+        let pods = kinds::by_kind("", "Pod").expect("Pod is a built-in kind");
+        let node = binding["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                prepare::subject(pods, name),
+                vec![Cause::required("target.name")],
+            ));
+        }
+        let expected_uid = binding["metadata"]["uid"].as_str().map(str::to_string);
+        self.read_modify_write(pods, ns, name, None, opts.dry_run, |pod| {
+            if let Some(uid) = &expected_uid {
+                if pod["metadata"]["uid"].as_str() != Some(uid) {
+                    return Err(ApiError::conflict(
+                        prepare::subject(pods, name),
+                        "the pod's uid changed",
+                    ));
+                }
+            }
+            if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(
+                    prepare::subject(pods, name),
+                    &format!("pod {name} is already assigned to node {current:?}"),
+                ));
+            }
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
+                return Err(ApiError::conflict(
+                    prepare::subject(pods, name),
+                    "pod is being deleted",
+                ));
+            }
+            let mut new = pod.clone();
+            new["spec"]["nodeName"] = json!(node);
+            let mut conditions: Vec<Value> = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True",
+                "lastProbeTime": null, "lastTransitionTime": prepare::now_rfc3339()}));
+            new["status"]["conditions"] = Value::Array(conditions);
+            Ok(new)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Evicts a pod unless a PodDisruptionBudget forbids it now.
+    pub async fn evict(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        eviction: &Value,
+    ) -> Result<(), ApiError> {
+        let pods = kinds::by_kind("", "Pod").expect("Pod is a built-in kind");
+        let pdbs = kinds::by_kind("policy", "PodDisruptionBudget").expect("PDB is a built-in kind");
+        let pod = self.get(pods, ns, name, ReadMode::Linearizable).await?;
+        let budgets = self.list(pdbs, ns, &Default::default()).await?;
+        for pdb in budgets["items"].as_array().into_iter().flatten() {
+            let selector = LabelSelector::from_object(&pdb["spec"]["selector"]);
+            if selector.is_empty() || !selector.matches(&pod["metadata"]["labels"]) {
+                continue;
+            }
+            let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+            if allowed < 1 {
+                let mut err = ApiError::new(
+                    Reason::TooManyRequests,
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                );
+                err.causes.push(Cause {
+                    reason: "DisruptionBudget",
+                    field: String::new(),
+                    message: format!(
+                        "The disruption budget {} needs {} healthy pods and has {} currently",
+                        pdb["metadata"]["name"].as_str().unwrap_or_default(),
+                        pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                        pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                    ),
+                });
+                return Err(err);
+            }
+            let pdb_name = pdb["metadata"]["name"].as_str().unwrap_or_default();
+            let mut status = pdb["status"].clone();
+            status["disruptionsAllowed"] = json!(allowed - 1);
+            status["disruptedPods"][name] = json!(prepare::now_rfc3339());
+            let mut body = pdb.clone();
+            body["status"] = status;
+            self.update(
+                pdbs,
+                ns,
+                pdb_name,
+                body,
+                super::Part::Status,
+                &WriteOptions {
+                    manager: "balsa-eviction".into(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        let delete = &eviction["deleteOptions"];
+        let opts = DeleteOptions {
+            grace_period: delete["gracePeriodSeconds"].as_i64(),
+            uid: delete["preconditions"]["uid"].as_str().map(str::to_string),
+            resource_version: delete["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string),
+            ..Default::default()
+        };
+        self.delete(pods, ns, name, &opts).await?;
+        Ok(())
+    }
+}
+
+/// A write to the scale subresource.
+pub enum ScaleChange<'a> {
+    Replace(&'a Value),
+    Patch(PatchType, &'a Value),
+}
