@@ -2,8 +2,9 @@
 //!
 //! `api` owns what every Balsa store must mean: resource keys, revisions, the
 //! `Store` trait with its error enum, the write semantics (`apply`), the watch
-//! window every replica serves watches from, an in-memory store, and the one
-//! conformance suite every store implementation runs. It must not depend on
+//! window every replica serves watches from, an in-memory store, the one
+//! conformance suite every store implementation runs, and the decoding of
+//! Kubernetes protobuf request bodies into JSON (`k8s_protobuf`). It must not depend on
 //! openraft or RocksDB (only `raft-store` names them); it may depend on `proto`
 //! for the gRPC service and client.
 //!
@@ -12,6 +13,7 @@
 
 pub mod conformance;
 pub mod grpc;
+pub mod k8s_protobuf;
 pub mod resource;
 pub mod store;
 
