@@ -4,9 +4,9 @@
 //! `Store` trait with its error enum, the write semantics (`apply`), the watch
 //! window every replica serves watches from, an in-memory store, the one
 //! conformance suite every store implementation runs, and the decoding of
-//! Kubernetes protobuf request bodies into JSON (`k8s_protobuf`). It must not depend on
-//! openraft or RocksDB (only `raft-store` names them); it may depend on `proto`
-//! for the gRPC service and client.
+//! Kubernetes protobuf request bodies into JSON (`k8s_protobuf`). It must not
+//! depend on openraft or RocksDB (only `raft-store` names them); it may depend
+//! on `proto` for the gRPC service and client and the Kubernetes schema.
 //!
 //! Module rules: `store::apply` is pure (a map and a batch in, events out); IO
 //! lives in the implementations and the gRPC edges.

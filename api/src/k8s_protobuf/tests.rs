@@ -337,11 +337,16 @@ fn empty_string_is_kept_where_it_means_no_class() {
     let pvc = decode(&body(
         "v1",
         "PersistentVolumeClaim",
-        r#"metadata { name: "data" namespace: "" } spec { storageClassName: "" volumeMode: "" }"#,
+        r#"metadata { name: "data" namespace: "" labels { key: "tier" value: "" } }
+           spec { storageClassName: "" volumeMode: "" }"#,
     ))
     .unwrap();
     assert_eq!(pvc["spec"], json!({"storageClassName": ""}));
-    assert_eq!(pvc["metadata"], json!({"name": "data"}));
+    // An empty map value is a value (a label without one), not an unset field.
+    assert_eq!(
+        pvc["metadata"],
+        json!({"name": "data", "labels": {"tier": ""}})
+    );
 }
 
 #[test]

@@ -2,14 +2,14 @@
 //!
 //! Field names are the .proto names, which go-to-protobuf takes from the JSON
 //! tags, so they are the JSON names but for one (`RENAMED`); structs Go embeds
-//! inline are fields in protobuf and are flattened back (`INLINE`). Most types map one to one
-//! (repeated → array, map → object, int64 → number, bytes → base64 like Go's
-//! `encoding/json`); a few apimachinery types have their own JSON form and are
-//! written here as their Go `MarshalJSON` writes them. Empty strings are left
-//! out (see `is_unset_string`).
+//! inline are fields in protobuf and are flattened back (`INLINE`). Most types
+//! map one to one (repeated → array, map → object, int64 → number, bytes →
+//! base64 like Go's `encoding/json`); a few apimachinery types have their own
+//! JSON form and are written here as their Go `MarshalJSON` writes them. Empty
+//! string fields are left out (see `is_unset_string`).
 
 use base64::Engine as _;
-use prost_reflect::{DynamicMessage, FieldDescriptor, MapKey, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, ReflectMessage, Value};
 use serde_json::Value as Json;
 
 use super::ProtobufError;
@@ -93,12 +93,12 @@ const RENAMED: &[(&str, &str)] = &[(
 )];
 
 fn is_inline(field: &FieldDescriptor) -> bool {
-    let Some(ty) = field.kind().as_message().map(|m| m.full_name().to_owned()) else {
+    let Kind::Message(ty) = field.kind() else {
         return false;
     };
     INLINE
         .iter()
-        .any(|&(name, t)| name == field.name() && t == ty)
+        .any(|&(name, t)| name == field.name() && t == ty.full_name())
 }
 
 fn json_name(field: &FieldDescriptor) -> &str {
