@@ -1,6 +1,7 @@
 //! Balsa's wire contracts: the peer (Raft) service between masters and the
-//! Objects and Cluster services clients use. Generated code only; this crate
-//! depends on nothing of ours.
+//! Objects and Cluster services clients use, and the schema of the Kubernetes
+//! kinds kubectl may send as protobuf. Generated code and descriptors only; this
+//! crate depends on nothing of ours.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
@@ -20,6 +21,17 @@ pub mod balsa {
 
 pub use balsa::objects::v1 as objects;
 pub use balsa::peer::v1 as peer;
+
+/// Kubernetes' own protobuf schema (API 1.32), as data rather than code.
+pub mod k8s {
+    /// An encoded `google.protobuf.FileDescriptorSet` of the `generated.proto`
+    /// files for core/v1, apps/v1, batch/v1, coordination/v1, discovery/v1,
+    /// events/v1, autoscaling/v1 and v2, networking/v1, policy/v1, scheduling/v1
+    /// and rbac/v1, with their imports. Messages carry upstream's names, e.g.
+    /// `k8s.io.api.apps.v1.Deployment`. Built by `build.rs`.
+    pub const DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/k8s_descriptor_set.bin"));
+}
 
 /// The version marker every Raft and peer payload carries.
 pub const WIRE_VERSION: u32 = 1;
