@@ -23,6 +23,9 @@ pub struct MemberEntry {
     pub pid: u32,
     pub peer: String,
     pub api: String,
+    /// The Kubernetes REST API address (absent in files of older versions).
+    #[serde(default)]
+    pub rest: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }

@@ -2,6 +2,7 @@
 //! the API services and (later) controllers and scheduler together. `main.rs`
 //! only parses flags and calls in here; tests call the same functions.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod cluster_file;
 pub mod listeners;

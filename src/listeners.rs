@@ -8,7 +8,10 @@ use tonic::transport::server::TcpIncoming;
 
 pub struct Listeners {
     pub peer: TcpListener,
+    /// gRPC Objects and Cluster services.
     pub api: TcpListener,
+    /// The Kubernetes REST API.
+    pub rest: TcpListener,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +30,24 @@ async fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, B
 }
 
 impl Listeners {
-    pub async fn bind(peer: SocketAddr, api: SocketAddr) -> Result<Self, BindError> {
+    pub async fn bind(
+        peer: SocketAddr,
+        api: SocketAddr,
+        rest: SocketAddr,
+    ) -> Result<Self, BindError> {
         Ok(Self {
             peer: bind_one("peer", peer).await?,
             api: bind_one("api", api).await?,
+            rest: bind_one("rest", rest).await?,
         })
     }
 
-    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        Ok((self.peer.local_addr()?, self.api.local_addr()?))
+    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+        Ok((
+            self.peer.local_addr()?,
+            self.api.local_addr()?,
+            self.rest.local_addr()?,
+        ))
     }
 }
 

@@ -130,6 +130,9 @@ struct ServerArgs {
     peer_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7500")]
     api_listen: SocketAddr,
+    /// The Kubernetes REST API (kubectl's server).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    rest_listen: SocketAddr,
     /// Bootstrap a new cluster of the --member list (or of this server alone).
     #[arg(long, conflicts_with = "join")]
     init: bool,
@@ -178,6 +181,7 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
     let mut opts = ServerOptions::new(a.id, a.data_dir);
     opts.peer_listen = a.peer_listen;
     opts.api_listen = a.api_listen;
+    opts.rest_listen = a.rest_listen;
     if a.init {
         opts.init = Some(
             a.members

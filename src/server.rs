@@ -10,17 +10,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa_api::grpc::client::Client;
+use balsa_api::registry::Registry;
 use balsa_api::{Store, StoreError};
 use balsa_raft_store::{Faults, Member, Replica, ReplicaConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::bootstrap;
 use crate::listeners::{incoming, Listeners};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub peer_listen: SocketAddr,
     pub api_listen: SocketAddr,
+    /// The Kubernetes REST API.
+    pub rest_listen: SocketAddr,
     /// Bootstrap a new cluster with these members (empty: just this one).
     pub init: Option<BTreeMap<u64, Member>>,
     /// API address of a running member to join through.
@@ -35,6 +39,7 @@ impl ServerOptions {
         Self {
             peer_listen: loopback,
             api_listen: loopback,
+            rest_listen: loopback,
             init: None,
             join: None,
             replica: ReplicaConfig::new(id, data_dir),
@@ -47,8 +52,9 @@ pub struct RunningServer {
     pub replica: Arc<Replica>,
     pub peer_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    pub rest_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -56,8 +62,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<RunningServer> {
-    let listeners = Listeners::bind(opts.peer_listen, opts.api_listen).await?;
-    let (peer_addr, api_addr) = listeners.addrs()?;
+    let listeners = Listeners::bind(opts.peer_listen, opts.api_listen, opts.rest_listen).await?;
+    let (peer_addr, api_addr, rest_addr) = listeners.addrs()?;
     let me = Member {
         peer_addr: peer_addr.to_string(),
         api_addr: api_addr.to_string(),
@@ -72,11 +78,19 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         .add_service(balsa_raft_store::peer_service::server(replica.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
     let store: Arc<dyn Store> = replica.clone();
+    let registry = Registry::new(store);
     let api = tonic::transport::Server::builder()
-        .add_service(balsa_api::grpc::server::server(store))
+        .add_service(balsa_api::grpc::server::server(registry.clone()))
         .add_service(balsa_raft_store::cluster_service::server(replica.clone()))
-        .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx));
-    let tasks = vec![tokio::spawn(peer), tokio::spawn(api)];
+        .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx.clone()));
+    let rest = axum::serve(listeners.rest, balsa_api::rest::router(registry.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let tasks = vec![
+        tokio::spawn(async move { Ok(peer.await?) }),
+        tokio::spawn(async move { Ok(api.await?) }),
+        tokio::spawn(async move { Ok(rest.await?) }),
+        tokio::spawn(bootstrap::namespaces(registry, stopped(stop_rx))),
+    ];
 
     if let Some(members) = opts.init {
         let members = if members.is_empty() {
@@ -92,11 +106,12 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
-    tracing::info!(member.id = id, %peer_addr, %api_addr, "master serving");
+    tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
         peer_addr,
         api_addr,
+        rest_addr,
         stop,
         tasks,
     })
@@ -150,7 +165,9 @@ impl RunningServer {
 
     /// True once a serving task has ended on its own (an error).
     pub fn failed(&self) -> bool {
-        self.tasks.iter().any(|t| t.is_finished())
+        // The bootstrap task (last) ends once its work is done.
+        let serving = &self.tasks[..self.tasks.len() - 1];
+        serving.iter().any(|t| t.is_finished())
     }
 }
 
@@ -171,7 +188,7 @@ pub async fn run(opts: ServerOptions, exit_with_parent: bool) -> anyhow::Result<
                     break;
                 }
                 if server.failed() {
-                    bail!("a gRPC server task stopped unexpectedly");
+                    bail!("a server task stopped unexpectedly");
                 }
             }
         }

@@ -50,7 +50,11 @@ fn plan(opts: &UpOptions) -> anyhow::Result<Vec<MemberEntry>> {
                 opts.masters
             );
         }
-        return Ok(file.members);
+        let mut members = file.members;
+        for m in members.iter_mut().filter(|m| m.rest.is_empty()) {
+            m.rest = format!("127.0.0.1:{}", free_port()?);
+        }
+        return Ok(members);
     }
     (1..=opts.masters as u64)
         .map(|id| {
@@ -59,6 +63,7 @@ fn plan(opts: &UpOptions) -> anyhow::Result<Vec<MemberEntry>> {
                 pid: 0,
                 peer: format!("127.0.0.1:{}", free_port()?),
                 api: format!("127.0.0.1:{}", free_port()?),
+                rest: format!("127.0.0.1:{}", free_port()?),
                 data_dir: opts.dir.join(format!("master-{id}")),
                 log: opts.dir.join(format!("master-{id}.log")),
             })
@@ -82,6 +87,8 @@ fn spawn(opts: &UpOptions, m: &MemberEntry, all: &[MemberEntry]) -> anyhow::Resu
             &m.peer,
             "--api-listen",
             &m.api,
+            "--rest-listen",
+            &m.rest,
             "--init",
             "--exit-with-parent",
         ]);
@@ -116,6 +123,7 @@ pub async fn start(opts: &UpOptions) -> anyhow::Result<Cluster> {
         children,
     };
     cluster.file.write(&opts.dir)?;
+    write_kubeconfig(&opts.dir, &cluster.file)?;
     cluster.wait_ready(Duration::from_secs(30)).await?;
     Ok(cluster)
 }
@@ -250,24 +258,65 @@ async fn commit_marker(addr: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+pub const KUBECONFIG: &str = "kubeconfig";
+
+/// A kubeconfig for kubectl and the Kubernetes clients, pointing at the first
+/// master's REST API (any master serves the whole API).
+fn write_kubeconfig(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
+    let server = file
+        .members
+        .first()
+        .map(|m| format!("http://{}", m.rest))
+        .context("the cluster has no members")?;
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: balsa
+  cluster:
+    server: {server}
+users:
+- name: balsa
+  user: {{}}
+contexts:
+- name: balsa
+  context:
+    cluster: balsa
+    user: balsa
+    namespace: default
+current-context: balsa
+"
+    );
+    let path = dir.join(KUBECONFIG);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn print_members(file: &ClusterFile, dir: &Path, elapsed: Duration) {
     println!(
         "Balsa cluster ready in {:.2}s ({} masters)",
         elapsed.as_secs_f64(),
         file.members.len()
     );
-    println!("{:<4} {:<8} {:<22} {:<22} LOG", "ID", "PID", "API", "PEER");
+    println!(
+        "{:<4} {:<8} {:<22} {:<22} {:<22} LOG",
+        "ID", "PID", "KUBERNETES API", "GRPC API", "PEER"
+    );
     for m in &file.members {
         println!(
-            "{:<4} {:<8} {:<22} {:<22} {}",
+            "{:<4} {:<8} {:<22} {:<22} {:<22} {}",
             m.id,
             m.pid,
+            format!("http://{}", m.rest),
             m.api,
             m.peer,
             m.log.display()
         );
     }
     println!("cluster file: {}", ClusterFile::path(dir).display());
+    println!(
+        "kubectl:      export KUBECONFIG={}",
+        dir.join(KUBECONFIG).display()
+    );
     println!("try: balsa cluster status --dir {}", dir.display());
 }
 

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod k8s_protobuf;
 pub mod registry;
 pub mod resource;
+pub mod rest;
 pub mod store;
 
 pub use store::{

@@ -27,6 +27,26 @@ fn object(name: &str) -> bytes::Bytes {
     serde_json::to_vec(&v).expect("json").into()
 }
 
+/// Starts the cluster and the namespace the tests write to (objects need an
+/// existing namespace, as in Kubernetes).
+async fn start(opts: &UpOptions) -> Cluster {
+    let cluster = up::start(opts).await.expect("cluster up");
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "durable"}});
+    let clients = clients(&cluster).await;
+    for attempt in 0..100 {
+        let c = &clients[attempt % clients.len()];
+        match c
+            .create(serde_json::to_vec(&ns).expect("json").into())
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => return cluster,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("could not create the test namespace");
+}
+
 /// A client per master, waiting for (re)started masters to listen.
 async fn clients(cluster: &Cluster) -> Vec<Client> {
     let mut out = Vec::new();
@@ -110,7 +130,7 @@ async fn assert_everywhere(clients: &[Client], names: &[String]) {
 async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let opts = options(dir.path());
-    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let mut cluster = start(&opts).await;
     let clients = clients(&cluster).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -156,7 +176,7 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
 async fn restarting_every_replica_keeps_every_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let opts = options(dir.path());
-    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let mut cluster = start(&opts).await;
     let clients = clients(&cluster).await;
     let mut names = Vec::new();
     for n in 0..60 {
@@ -186,7 +206,7 @@ async fn sigterm_stops_a_master_cleanly_with_a_watch_open() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let opts = options(dir.path());
-    let mut cluster = up::start(&opts).await.expect("cluster up");
+    let mut cluster = start(&opts).await;
     let clients = clients(&cluster).await;
     let req = balsa_proto::objects::WatchRequest {
         group: String::new(),

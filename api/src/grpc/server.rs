@@ -14,18 +14,24 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
+use crate::registry::{kinds, ApiError, DeleteOptions, Kind, Part, Registry, WriteOptions};
 use crate::resource::ClientObject;
 use crate::store::{
     DeletePreconditions, EventType, KeyPrefix, ListOptions, Object, Op, ReadMode, ResourceKey,
     Revision, Store, StoreError, WatchEvent, WatchOptions,
 };
 
+/// Built-in kinds are written through the registry (the same validation and
+/// defaults as the REST API); other kinds are stored as given. Reads and
+/// watches go to the store directly: they return what was stored.
 pub struct ObjectsService {
     store: Arc<dyn Store>,
+    registry: Registry,
 }
 
-pub fn server(store: Arc<dyn Store>) -> ObjectsServer<ObjectsService> {
-    ObjectsServer::new(ObjectsService { store })
+pub fn server(registry: Registry) -> ObjectsServer<ObjectsService> {
+    let store = registry.store().clone();
+    ObjectsServer::new(ObjectsService { store, registry })
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(256 << 20)
 }
@@ -120,6 +126,39 @@ fn wire_event(e: &WatchEvent) -> WatchReply {
     }
 }
 
+/// The built-in kind of a client's JSON object, with the object parsed.
+fn builtin(json: &[u8]) -> Option<(&'static Kind, serde_json::Value)> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let group = v["apiVersion"]
+        .as_str()?
+        .rsplit_once('/')
+        .map_or("", |(g, _)| g);
+    let kind = kinds::by_kind(group, v["kind"].as_str()?)?;
+    Some((kind, v))
+}
+
+fn api_status(e: ApiError) -> Status {
+    to_status(&e.to_store_error())
+}
+
+fn written(v: &serde_json::Value) -> Response<ObjectReply> {
+    let revision = v["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0);
+    Response::new(ObjectReply {
+        revision,
+        object: serde_json::to_vec(v).unwrap_or_default().into(),
+    })
+}
+
+fn grpc_writer() -> WriteOptions {
+    WriteOptions {
+        manager: "balsa".into(),
+        ..Default::default()
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -128,8 +167,17 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
-        let Op::Create { key, value } = create_op(&request.into_inner().object).map_err(status)?
-        else {
+        let json = request.into_inner().object;
+        if let Some((kind, v)) = builtin(&json) {
+            let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
+            let w = self
+                .registry
+                .create(kind, ns.as_deref(), v, &grpc_writer())
+                .await
+                .map_err(api_status)?;
+            return Ok(written(&w.object));
+        }
+        let Op::Create { key, value } = create_op(&json).map_err(status)? else {
             unreachable!("create_op makes creates")
         };
         self.store
@@ -143,11 +191,25 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
+        let json = request.into_inner().object;
+        if let Some((kind, v)) = builtin(&json) {
+            let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let w = self
+                .registry
+                .update(kind, ns.as_deref(), &name, v, Part::Main, &grpc_writer())
+                .await
+                .map_err(api_status)?;
+            return Ok(written(&w.object));
+        }
         let Op::Update {
             key,
             value,
             expected,
-        } = update_op(&request.into_inner().object).map_err(status)?
+        } = update_op(&json).map_err(status)?
         else {
             unreachable!("update_op makes updates")
         };
@@ -192,6 +254,19 @@ impl Objects for ObjectsService {
         let Op::Delete { key, preconditions } = delete_op(request.into_inner())? else {
             unreachable!("delete_op makes deletes")
         };
+        if let Some(kind) = kinds::by_resource(&key.group, &key.resource) {
+            let opts = DeleteOptions {
+                uid: preconditions.uid,
+                resource_version: preconditions.revision.map(|r| r.to_string()),
+                ..Default::default()
+            };
+            let v = self
+                .registry
+                .delete(kind, key.namespace.as_deref(), &key.name, &opts)
+                .await
+                .map_err(api_status)?;
+            return Ok(written(&v));
+        }
         self.store
             .delete(key, preconditions)
             .await

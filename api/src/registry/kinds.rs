@@ -41,6 +41,12 @@ pub struct Kind {
     pub columns: &'static [Column],
 }
 
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version(), self.kind)
+    }
+}
+
 impl Kind {
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

@@ -39,7 +39,9 @@ async fn feed(
     let mut last_sent = Instant::now();
     loop {
         changes.mark_unchanged();
-        let page = window.read().events_after(cursor, &prefix, PAGE);
+        // The start was checked strictly in `watch`; from here on the watcher
+        // is only cut off if it missed an event of its own prefix.
+        let page = window.read().events_after_continuing(cursor, &prefix, PAGE);
         let (events, upto) = match page {
             Ok(page) => page,
             Err(StoreError::Expired { .. }) => {

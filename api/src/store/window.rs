@@ -8,7 +8,7 @@
 //! Storage writes and `push` happen under the same write lock, so a reader that
 //! holds the read lock sees storage and window at the same revision.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,12 @@ pub struct Inner {
     events: VecDeque<(Instant, Event)>,
     oldest: Revision,
     current: Revision,
+    /// Where this replica's history begins (start, or the last snapshot).
+    floor: Revision,
+    /// The newest evicted revision per group/resource and per
+    /// group/resource/namespace: a watcher already past it lost nothing by the
+    /// eviction, however far behind `oldest` its cursor is.
+    evicted: HashMap<(String, String, Option<String>), Revision>,
 }
 
 impl WatchWindow {
@@ -68,6 +74,8 @@ impl WatchWindow {
                 events: VecDeque::new(),
                 oldest: start,
                 current: start,
+                floor: start,
+                evicted: HashMap::new(),
             }),
             applied: watch::channel(start).0,
         })
@@ -116,8 +124,10 @@ impl WindowWriter<'_> {
     pub fn reset(&mut self, rev: Revision) {
         let inner = &mut *self.guard;
         inner.events.clear();
+        inner.evicted.clear();
         inner.oldest = rev;
         inner.current = rev;
+        inner.floor = rev;
         self.applied.send_replace(rev);
     }
 
@@ -139,7 +149,13 @@ impl Inner {
             }
             let rev = front.revision;
             while self.events.front().is_some_and(|(_, e)| e.revision == rev) {
-                self.events.pop_front();
+                if let Some((_, e)) = self.events.pop_front() {
+                    let k = &e.object.key;
+                    for ns in [None, k.namespace.clone()] {
+                        self.evicted
+                            .insert((k.group.clone(), k.resource.clone(), ns), rev);
+                    }
+                }
             }
             self.oldest = rev;
         }
@@ -161,6 +177,28 @@ impl Inner {
         Ok(())
     }
 
+    /// For a watcher that was at `after` already: fails only when an event it
+    /// would have seen was evicted (or the history was replaced), so an idle
+    /// watcher on a quiet prefix is not cut off by writes elsewhere.
+    pub fn check_continuing(&self, after: Revision, prefix: &KeyPrefix) -> Result<(), StoreError> {
+        if after >= self.oldest {
+            return Ok(());
+        }
+        let lost = self
+            .evicted
+            .get(&(
+                prefix.group.clone(),
+                prefix.resource.clone(),
+                prefix.namespace.clone(),
+            ))
+            .copied()
+            .unwrap_or(self.floor);
+        if after >= self.floor && lost <= after {
+            return Ok(());
+        }
+        Err(StoreError::expired(after, self.oldest))
+    }
+
     /// Events after `after` matching `prefix`, at most about `max` (a revision
     /// is never split), and the revision up to which the window was scanned.
     pub fn events_after(
@@ -170,6 +208,26 @@ impl Inner {
         max: usize,
     ) -> Result<(Vec<Event>, Revision), StoreError> {
         self.check(after)?;
+        self.scan(after, prefix, max)
+    }
+
+    /// `events_after` for a watcher already at `after` (`check_continuing`).
+    pub fn events_after_continuing(
+        &self,
+        after: Revision,
+        prefix: &KeyPrefix,
+        max: usize,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
+        self.check_continuing(after, prefix)?;
+        self.scan(after, prefix, max)
+    }
+
+    fn scan(
+        &self,
+        after: Revision,
+        prefix: &KeyPrefix,
+        max: usize,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
         let start = self.events.partition_point(|(_, e)| e.revision <= after);
         let mut out = Vec::new();
         for (_, e) in self.events.range(start..) {
@@ -242,6 +300,38 @@ mod tests {
         let (events, upto) = r.events_after(Revision(2), &prefix, 10).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(upto, Revision(4));
+    }
+
+    #[test]
+    fn a_watcher_on_a_quiet_prefix_survives_evictions_elsewhere() {
+        let w = WatchWindow::new(WindowConfig::events(1), Revision(0));
+        let other = |rev: u64| {
+            let mut e = ev(rev, "x");
+            let key = ResourceKey::new("", "pods", Some("busy"), "x");
+            e.object = Arc::new(Object {
+                key,
+                ..(*e.object).clone()
+            });
+            e
+        };
+        w.write().push(Revision(1), vec![ev(1, "a")]);
+        for rev in 2..6 {
+            w.write().push(Revision(rev), vec![other(rev)]);
+        }
+        let r = w.read();
+        let quiet = KeyPrefix::resource("", "pods").in_namespace(Some("ns"));
+        let busy = KeyPrefix::resource("", "pods").in_namespace(Some("busy"));
+        // A new watch below the window is refused, as Kubernetes does...
+        assert!(r.events_after(Revision(1), &quiet, 10).is_err());
+        // ...but a watcher already at 1 on the quiet namespace lost nothing.
+        let (events, upto) = r.events_after_continuing(Revision(1), &quiet, 10).unwrap();
+        assert!(events.is_empty());
+        assert_eq!(upto, Revision(5));
+        // One at 0 lost the event at 1; one on the busy namespace lost events.
+        assert!(r.events_after_continuing(Revision(0), &quiet, 10).is_err());
+        assert!(r.events_after_continuing(Revision(2), &busy, 10).is_err());
+        let all = KeyPrefix::resource("", "pods");
+        assert!(r.events_after_continuing(Revision(2), &all, 10).is_err());
     }
 
     #[test]

@@ -120,6 +120,37 @@ pub struct BalsaSystem {
     dir: tempfile::TempDir,
 }
 
+/// The namespaces the benchmarks write to (objects need an existing one).
+const NAMESPACES: &[&str] = &["bench", "failover", "watch"];
+
+async fn create_namespaces(addrs: &[String]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for ns in NAMESPACES {
+        let body =
+            format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
+        let mut attempt = 0;
+        loop {
+            let client = Client::connect(&addrs[attempt % addrs.len()]).await;
+            match client {
+                Ok(c) => match c.create(body.clone().into()).await {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => break,
+                    Err(e) if std::time::Instant::now() > deadline => {
+                        return Err(anyhow!("creating namespace {ns}: {e}"))
+                    }
+                    Err(_) => {}
+                },
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(anyhow!("creating namespace {ns}: {e}"))
+                }
+                Err(_) => {}
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 impl BalsaSystem {
     pub async fn start(binary: PathBuf) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
@@ -135,6 +166,7 @@ impl BalsaSystem {
         let cluster = up::start(&opts)
             .await
             .context("starting the Balsa cluster")?;
+        create_namespaces(&cluster.file.api_addrs()).await?;
         Ok(Self {
             cluster: Some(cluster),
             opts,
