@@ -24,6 +24,7 @@
 mod extensions;
 mod paths;
 mod schemas;
+mod v2_protobuf;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -91,6 +92,14 @@ static V3_INDEX: LazyLock<Document> = LazyLock::new(|| {
 
 static V2: LazyLock<Document> = LazyLock::new(|| Document::new(build_v2()));
 
+static V2_PROTOBUF: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(v2_protobuf::encode(&V2.value)));
+
+/// The Content-Type to answer `v2_protobuf()` with. kubectl asks with
+/// `Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf`, but
+/// an answer whose Content-Type has that `@` fails its media-type parsing.
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
 /// `GET /openapi/v3`: `{"paths": {"apis/apps/v1": {"serverRelativeURL":
 /// "/openapi/v3/apis/apps/v1?hash=..."}, ...}}`.
 pub fn v3_index() -> &'static Value {
@@ -122,6 +131,13 @@ pub fn v2_document() -> &'static Value {
 /// The v2 document with its bytes and hash.
 pub fn v2() -> &'static Document {
     &V2
+}
+
+/// `GET /openapi/v2` as kubectl requests it: the definitions as a gnostic
+/// `openapi.v2.Document` protobuf message (see `v2_protobuf`). kubectl cannot
+/// read the JSON form, and fails on 404 or 406, when it needs this.
+pub fn v2_protobuf() -> &'static Bytes {
+    &V2_PROTOBUF
 }
 
 fn build_v3(group: &str, version: &str) -> Value {

@@ -364,3 +364,19 @@ fn documents_are_stable() {
     assert_eq!(v3_at("apis/apps/v1").map(|d| &d.hash), Some(&again.hash));
     assert_eq!(again.json, v3_at("apis/apps/v1").expect("doc").json);
 }
+
+#[test]
+fn v2_protobuf_carries_every_definition() {
+    let pb = v2_protobuf();
+    // Document{swagger: "2.0"} first.
+    assert_eq!(&pb[..5], [1 << 3 | 2, 3, b'2', b'.', b'0']);
+    let text = String::from_utf8_lossy(pb);
+    for name in v2_document()["definitions"]
+        .as_object()
+        .map(|d| d.keys().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        assert!(text.contains(name.as_str()), "{name}");
+    }
+    assert!(text.contains("x-kubernetes-group-version-kind"));
+}
