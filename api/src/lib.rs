@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod grpc;
 pub mod k8s_protobuf;
+pub mod openapi;
 pub mod registry;
 pub mod resource;
 pub mod rest;
