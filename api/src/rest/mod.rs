@@ -28,6 +28,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::openapi;
 use crate::registry::{
     ApiError, DeleteOptions, FieldSelector, FieldValidation, LabelSelector, ListQuery, Part,
     PatchType, Reason, Registry, ScaleChange, WriteOptions,
@@ -59,8 +60,51 @@ pub fn router(registry: Registry) -> Router {
         .route("/readyz", get(ready))
         .route("/api", get(api))
         .route("/apis", get(apis))
+        .route("/openapi/v2", get(openapi_v2))
+        .route(
+            "/openapi/v3",
+            get(|| async { document(openapi::v3_index_document()) }),
+        )
+        .route("/openapi/v3/{*path}", get(openapi_v3))
         .fallback(resource)
         .with_state(state)
+}
+
+fn document(doc: &openapi::Document) -> Response {
+    let mut resp = Response::new(Body::from(doc.json.clone()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(negotiate::JSON),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", doc.hash)) {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    resp
+}
+
+/// kubectl asks for v2 as protobuf only (and parses whatever comes back as
+/// protobuf); other clients get JSON.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("protobuf") {
+        let mut resp = Response::new(Body::from(openapi::v2_protobuf().clone()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(openapi::V2_PROTOBUF_CONTENT_TYPE),
+        );
+        return resp;
+    }
+    document(openapi::v2())
+}
+
+async fn openapi_v3(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match openapi::v3_at(&path) {
+        Some(doc) => document(doc),
+        None => error_response(&route::not_found()),
+    }
 }
 
 async fn health() -> &'static str {
