@@ -313,10 +313,9 @@ pub fn print_members(file: &ClusterFile, dir: &Path, elapsed: Duration) {
         );
     }
     println!("cluster file: {}", ClusterFile::path(dir).display());
-    println!(
-        "kubectl:      export KUBECONFIG={}",
-        dir.join(KUBECONFIG).display()
-    );
+    let kubeconfig = dir.join(KUBECONFIG);
+    let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
+    println!("kubectl:      export KUBECONFIG={}", kubeconfig.display());
     println!("try: balsa cluster status --dir {}", dir.display());
 }
 
