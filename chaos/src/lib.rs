@@ -15,4 +15,9 @@
 //! crate is dev-only and may depend on anything in the workspace.
 
 pub mod check;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod run;
+pub mod workload;

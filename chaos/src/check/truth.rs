@@ -6,7 +6,8 @@
 //!
 //! Watches start at revision 0 and resume from their last revision, so the
 //! union of their covered ranges usually spans the whole run; checkers that
-//! need the complete history up to a revision ask [`Truth::complete_to`].
+//! need the complete history up to a revision ask [`Truth::state_at`], which
+//! replays from the empty store or from a list a watcher started over from.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,6 +15,13 @@ use super::Violation;
 use crate::history::{Call, EventKind, History, Outcome, Reply, Seen, WatchItem};
 
 const CHECKER: &str = "history";
+
+/// Ops recorded by watchers (the lists they start over from) use client ids
+/// from here up.
+pub const RELIST_CLIENT: u32 = 1000;
+
+/// Objects by key: (value, revision).
+pub type State = BTreeMap<String, (Option<String>, u64)>;
 
 /// One change at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +42,9 @@ pub struct Truth {
     pub value_at: HashMap<(u64, String), String>,
     /// Revision ranges (lo, hi] some watch covered without a break.
     pub covered: Vec<(u64, u64)>,
+    /// Snapshots to replay from: the lists a watcher started over from (op
+    /// id, objects by key), by revision. Revision 0 is the empty store.
+    pub anchors: BTreeMap<u64, (u64, State)>,
     pub anomalies: Vec<Violation>,
 }
 
@@ -146,6 +157,16 @@ impl Truth {
                 .map(|s| (s.after, s.covered_to()))
                 .collect(),
         );
+        t.anchors.insert(0, (0, BTreeMap::new()));
+        for op in h.ops.iter().filter(|o| o.client >= RELIST_CLIENT) {
+            if let Outcome::Ok(Reply::Listed { rev, items }) = &op.outcome {
+                let state = items
+                    .iter()
+                    .map(|(k, s)| (k.clone(), (Some(s.value.clone()), s.rev)))
+                    .collect();
+                t.anchors.entry(*rev).or_insert((op.id, state));
+            }
+        }
         t
     }
 
@@ -200,16 +221,23 @@ impl Truth {
         }
     }
 
-    /// True when some watches together saw every revision in (0, rev].
-    pub fn complete_to(&self, rev: u64) -> bool {
-        rev == 0 || self.covered.iter().any(|&(lo, hi)| lo == 0 && hi >= rev)
+    /// True when some watches together saw every revision in (from, to].
+    pub fn complete(&self, from: u64, to: u64) -> bool {
+        to <= from || self.covered.iter().any(|&(lo, hi)| lo <= from && hi >= to)
     }
 
-    /// Every object as of `rev`: key -> (value, revision). Only meaningful
-    /// when [`complete_to`](Self::complete_to)`(rev)`.
-    pub fn state_at(&self, rev: u64) -> BTreeMap<String, (Option<String>, u64)> {
-        let mut state = BTreeMap::new();
-        for (r, changes) in self.changes.range(..=rev) {
+    /// Every object as of `rev` (key -> (value, revision)), replayed from the
+    /// latest snapshot the watches saw everything after, other than op
+    /// `except`; None when there is none.
+    pub fn state_at(&self, rev: u64, except: u64) -> Option<State> {
+        let (from, (_, anchor)) = self
+            .anchors
+            .range(..=rev)
+            .rev()
+            .filter(|(_, (id, _))| *id != except || *id == 0)
+            .find(|(a, _)| self.complete(**a, rev))?;
+        let mut state = anchor.clone();
+        for (r, changes) in self.changes.range(from + 1..rev.max(*from) + 1) {
             for c in changes {
                 if c.kind == EventKind::Deleted {
                     state.remove(&c.key);
@@ -218,7 +246,7 @@ impl Truth {
                 }
             }
         }
-        state
+        Some(state)
     }
 }
 
@@ -367,9 +395,13 @@ pub(crate) mod tests {
         ));
         let t = Truth::build(&h);
         assert!(t.anomalies.is_empty(), "{:?}", t.anomalies);
-        assert!(t.complete_to(9));
-        assert!(!t.complete_to(10));
-        assert_eq!(t.state_at(6).get("a").map(|s| s.1), Some(5));
-        assert!(t.state_at(7).is_empty());
+        assert!(t.complete(0, 9));
+        assert!(!t.complete(0, 10));
+        assert_eq!(
+            t.state_at(6, 0).and_then(|s| s.get("a").map(|s| s.1)),
+            Some(5)
+        );
+        assert_eq!(t.state_at(7, 0).map(|s| s.len()), Some(0));
+        assert_eq!(t.state_at(10, 0), None);
     }
 }

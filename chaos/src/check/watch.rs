@@ -118,7 +118,7 @@ fn check_session(s: &WatchSession, truth: &Truth) -> Vec<Violation> {
     }
     let seen_revs: HashSet<u64> = seen.iter().map(|(r, _)| *r).collect();
     let to = s.covered_to();
-    for (rev, changes) in truth.changes.range(s.after + 1..=to) {
+    for (rev, changes) in truth.changes.range(s.after + 1..to.max(s.after) + 1) {
         let missing: Vec<&str> = changes
             .iter()
             .filter(|c| !seen.contains(&(*rev, c.key.as_str())))
