@@ -212,6 +212,18 @@ pub struct FaultRecord {
     pub note: String,
 }
 
+/// One liveness probe: a write of its own object (outside the workload's
+/// namespace) sent every few milliseconds whatever earlier probes are
+/// doing, so a stuck request never hides that the cluster commits again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRecord {
+    pub replica: u64,
+    pub invoke: Time,
+    pub complete: Time,
+    pub ok: bool,
+}
+
 /// The final state of one replica, read locally after the cluster healed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -228,6 +240,7 @@ pub enum Record {
     Watch(WatchSession),
     Fault(FaultRecord),
     Final(FinalState),
+    Probe(ProbeRecord),
 }
 
 /// A whole history, split by record type.
@@ -237,6 +250,7 @@ pub struct History {
     pub watches: Vec<WatchSession>,
     pub faults: Vec<FaultRecord>,
     pub finals: Vec<FinalState>,
+    pub probes: Vec<ProbeRecord>,
 }
 
 impl History {
@@ -246,6 +260,7 @@ impl History {
             Record::Watch(w) => self.watches.push(w),
             Record::Fault(f) => self.faults.push(f),
             Record::Final(f) => self.finals.push(f),
+            Record::Probe(p) => self.probes.push(p),
         }
     }
 
@@ -254,7 +269,8 @@ impl History {
         let ops = self.ops.iter().cloned().map(Record::Op);
         let watches = self.watches.iter().cloned().map(Record::Watch);
         let finals = self.finals.iter().cloned().map(Record::Final);
-        faults.chain(ops).chain(watches).chain(finals)
+        let probes = self.probes.iter().cloned().map(Record::Probe);
+        faults.chain(ops).chain(watches).chain(finals).chain(probes)
     }
 
     pub fn write_jsonl(&self, path: &Path) -> anyhow::Result<()> {

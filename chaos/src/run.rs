@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use balsa_api::grpc::client::Client;
+use balsa_api::StoreError;
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::ListRequest;
 use tokio::sync::watch;
@@ -24,7 +25,7 @@ use crate::cluster::{netns, Cluster, ClusterOptions};
 use crate::history::{FinalState, Record, Recorder};
 use crate::nemesis::{self, Fault, NemesisOptions};
 use crate::report::{self, Report};
-use crate::workload::{objects, Workload, WorkloadOptions};
+use crate::workload::{objects, probes, Workload, WorkloadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Network {
@@ -88,10 +89,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
         seed: opts.seed as u32,
     })
     .await?;
-    let ready_after = started.elapsed();
     let replicas: Vec<(u64, String)> = (0..cluster.len())
         .map(|i| (cluster.id(i), cluster.api(i).to_string()))
         .collect();
+    ensure_namespaces(&replicas).await?;
+    let ready_after = started.elapsed();
 
     let mut workload = Workload::start(&opts.workload, &replicas, &rec);
     let (stop_nemesis, stop_rx) = watch::channel(false);
@@ -202,6 +204,39 @@ async fn converge(
     Ok(())
 }
 
+/// Creates the namespaces the run writes into (a Kubernetes API refuses
+/// objects in a namespace that does not exist).
+async fn ensure_namespaces(replicas: &[(u64, String)]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for ns in [objects::NAMESPACE, probes::NAMESPACE, META_NAMESPACE] {
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+        });
+        let mut last = String::new();
+        'replicas: loop {
+            for (_, addr) in replicas {
+                let attempt = async {
+                    let c = Client::connect(addr).await?;
+                    c.create(bytes::Bytes::from(body.to_string())).await
+                };
+                match tokio::time::timeout(Duration::from_secs(6), attempt).await {
+                    Ok(Ok(_)) | Ok(Err(StoreError::AlreadyExists { .. })) => break 'replicas,
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "timed out".into(),
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("creating namespace {ns}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Where the barrier writes go.
+const META_NAMESPACE: &str = "chaos-meta";
+
 /// A write outside the workload's namespace; its revision is one every
 /// replica must reach.
 async fn barrier_write(replicas: &[(u64, String)]) -> Option<u64> {
@@ -210,7 +245,7 @@ async fn barrier_write(replicas: &[(u64, String)]) -> Option<u64> {
             let c = Client::connect(addr).await.ok()?;
             let v = serde_json::json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("barrier-{}", std::process::id()), "namespace": "chaos-meta"},
+                "metadata": {"name": format!("barrier-{}", std::process::id()), "namespace": META_NAMESPACE},
                 "data": {"at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()},
             });
             let body = bytes::Bytes::from(v.to_string());

@@ -1,5 +1,6 @@
 //! Liveness: for each fault, the longest stretch during which no write (and,
-//! separately, no read) succeeded, measured from the fault's start until it
+//! separately, no read) succeeded (writes: the probes', when the run has
+//! probes, since a workload client stuck on one request sends no other), measured from the fault's start until it
 //! was healed plus a settling time (or the next fault, if that comes first).
 //! A fault that does not disturb the cluster shows about one op's latency.
 
@@ -45,12 +46,19 @@ fn window(f: &FaultRecord, next: Option<&FaultRecord>, run_end: Time) -> (Time, 
 }
 
 pub fn gaps(h: &History) -> Vec<Gap> {
-    let mut writes: Vec<Time> = h
-        .ops
-        .iter()
-        .filter(|o| o.call.is_write() && matches!(o.outcome, Outcome::Ok(_)))
-        .map(|o| o.complete)
-        .collect();
+    let mut writes: Vec<Time> = if h.probes.is_empty() {
+        h.ops
+            .iter()
+            .filter(|o| o.call.is_write() && matches!(o.outcome, Outcome::Ok(_)))
+            .map(|o| o.complete)
+            .collect()
+    } else {
+        h.probes
+            .iter()
+            .filter(|p| p.ok)
+            .map(|p| p.complete)
+            .collect()
+    };
     let mut reads: Vec<Time> = h
         .ops
         .iter()

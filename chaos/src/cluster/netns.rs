@@ -107,7 +107,9 @@ impl Net {
     /// Makes the bridge and one namespace per master. On error, removes
     /// whatever it had made.
     pub fn create(run: &str, masters: usize, seed: u32) -> anyhow::Result<Self> {
-        let firewall = if has("iptables") {
+        // BALSA_CHAOS_FIREWALL=routes tries the fallback where iptables exists.
+        let routes_only = std::env::var("BALSA_CHAOS_FIREWALL").is_ok_and(|v| v == "routes");
+        let firewall = if has("iptables") && !routes_only {
             Firewall::Iptables
         } else {
             Firewall::Routes

@@ -1,8 +1,10 @@
 //! The workload: register clients spread over every replica, and watchers on
-//! every replica (half of them hang up and resume on purpose). All of them
+//! every replica (half of them hang up and resume on purpose), and liveness
+//! probes on every replica. All of them
 //! record into one [`Recorder`] and stop on one signal.
 
 pub mod objects;
+pub mod probes;
 pub mod registers;
 pub mod watchers;
 
@@ -51,6 +53,16 @@ impl Workload {
             }
         }
         let mut clients = JoinSet::new();
+        for (id, addr) in replicas {
+            clients.spawn(probes::run(
+                *id,
+                addr.clone(),
+                Duration::from_millis(40),
+                Duration::from_secs(5),
+                rec.clone(),
+                clients_rx.clone(),
+            ));
+        }
         for c in 0..opts.clients {
             let (id, addr) = &replicas[c % replicas.len()];
             let spec = registers::ClientSpec {
