@@ -117,4 +117,72 @@ mod tests {
         let r = check(&h, &t);
         assert_eq!((r.checked, r.skipped), (0, 1));
     }
+
+    #[test]
+    fn a_relist_snapshot_bridges_a_hole_in_the_watched_history() {
+        use crate::check::truth::RELIST_CLIENT;
+        // Watches saw up to 6, then every window was lost (a restart); a
+        // watcher relisted at 10 and watched on from there.
+        let mut h = history(vec![("a".into(), seen("w1", 5))], 5);
+        let snapshot = vec![("a".to_string(), seen("w7", 9))];
+        let mut relist = op(
+            7,
+            "",
+            Call::List,
+            4,
+            5,
+            Outcome::Ok(Reply::Listed {
+                rev: 10,
+                items: snapshot,
+            }),
+        );
+        relist.client = RELIST_CLIENT;
+        h.ops.push(relist);
+        h.ops.push(op(
+            8,
+            "a",
+            Call::Update {
+                value: "w7".into(),
+                expected: None,
+            },
+            3,
+            4,
+            ok_write(9),
+        ));
+        h.watches.push(session(
+            2,
+            10,
+            false,
+            vec![event(11, EventKind::Added, "c", "w8")],
+        ));
+        h.ops.push(op(9, "c", create("w8"), 4, 5, ok_write(11)));
+        let at_11 = |items| Outcome::Ok(Reply::Listed { rev: 11, items });
+        h.ops.push(op(
+            10,
+            "",
+            Call::List,
+            6,
+            7,
+            at_11(vec![
+                ("a".into(), seen("w7", 9)),
+                ("c".into(), seen("w8", 11)),
+            ]),
+        ));
+        let t = Truth::build(&h);
+        let r = check(&h, &t);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.checked, r.skipped), (2, 1));
+        // A list at 11 that lost c is caught against the snapshot.
+        h.ops.push(op(
+            11,
+            "",
+            Call::List,
+            6,
+            7,
+            at_11(vec![("a".into(), seen("w7", 9))]),
+        ));
+        let t = Truth::build(&h);
+        let r = check(&h, &t);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+    }
 }
