@@ -1,0 +1,311 @@
+//! The cluster under test: `balsa server` processes started the way `balsa up`
+//! starts them, each in its own network namespace when the machine allows it
+//! (see [`netns`]) or all on loopback otherwise. The harness keeps every
+//! child's handle, so it can SIGKILL, SIGSTOP/SIGCONT and restart any of
+//! them, and kills them all when it stops (also on drop).
+
+pub mod netns;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use balsa::cluster_file::{ClusterFile, MemberEntry};
+use balsa_api::grpc::client::Client;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use netns::Net;
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub dir: PathBuf,
+    pub masters: usize,
+    pub binary: PathBuf,
+    pub server_args: Vec<String>,
+    /// Run each master in its own network namespace.
+    pub netns: bool,
+    pub run_id: String,
+    pub seed: u32,
+}
+
+pub struct Cluster {
+    pub file: ClusterFile,
+    opts: ClusterOptions,
+    children: Vec<Option<Child>>,
+    paused: Vec<bool>,
+    pub net: Option<Net>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The `balsa` binary beside this executable (cargo puts both in one
+/// target directory), if it is there.
+pub fn default_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?;
+    // Test executables live one level deeper, in `deps/`.
+    if dir.ends_with("deps") {
+        dir = dir.parent()?;
+    }
+    let candidate = dir.join("balsa");
+    candidate.exists().then_some(candidate)
+}
+
+impl Cluster {
+    /// Starts the masters and returns once one of them commits a write.
+    pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("creating {}", opts.dir.display()))?;
+        let net = if opts.netns {
+            Some(Net::create(&opts.run_id, opts.masters, opts.seed)?)
+        } else {
+            None
+        };
+        let mut members = Vec::new();
+        for i in 0..opts.masters {
+            let (peer, api, rest) = match &net {
+                Some(net) => (
+                    format!("{}:7400", net.addr(i)),
+                    format!("{}:7500", net.addr(i)),
+                    format!("{}:6443", net.addr(i)),
+                ),
+                None => (
+                    format!("127.0.0.1:{}", free_port()?),
+                    format!("127.0.0.1:{}", free_port()?),
+                    format!("127.0.0.1:{}", free_port()?),
+                ),
+            };
+            let id = i as u64 + 1;
+            members.push(MemberEntry {
+                id,
+                pid: 0,
+                peer,
+                api,
+                rest,
+                data_dir: opts.dir.join(format!("master-{id}")),
+                log: opts.dir.join(format!("master-{id}.log")),
+            });
+        }
+        let n = members.len();
+        let mut cluster = Cluster {
+            file: ClusterFile::new(members),
+            opts,
+            children: (0..n).map(|_| None).collect(),
+            paused: vec![false; n],
+            net,
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.file.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file.members.is_empty()
+    }
+
+    pub fn id(&self, i: usize) -> u64 {
+        self.file.members[i].id
+    }
+
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.file.members.iter().position(|m| m.id == id)
+    }
+
+    pub fn api(&self, i: usize) -> &str {
+        &self.file.members[i].api
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &self.file.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .with_context(|| format!("opening {}", m.log.display()))?;
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", net.namespace(i)])
+                    .arg(&self.opts.binary);
+                c
+            }
+            None => Command::new(&self.opts.binary),
+        };
+        cmd.arg("server")
+            .args(["--id", &m.id.to_string()])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--peer-listen", &m.peer, "--api-listen", &m.api])
+            .args(["--rest-listen", &m.rest])
+            .args(["--init", "--exit-with-parent"]);
+        for other in &self.file.members {
+            cmd.args([
+                "--member",
+                &format!("{}={},{}", other.id, other.peer, other.api),
+            ]);
+        }
+        cmd.args(&self.opts.server_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting master {}", m.id))?;
+        self.file.members[i].pid = child.id().unwrap_or(0);
+        self.children[i] = Some(child);
+        self.paused[i] = false;
+        self.file.write(&self.opts.dir)
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = String::from("no master answered");
+        while tokio::time::Instant::now() < deadline {
+            for i in 0..self.len() {
+                if let Some(child) = self.children[i].as_mut() {
+                    if let Some(status) = child.try_wait()? {
+                        bail!(
+                            "master {} exited ({status}) while starting; see {}",
+                            self.id(i),
+                            self.file.members[i].log.display()
+                        );
+                    }
+                }
+            }
+            match self.leader().await {
+                Some(_) => return Ok(()),
+                None => last = "no leader yet".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the cluster elected no leader within {within:?}: {last}")
+    }
+
+    /// The member id of the leader, as some reachable master reports it.
+    pub async fn leader(&self) -> Option<u64> {
+        for addr in self.file.api_addrs() {
+            let ask = async {
+                let c = Client::connect(&addr).await.ok()?;
+                c.cluster_status().await.ok()
+            };
+            if let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(700), ask).await {
+                if status.leader != 0 {
+                    return Some(status.leader);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused[i]
+    }
+
+    /// SIGKILLs master `i` and reaps it.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().await.context("killing a master")?;
+        }
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// Starts master `i` again (same id, addresses and data).
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.children[i].is_some() {
+            return Ok(());
+        }
+        self.spawn(i)
+    }
+
+    pub fn pause(&mut self, i: usize, paused: bool) -> anyhow::Result<()> {
+        let pid = self.children[i]
+            .as_ref()
+            .and_then(Child::id)
+            .context("the master is not running")?;
+        let signal = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(pid as i32), signal)?;
+        self.paused[i] = paused;
+        Ok(())
+    }
+
+    /// Undoes every fault: resumes paused masters, restarts dead ones, heals
+    /// the network.
+    pub fn heal_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.len() {
+            if self.paused[i] {
+                self.pause(i, false)?;
+            }
+            if self.children[i].is_none() {
+                self.spawn(i)?;
+            }
+        }
+        if let Some(net) = self.net.as_mut() {
+            net.heal()?;
+        }
+        Ok(())
+    }
+
+    /// Masters that died on their own (not by the nemesis).
+    pub fn crashed(&mut self) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for i in 0..self.len() {
+            if let Some(child) = self.children[i].as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((self.file.members[i].id, status.to_string()));
+                    self.children[i] = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops every master (SIGCONT, SIGTERM, then SIGKILL after `grace`) and
+    /// removes the network.
+    pub async fn stop(&mut self, grace: Duration) {
+        for i in 0..self.len() {
+            if self.paused[i] {
+                let _ = self.pause(i, false);
+            }
+            if let Some(pid) = self.children[i].as_ref().and_then(Child::id) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for slot in &mut self.children {
+            if let Some(mut child) = slot.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+        if let Some(net) = self.net.as_mut() {
+            net.teardown();
+        }
+    }
+}
