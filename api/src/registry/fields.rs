@@ -376,9 +376,12 @@ pub fn apply(
         }
     }
     let e = upsert(&mut list, manager, "Apply", "");
-    e.fields = applied_set;
-    e.api_version = api_version;
-    e.time = time.into();
+    // Re-applying the same configuration changes nothing, not even the time.
+    if e.fields != applied_set || e.api_version != api_version {
+        e.fields = applied_set;
+        e.api_version = api_version;
+        e.time = time.into();
+    }
     store_entries(&mut new, list);
     Ok(new)
 }
@@ -498,6 +501,19 @@ mod tests {
         assert_eq!(
             err.message,
             "Apply failed with 1 conflict: conflict with \"alice\" using apps/v1: .spec.replicas"
+        );
+        let again = apply(
+            Some(&first),
+            &deploy(1, "nginx"),
+            "alice",
+            false,
+            &subject(),
+            "t9",
+        )
+        .unwrap();
+        assert_eq!(
+            again, first,
+            "re-applying the same configuration is a no-op"
         );
         let forced = apply(
             Some(&first),

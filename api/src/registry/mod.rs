@@ -345,44 +345,38 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let subject = prepare::subject(kind, name);
-        if ty == PatchType::Apply {
-            if !matches!(
+        // Server-side apply creates the object when it is absent.
+        let absent = ty == PatchType::Apply
+            && matches!(
                 self.read(kind, ns, name, ReadMode::Linearizable).await,
                 Err(ApiError {
                     reason: Reason::NotFound,
                     ..
                 })
-            ) {
-                // Falls through to the patch loop below.
-            } else {
-                let (applied, warnings) = prepare::decode(kind, patch.clone(), opts.validation)?;
-                if prepare::meta_str(&applied, "name").is_some_and(|n| n != name) {
-                    return Err(ApiError::bad_request(
-                        "the name of the object does not match the name on the URL",
-                    ));
-                }
-                let mut applied = applied;
-                applied["metadata"]["name"] = json!(name);
-                let v = prepare::for_create(kind, ns, applied.clone(), &opts.manager)?;
-                let mut v = fields::apply(
-                    None,
-                    &v,
-                    &opts.manager,
-                    true,
-                    &subject,
-                    &prepare::now_rfc3339(),
-                )?;
-                // Ownership is of what the manager applied, not of defaults.
-                let owned = fields::apply(None, &applied, &opts.manager, true, &subject, "")?;
-                v["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
-                if let Some(e) = v["metadata"]["managedFields"][0].as_object_mut() {
-                    e.insert("time".into(), json!(prepare::now_rfc3339()));
-                }
-                return match self.store_new(kind, v, warnings, opts).await {
-                    Err(e) if e.reason == Reason::AlreadyExists => Err(Self::stale(kind, name)),
-                    other => other,
-                };
+            );
+        if absent {
+            let (mut applied, warnings) = prepare::decode(kind, patch.clone(), opts.validation)?;
+            if prepare::meta_str(&applied, "name").is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request(
+                    "the name of the object does not match the name on the URL",
+                ));
             }
+            applied["metadata"]["name"] = json!(name);
+            let mut v = prepare::for_create(kind, ns, applied.clone(), &opts.manager)?;
+            // The manager owns what it applied, not the defaults.
+            let owned = fields::apply(
+                None,
+                &applied,
+                &opts.manager,
+                true,
+                &subject,
+                &prepare::now_rfc3339(),
+            )?;
+            v["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
+            return match self.store_new(kind, v, warnings, opts).await {
+                Err(e) if e.reason == Reason::AlreadyExists => Err(Self::stale(kind, name)),
+                other => other,
+            };
         }
         let expected = patch["metadata"]["resourceVersion"]
             .as_str()
