@@ -1,11 +1,13 @@
-//! Resource types: which kinds exist, their plural names, groups and scope, and
-//! turning a client's JSON object into the key and bytes the store keeps. Kinds
-//! not in the table are still stored (namespaced, plural derived from the kind),
-//! as the gRPC service promises until the registry arrives.
+//! Resource types: the key space of a kind (its plural, group and scope, from
+//! the registry's kinds table), and turning a client's JSON object of a kind
+//! the registry does not know into the key and bytes the store keeps (stored
+//! namespaced, plural derived from the kind).
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::registry::kinds::{self, Kind, KINDS};
+use crate::registry::prepare;
 use crate::store::{KeyPrefix, ResourceKey, Revision, StoreError};
 
 /// One resource type.
@@ -18,175 +20,13 @@ pub struct ResourceType {
     pub namespaced: bool,
 }
 
-struct Known {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    namespaced: bool,
-    short: &'static [&'static str],
-}
-
-const fn k(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    namespaced: bool,
-    short: &'static [&'static str],
-) -> Known {
-    Known {
-        group,
-        version,
-        kind,
-        plural,
-        namespaced,
-        short,
-    }
-}
-
-const KNOWN: &[Known] = &[
-    k("", "v1", "Namespace", "namespaces", false, &["ns"]),
-    k("", "v1", "Node", "nodes", false, &["no"]),
-    k("", "v1", "Pod", "pods", true, &["po"]),
-    k("", "v1", "Service", "services", true, &["svc"]),
-    k("", "v1", "Endpoints", "endpoints", true, &["ep"]),
-    k("", "v1", "ConfigMap", "configmaps", true, &["cm"]),
-    k("", "v1", "Secret", "secrets", true, &[]),
-    k("", "v1", "Event", "events", true, &["ev"]),
-    k("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"]),
-    k(
-        "",
-        "v1",
-        "ResourceQuota",
-        "resourcequotas",
-        true,
-        &["quota"],
-    ),
-    k("", "v1", "LimitRange", "limitranges", true, &["limits"]),
-    k(
-        "",
-        "v1",
-        "PersistentVolume",
-        "persistentvolumes",
-        false,
-        &["pv"],
-    ),
-    k(
-        "",
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        true,
-        &["pvc"],
-    ),
-    k("apps", "v1", "Deployment", "deployments", true, &["deploy"]),
-    k("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"]),
-    k("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"]),
-    k("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"]),
-    k(
-        "apps",
-        "v1",
-        "ControllerRevision",
-        "controllerrevisions",
-        true,
-        &[],
-    ),
-    k("batch", "v1", "Job", "jobs", true, &[]),
-    k("batch", "v1", "CronJob", "cronjobs", true, &["cj"]),
-    k("coordination.k8s.io", "v1", "Lease", "leases", true, &[]),
-    k(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-        &[],
-    ),
-    k("events.k8s.io", "v1", "Event", "events", true, &["ev"]),
-    k(
-        "autoscaling",
-        "v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-        true,
-        &["hpa"],
-    ),
-    k(
-        "policy",
-        "v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-        true,
-        &["pdb"],
-    ),
-    k(
-        "scheduling.k8s.io",
-        "v1",
-        "PriorityClass",
-        "priorityclasses",
-        false,
-        &["pc"],
-    ),
-    k(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        true,
-        &[],
-    ),
-    k(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        true,
-        &[],
-    ),
-    k(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        false,
-        &[],
-    ),
-    k(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        false,
-        &[],
-    ),
-    k(
-        "storage.k8s.io",
-        "v1",
-        "StorageClass",
-        "storageclasses",
-        false,
-        &["sc"],
-    ),
-    k(
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        false,
-        &["crd", "crds"],
-    ),
-];
-
-impl Known {
-    fn to_type(&self) -> ResourceType {
-        ResourceType {
-            group: self.group.into(),
-            version: self.version.into(),
-            kind: self.kind.into(),
-            plural: self.plural.into(),
-            namespaced: self.namespaced,
-        }
+fn to_type(k: &Kind) -> ResourceType {
+    ResourceType {
+        group: k.group.into(),
+        version: k.version.into(),
+        kind: k.kind.into(),
+        plural: k.plural.into(),
+        namespaced: k.namespaced,
     }
 }
 
@@ -219,10 +59,10 @@ impl ResourceType {
     /// The type of an object with this apiVersion and kind.
     pub fn of(api_version: &str, kind: &str) -> Self {
         let (group, version) = split_api_version(api_version);
-        if let Some(known) = KNOWN.iter().find(|k| k.group == group && k.kind == kind) {
+        if let Some(known) = kinds::by_kind(group, kind) {
             return ResourceType {
                 version: version.into(),
-                ..known.to_type()
+                ..to_type(known)
             };
         }
         ResourceType {
@@ -242,14 +82,14 @@ impl ResourceType {
             Some((b, g)) => (b, Some(g)),
             None => (lower.as_str(), None),
         };
-        let hit = KNOWN.iter().find(|k| {
+        let hit = KINDS.iter().find(|k| {
             group.is_none_or(|g| g == k.group)
                 && (k.plural == base
                     || k.kind.eq_ignore_ascii_case(base)
                     || k.short.contains(&base))
         });
         match (hit, group) {
-            (Some(k), _) => Ok(k.to_type()),
+            (Some(k), _) => Ok(to_type(k)),
             (None, Some(g)) if !base.is_empty() => Ok(ResourceType {
                 group: g.into(),
                 version: String::new(),
@@ -334,7 +174,7 @@ impl ClientObject {
         if str_field(meta, "name").is_none() {
             match str_field(meta, "generateName") {
                 Some(prefix) => {
-                    let name = format!("{prefix}{}", random_suffix());
+                    let name = format!("{prefix}{}", prepare::random_suffix());
                     meta.insert("name".into(), Value::String(name));
                 }
                 None => {
@@ -398,15 +238,6 @@ impl ClientObject {
             .map(Bytes::from)
             .map_err(|e| StoreError::Internal(e.to_string()))
     }
-}
-
-/// Five characters from Kubernetes' generateName alphabet (no vowels, no
-/// look-alikes).
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
-        .collect()
 }
 
 #[cfg(test)]

@@ -90,7 +90,8 @@ fn or_none(s: String) -> Value {
     }
 }
 
-fn selector_string(sel: &Value) -> String {
+/// A label selector object as `kubectl` prints it: `app=web,tier in (a,b)`.
+pub fn selector_string(sel: &Value) -> String {
     let mut parts: Vec<String> = sel["matchLabels"]
         .as_object()
         .into_iter()

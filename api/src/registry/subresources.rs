@@ -12,7 +12,8 @@ use crate::store::ReadMode;
 
 fn scale_of(v: &Value) -> Value {
     let m = &v["metadata"];
-    let selector = columns_selector(&v["spec"]["selector"]);
+    // The Scale's selector is the label selector in its string form.
+    let selector = super::columns::selector_string(&v["spec"]["selector"]);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -23,18 +24,6 @@ fn scale_of(v: &Value) -> Value {
         "spec": {"replicas": v["spec"]["replicas"].as_i64().unwrap_or(0)},
         "status": {"replicas": v["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
-}
-
-fn columns_selector(sel: &Value) -> String {
-    // The Scale's selector is the label selector in its string form.
-    let mut parts: Vec<String> = sel["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect();
-    parts.sort();
-    parts.join(",")
 }
 
 fn require_scale(kind: &Kind) -> Result<(), ApiError> {
