@@ -11,6 +11,7 @@
 //! Module rules: `store::apply` is pure (a map and a batch in, events out); IO
 //! lives in the implementations and the gRPC edges.
 
+pub mod client;
 pub mod conformance;
 pub mod grpc;
 pub mod k8s_protobuf;

@@ -55,6 +55,41 @@ pub struct Replica {
     /// One peer channel per member, reused by forwarded writes and read-index
     /// calls (a channel per request would cost a connection per request).
     links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
+    /// In touch with a leader (see `fresh`): watches get bookmarks only then.
+    fresh: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Whether this replica knows a leader it is in touch with: a running leader,
+/// or a follower or learner that has one. A partitioned follower campaigns
+/// (a candidate knows no leader); a stopped one is shut down.
+fn fresh(m: &openraft::RaftMetrics<NodeId, Member>) -> bool {
+    m.running_state.is_ok()
+        && m.current_leader.is_some()
+        && matches!(
+            m.state,
+            ServerState::Leader | ServerState::Follower | ServerState::Learner
+        )
+}
+
+/// Follows the Raft metrics into a flag; false for good once Raft stops.
+fn follow<T: PartialEq + Send + Sync + 'static>(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+    f: impl Fn(&openraft::RaftMetrics<NodeId, Member>) -> T + Send + 'static,
+    stopped: T,
+) -> tokio::sync::watch::Receiver<T> {
+    let (tx, rx) = tokio::sync::watch::channel(f(&metrics.borrow()));
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let now = f(&metrics.borrow());
+            tx.send_if_modified(|v| {
+                let changed = *v != now;
+                *v = now;
+                changed
+            });
+        }
+        tx.send_replace(stopped);
+    });
+    rx
 }
 
 /// Where a leader-only request must go.
@@ -111,6 +146,7 @@ impl Replica {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| ReplicaError::Start(e.to_string()))?;
+        let fresh = follow(raft.metrics(), fresh, false);
         Ok(Arc::new(Self {
             id: config.id,
             me,
@@ -120,6 +156,7 @@ impl Replica {
             config,
             faults,
             links: Default::default(),
+            fresh,
         }))
     }
 
@@ -147,6 +184,20 @@ impl Replica {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// True while this member leads and has applied an entry of its own
+    /// term (so its state machine, and every cache fed from it, holds every
+    /// committed write). Controllers and the scheduler act only then. The
+    /// sender ends with the Raft node.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        let leading = |m: &openraft::RaftMetrics<NodeId, Member>| {
+            m.running_state.is_ok()
+                && m.state == ServerState::Leader
+                && m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term)
+        };
+        follow(self.raft.metrics(), leading, false)
     }
 
     pub fn faults(&self) -> &Faults {
@@ -519,7 +570,12 @@ impl Store for Replica {
         prefix: &KeyPrefix,
         opts: WatchOptions,
     ) -> Result<WatchStream, StoreError> {
-        balsa_api::store::watch::watch(self.sm.window(), prefix.clone(), opts)
+        balsa_api::store::watch::watch(
+            self.sm.window(),
+            prefix.clone(),
+            opts,
+            Some(self.fresh.clone()),
+        )
     }
 
     async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {

@@ -3,6 +3,7 @@
 //! the transport seam, and real `balsa server` processes for SIGKILL and
 //! whole-cluster restarts.
 
+mod client;
 mod faults;
 mod harness;
 mod membership;

@@ -4,11 +4,13 @@ use balsa_proto::objects::cluster_client::ClusterClient;
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::{
     AddMemberRequest, ClusterStatus, ClusterStatusRequest, DeleteRequest, GetRequest, ListRequest,
-    ObjectRef, RemoveMemberRequest, WatchReply, WatchRequest, WriteRequest,
+    ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, WatchReply, WatchRequest,
+    WriteRequest,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use super::status::from_status;
 use crate::store::{ResourceKey, Revision, StoreError};
@@ -23,7 +25,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn object_ref(key: &ResourceKey) -> ObjectRef {
+pub fn object_ref(key: &ResourceKey) -> ObjectRef {
     ObjectRef {
         group: key.group.clone(),
         resource: key.resource.clone(),
@@ -61,24 +63,62 @@ impl Client {
 
     pub async fn create(&self, json: Bytes) -> Result<(Bytes, Revision), StoreError> {
         let r = self
-            .objects
-            .clone()
-            .create(WriteRequest { object: json })
+            .send_create(WriteRequest {
+                object: json,
+                ..Default::default()
+            })
             .await
             .map_err(|s| from_status(&s))?;
-        let r = r.into_inner();
         Ok((r.object, Revision(r.revision)))
     }
 
     pub async fn update(&self, json: Bytes) -> Result<(Bytes, Revision), StoreError> {
         let r = self
-            .objects
-            .clone()
-            .update(WriteRequest { object: json })
+            .send_update(WriteRequest {
+                object: json,
+                ..Default::default()
+            })
             .await
             .map_err(|s| from_status(&s))?;
-        let r = r.into_inner();
         Ok((r.object, Revision(r.revision)))
+    }
+
+    // The `send_*` calls take the whole request (subresource, field manager,
+    // dry run, delete options) and answer the raw gRPC status: the typed client
+    // (`crate::client`) reads registry errors out of it.
+
+    pub async fn send_create(&self, req: WriteRequest) -> Result<ObjectReply, Status> {
+        Ok(self.objects.clone().create(req).await?.into_inner())
+    }
+
+    pub async fn send_update(&self, req: WriteRequest) -> Result<ObjectReply, Status> {
+        Ok(self.objects.clone().update(req).await?.into_inner())
+    }
+
+    pub async fn send_patch(&self, req: PatchRequest) -> Result<ObjectReply, Status> {
+        Ok(self.objects.clone().patch(req).await?.into_inner())
+    }
+
+    pub async fn send_delete(&self, req: DeleteRequest) -> Result<ObjectReply, Status> {
+        Ok(self.objects.clone().delete(req).await?.into_inner())
+    }
+
+    pub async fn send_get(&self, req: GetRequest) -> Result<ObjectReply, Status> {
+        Ok(self.objects.clone().get(req).await?.into_inner())
+    }
+
+    pub async fn send_list(
+        &self,
+        req: ListRequest,
+    ) -> Result<balsa_proto::objects::ListReply, Status> {
+        Ok(self.objects.clone().list(req).await?.into_inner())
+    }
+
+    pub async fn send_watch(
+        &self,
+        req: WatchRequest,
+    ) -> Result<tonic::Streaming<WatchReply>, Status> {
+        Ok(self.objects.clone().watch(req).await?.into_inner())
     }
 
     pub async fn get(
@@ -141,6 +181,7 @@ impl Client {
             r#ref: Some(object_ref(key)),
             uid: uid.unwrap_or_default(),
             revision: revision.map_or(0, |r| r.0),
+            ..Default::default()
         };
         let r = self
             .objects

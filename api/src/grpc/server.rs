@@ -8,13 +8,16 @@ use std::time::Duration;
 use balsa_proto::objects::objects_server::{Objects, ObjectsServer};
 use balsa_proto::objects::{
     txn_op, DeleteRequest, EventType as WireEventType, GetRequest, ListReply, ListRequest,
-    ObjectRef, ObjectReply, TxnReply, TxnRequest, WatchReply, WatchRequest, WriteRequest,
+    ObjectRef, ObjectReply, PatchRequest, PatchType as WirePatchType, TxnReply, TxnRequest,
+    WatchReply, WatchRequest, WriteRequest,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::status::to_status;
-use crate::registry::{kinds, ApiError, DeleteOptions, Kind, Part, Registry, WriteOptions};
+use super::status::{api_to_status, to_status};
+use crate::registry::{
+    kinds, ApiError, DeleteOptions, Kind, Part, PatchType, Registry, ScaleChange, WriteOptions,
+};
 use crate::resource::ClientObject;
 use crate::store::{
     DeletePreconditions, EventType, KeyPrefix, ListOptions, Object, Op, ReadMode, ResourceKey,
@@ -138,7 +141,104 @@ fn builtin(json: &[u8]) -> Option<(&'static Kind, serde_json::Value)> {
 }
 
 fn api_status(e: ApiError) -> Status {
-    to_status(&e.to_store_error())
+    api_to_status(&e)
+}
+
+fn pod_kind() -> &'static Kind {
+    kinds::by_kind("", "Pod").expect("Pod is a built-in kind")
+}
+
+/// A subresource write on a kind that has no such subresource.
+fn no_subresource(kind: &Kind, sub: &str) -> Status {
+    Status::invalid_argument(format!(
+        "{} has no subresource {sub:?} that can be written this way",
+        kind.plural
+    ))
+}
+
+/// Namespace and name from an object's metadata.
+fn named(v: &serde_json::Value) -> (Option<String>, String) {
+    let meta = &v["metadata"];
+    (
+        meta["namespace"].as_str().map(str::to_string),
+        meta["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+fn writer(manager: String, dry_run: bool) -> WriteOptions {
+    WriteOptions {
+        manager: if manager.is_empty() {
+            "balsa".into()
+        } else {
+            manager
+        },
+        dry_run,
+        ..Default::default()
+    }
+}
+
+/// A pod subresource created by POST in Kubernetes: `binding` or `eviction`.
+/// The body (a Binding or an Eviction) names the pod.
+async fn create_pod_subresource(
+    registry: &Registry,
+    sub: &str,
+    json: &[u8],
+    opts: &WriteOptions,
+) -> Result<Response<ObjectReply>, Status> {
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| Status::invalid_argument(format!("the object is not JSON: {e}")))?;
+    let (ns, name) = named(&v);
+    if name.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "a {sub} names its pod in metadata.name"
+        )));
+    }
+    match sub {
+        "binding" => {
+            let pod = registry
+                .bind(ns.as_deref(), &name, &v, opts)
+                .await
+                .map_err(api_status)?;
+            Ok(written(&pod))
+        }
+        "eviction" => {
+            registry
+                .evict(ns.as_deref(), &name, &v)
+                .await
+                .map_err(api_status)?;
+            Ok(Response::new(ObjectReply::default()))
+        }
+        other => Err(no_subresource(pod_kind(), other)),
+    }
+}
+
+fn patch_type(ty: i32) -> Result<PatchType, Status> {
+    match WirePatchType::try_from(ty) {
+        Ok(WirePatchType::Json) => Ok(PatchType::Json),
+        Ok(WirePatchType::Merge) => Ok(PatchType::Merge),
+        Ok(WirePatchType::Strategic) => Ok(PatchType::StrategicMerge),
+        Ok(WirePatchType::Apply) => Ok(PatchType::Apply),
+        _ => Err(Status::invalid_argument(
+            "a patch's type must be JSON, MERGE, STRATEGIC or APPLY",
+        )),
+    }
+}
+
+/// A patch document: JSON, or YAML for server-side apply.
+fn patch_body(ty: PatchType, body: &[u8]) -> Result<serde_json::Value, Status> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) if ty != PatchType::Apply => Err(Status::invalid_argument(format!(
+            "the patch is not valid JSON: {e}"
+        ))),
+        Err(_) => std::str::from_utf8(body)
+            .map_err(|_| Status::invalid_argument("the apply patch is not UTF-8"))
+            .and_then(|text| {
+                serde_saphyr::from_str(text).map_err(|e| {
+                    Status::invalid_argument(format!("the apply patch is not valid YAML: {e}"))
+                })
+            }),
+    }
 }
 
 fn written(v: &serde_json::Value) -> Response<ObjectReply> {
@@ -152,13 +252,6 @@ fn written(v: &serde_json::Value) -> Response<ObjectReply> {
     })
 }
 
-fn grpc_writer() -> WriteOptions {
-    WriteOptions {
-        manager: "balsa".into(),
-        ..Default::default()
-    }
-}
-
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -167,15 +260,25 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
-        let json = request.into_inner().object;
+        let req = request.into_inner();
+        let opts = writer(req.field_manager, req.dry_run);
+        let json = req.object;
+        if !req.subresource.is_empty() {
+            return create_pod_subresource(&self.registry, &req.subresource, &json, &opts).await;
+        }
         if let Some((kind, v)) = builtin(&json) {
             let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
             let w = self
                 .registry
-                .create(kind, ns.as_deref(), v, &grpc_writer())
+                .create(kind, ns.as_deref(), v, &opts)
                 .await
                 .map_err(api_status)?;
             return Ok(written(&w.object));
+        }
+        if opts.dry_run {
+            return Err(Status::invalid_argument(
+                "dry run is only for built-in kinds",
+            ));
         }
         let Op::Create { key, value } = create_op(&json).map_err(status)? else {
             unreachable!("create_op makes creates")
@@ -191,19 +294,27 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
-        let json = request.into_inner().object;
+        let req = request.into_inner();
+        let opts = writer(req.field_manager, req.dry_run);
+        let json = req.object;
         if let Some((kind, v)) = builtin(&json) {
-            let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
-            let name = v["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let part = match req.subresource.as_str() {
+                "" => Part::Main,
+                "status" if kind.status => Part::Status,
+                other => return Err(no_subresource(kind, other)),
+            };
+            let (ns, name) = named(&v);
             let w = self
                 .registry
-                .update(kind, ns.as_deref(), &name, v, Part::Main, &grpc_writer())
+                .update(kind, ns.as_deref(), &name, v, part, &opts)
                 .await
                 .map_err(api_status)?;
             return Ok(written(&w.object));
+        }
+        if !req.subresource.is_empty() || opts.dry_run {
+            return Err(Status::invalid_argument(
+                "subresources and dry run are only for built-in kinds",
+            ));
         }
         let Op::Update {
             key,
@@ -251,13 +362,25 @@ impl Objects for ObjectsService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
-        let Op::Delete { key, preconditions } = delete_op(request.into_inner())? else {
+        let req = request.into_inner();
+        let grace_period = req.grace_period_seconds;
+        let propagation = Some(req.propagation_policy.clone()).filter(|p| !p.is_empty());
+        if let Some(p) = &propagation {
+            if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                )));
+            }
+        }
+        let Op::Delete { key, preconditions } = delete_op(req)? else {
             unreachable!("delete_op makes deletes")
         };
         if let Some(kind) = kinds::by_resource(&key.group, &key.resource) {
             let opts = DeleteOptions {
                 uid: preconditions.uid,
                 resource_version: preconditions.revision.map(|r| r.to_string()),
+                grace_period,
+                propagation,
                 ..Default::default()
             };
             let v = self
@@ -272,6 +395,51 @@ impl Objects for ObjectsService {
             .await
             .map(reply)
             .map_err(status)
+    }
+
+    async fn patch(&self, request: Request<PatchRequest>) -> Result<Response<ObjectReply>, Status> {
+        let req = request.into_inner();
+        let key = key_of(req.r#ref)?;
+        let kind = kinds::by_resource(&key.group, &key.resource).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{} is not a built-in kind; only those can be patched",
+                key.resource
+            ))
+        })?;
+        let ty = patch_type(req.r#type)?;
+        let patch = patch_body(ty, &req.patch)?;
+        if ty == PatchType::Apply && req.field_manager.is_empty() {
+            return Err(Status::invalid_argument(
+                "fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let mut opts = writer(req.field_manager, req.dry_run);
+        if req.force && ty != PatchType::Apply {
+            return Err(Status::invalid_argument(
+                "force may only be used with server-side apply",
+            ));
+        }
+        opts.force = req.force;
+        let ns = key.namespace.as_deref();
+        let part = match req.subresource.as_str() {
+            "" => Part::Main,
+            "status" if kind.status => Part::Status,
+            "scale" if kind.scale => {
+                let scale = self
+                    .registry
+                    .set_scale(kind, ns, &key.name, ScaleChange::Patch(ty, &patch), &opts)
+                    .await
+                    .map_err(api_status)?;
+                return Ok(written(&scale));
+            }
+            other => return Err(no_subresource(kind, other)),
+        };
+        let w = self
+            .registry
+            .patch(kind, ns, &key.name, (ty, &patch), part, &opts)
+            .await
+            .map_err(api_status)?;
+        Ok(written(&w.object))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {

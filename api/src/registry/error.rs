@@ -49,7 +49,35 @@ impl Reason {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    const ALL: [Reason; 17] = [
+        Reason::BadRequest,
+        Reason::Unauthorized,
+        Reason::Forbidden,
+        Reason::NotFound,
+        Reason::AlreadyExists,
+        Reason::Conflict,
+        Reason::Gone,
+        Reason::Expired,
+        Reason::Invalid,
+        Reason::MethodNotAllowed,
+        Reason::NotAcceptable,
+        Reason::UnsupportedMediaType,
+        Reason::RequestEntityTooLarge,
+        Reason::TooManyRequests,
+        Reason::Timeout,
+        Reason::ServiceUnavailable,
+        Reason::InternalError,
+    ];
+
+    /// The reason a `Status` names; unknown ones become `InternalError`.
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or(Reason::InternalError)
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "BadRequest",
             Reason::Unauthorized => "Unauthorized",
@@ -83,6 +111,15 @@ pub struct Cause {
 }
 
 impl Cause {
+    const REASONS: [&'static str; 6] = [
+        "FieldValueInvalid",
+        "FieldValueRequired",
+        "FieldValueNotSupported",
+        "FieldValueDuplicate",
+        "FieldValueTooLong",
+        "FieldValueForbidden",
+    ];
+
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -> Self {
         Cause {
             reason: "FieldValueInvalid",
@@ -263,6 +300,40 @@ impl ApiError {
             }
             Reason::InternalError => StoreError::Internal(self.message.clone()),
             _ => StoreError::Invalid(self.message.clone()),
+        }
+    }
+
+    /// Reads a `Status` object back (what a client of the gRPC service gets);
+    /// the inverse of `status`.
+    pub fn from_status(status: &Value) -> Self {
+        let details = &status["details"];
+        let subject = details["kind"].as_str().map(|resource| {
+            Box::new(Subject {
+                group: details["group"].as_str().unwrap_or_default().into(),
+                resource: resource.into(),
+                kind: String::new(),
+                name: details["name"].as_str().unwrap_or_default().into(),
+            })
+        });
+        let causes = details["causes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Cause {
+                reason: Cause::REASONS
+                    .into_iter()
+                    .find(|r| c["reason"] == *r)
+                    .unwrap_or("FieldValueInvalid"),
+                field: c["field"].as_str().unwrap_or_default().into(),
+                message: c["message"].as_str().unwrap_or_default().into(),
+            })
+            .collect();
+        ApiError {
+            reason: Reason::parse(status["reason"].as_str().unwrap_or_default()),
+            message: status["message"].as_str().unwrap_or_default().into(),
+            subject,
+            causes,
+            retry_after: details["retryAfterSeconds"].as_u64(),
         }
     }
 

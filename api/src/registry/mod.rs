@@ -245,9 +245,11 @@ impl Registry {
         if new == *current_v || dry_run {
             return Ok(Some(new));
         }
-        // An object whose deletion waits only on finalizers goes once they are gone.
+        // An object whose deletion waits only on finalizers goes once they are
+        // gone; a pod in its grace period stays for its node agent.
         if !new["metadata"]["deletionTimestamp"].is_null()
             && !prepare::finalizers_pending(kind, &new)
+            && !prepare::terminating_gracefully(kind, &new)
         {
             let pre = DeletePreconditions {
                 uid: None,

@@ -392,6 +392,18 @@ pub fn finalizers_pending(kind: &Kind, v: &Value) -> bool {
             && non_empty(&v["spec"]["finalizers"]))
 }
 
+/// Whether `v` is a pod in its graceful termination: marked for deletion with
+/// a grace period the node agent is still honouring. It stays until the agent
+/// (or a delete with grace 0) removes it.
+pub fn terminating_gracefully(kind: &Kind, v: &Value) -> bool {
+    kind.group.is_empty()
+        && kind.kind == "Pod"
+        && !v["metadata"]["deletionTimestamp"].is_null()
+        && v["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|g| g > 0)
+}
+
 /// Everything but metadata and status: what `generation` counts changes of.
 fn spec_of(v: &Value) -> Map<String, Value> {
     v.as_object()

@@ -125,14 +125,14 @@ impl Registry {
         Ok(scale_of(&written.object))
     }
 
-    /// Binds a pod to a node, once: `pods/NAME/binding`.
+    /// Binds a pod to a node, once: `pods/NAME/binding`. Answers the bound pod.
     pub async fn bind(
         &self,
         ns: Option<&str>,
         name: &str,
         binding: &Value,
         opts: &WriteOptions,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Value, ApiError> {
         let pods = kinds::by_kind("", "Pod").expect("Pod is a built-in kind");
         let node = binding["target"]["name"]
             .as_str()
@@ -180,8 +180,7 @@ impl Registry {
             new["status"]["conditions"] = Value::Array(conditions);
             Ok(new)
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Evicts a pod unless a PodDisruptionBudget forbids it now.

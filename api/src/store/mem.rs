@@ -90,7 +90,7 @@ impl Store for MemStore {
         prefix: &KeyPrefix,
         opts: WatchOptions,
     ) -> Result<WatchStream, StoreError> {
-        super::watch::watch(self.window.clone(), prefix.clone(), opts)
+        super::watch::watch(self.window.clone(), prefix.clone(), opts, None)
     }
 
     async fn revision(&self, _read: ReadMode) -> Result<Revision, StoreError> {

@@ -1,11 +1,16 @@
 //! A watch stream: one task per watcher pulls from the window and feeds a
 //! bounded channel. A watcher that reads too slowly falls behind the window and
 //! is cut off with a reason; it never makes the store hold more memory.
+//!
+//! Bookmarks say "nothing happened up to here", which only a replica in touch
+//! with the cluster can say: while `fresh` is false (no known leader, Raft
+//! stopped) they are withheld, the watch goes silent, and a client that
+//! expects bookmarks moves to another replica.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::window::WatchWindow;
@@ -18,12 +23,13 @@ pub fn watch(
     window: Arc<WatchWindow>,
     prefix: KeyPrefix,
     opts: WatchOptions,
+    fresh: Option<watch::Receiver<bool>>,
 ) -> Result<WatchStream, StoreError> {
     prefix.validate()?;
     // Refuse a too-old start now, so the caller gets the error, not a stream.
     window.read().check(opts.after)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
-    tokio::spawn(feed(window, prefix, opts, tx));
+    tokio::spawn(feed(window, prefix, opts, fresh, tx));
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
@@ -31,6 +37,7 @@ async fn feed(
     window: Arc<WatchWindow>,
     prefix: KeyPrefix,
     opts: WatchOptions,
+    fresh: Option<watch::Receiver<bool>>,
     tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
 ) {
     let mut changes = window.subscribe();
@@ -77,7 +84,8 @@ async fn feed(
                 }
             }
             _ = sleep_until(bookmark_at) => {
-                if tx.send(Ok(WatchEvent::Bookmark(cursor))).await.is_err() {
+                let is_fresh = fresh.as_ref().is_none_or(|f| *f.borrow());
+                if is_fresh && tx.send(Ok(WatchEvent::Bookmark(cursor))).await.is_err() {
                     return;
                 }
                 last_sent = Instant::now();

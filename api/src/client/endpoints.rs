@@ -1,0 +1,104 @@
+//! A client of any of the masters: it talks to one at a time and moves to the
+//! next when that one cannot be reached. Writes need no leader here: every
+//! master forwards them.
+
+use std::sync::{Arc, Mutex};
+
+use tonic::{Code, Status};
+
+use crate::grpc::client::Client as Channel;
+use crate::registry::{ApiError, Reason};
+
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    /// The endpoint in use, and its connection once made.
+    current: Mutex<(usize, Option<Channel>)>,
+}
+
+/// Could another master answer this? (It could not be reached, or it has no
+/// leader or quorum now: a partitioned master says so.)
+pub(crate) fn is_transport(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
+}
+
+impl Client {
+    /// A client of these masters' API addresses (`host:port`); nothing is
+    /// dialled until the first call.
+    pub fn new(endpoints: Vec<String>) -> Result<Self, ApiError> {
+        if endpoints.is_empty() {
+            return Err(ApiError::bad_request("a client needs at least one master"));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints,
+                current: Mutex::new((0, None)),
+            }),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// The connection to the current master, dialling the masters in turn
+    /// until one answers.
+    pub(crate) async fn channel(&self) -> Result<Channel, ApiError> {
+        let start = {
+            let cur = self.lock();
+            if let Some(c) = &cur.1 {
+                return Ok(c.clone());
+            }
+            cur.0
+        };
+        let n = self.inner.endpoints.len();
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match Channel::connect(&self.inner.endpoints[idx]).await {
+                Ok(c) => {
+                    let mut cur = self.lock();
+                    *cur = (idx, Some(c.clone()));
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let why = last.map(|e| e.to_string()).unwrap_or_default();
+        Err(ApiError::new(
+            Reason::ServiceUnavailable,
+            format!("no master could be reached: {why}"),
+        ))
+    }
+
+    /// Notes that a call on the current master failed in transport: the next
+    /// call goes to the next master.
+    pub(crate) fn failed(&self, s: &Status) {
+        if is_transport(s) {
+            let mut cur = self.lock();
+            tracing::debug!(
+                endpoint = %self.inner.endpoints[cur.0],
+                error = %s.message(),
+                "master unreachable; moving to the next"
+            );
+            cur.0 = (cur.0 + 1) % self.inner.endpoints.len();
+            cur.1 = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Option<Channel>)> {
+        // The lock guards two plain fields and is never held across an await;
+        // a poisoned one still holds a usable value.
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,250 @@
+//! A cache of one kind's objects, kept by applying a watcher's events.
+//! Readers never wait on the watcher: they see the state after the last event
+//! applied. The cache is "ready" once its first list is complete.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use super::api::Resource;
+use super::watcher::Event;
+use crate::store::Revision;
+
+/// Which object: namespace (None for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let meta = obj.metadata();
+        Self {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+type Map<K> = HashMap<ObjectKey, Arc<K>>;
+
+/// The read side, cheap to clone.
+pub struct Store<K> {
+    objects: Arc<RwLock<Map<K>>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl<K> Clone for Store<K> {
+    fn clone(&self) -> Self {
+        Self {
+            objects: self.objects.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// The write side, owned by whoever applies the watcher's events.
+pub struct Writer<K> {
+    objects: Arc<RwLock<Map<K>>>,
+    ready: watch::Sender<bool>,
+    /// A relist in progress: the new content, swapped in at `InitDone`.
+    relist: Option<Map<K>>,
+    revision: Revision,
+}
+
+/// An empty cache and its writer.
+pub fn store<K: Resource>() -> (Store<K>, Writer<K>) {
+    let objects = Arc::new(RwLock::new(HashMap::new()));
+    let (tx, rx) = watch::channel(false);
+    (
+        Store {
+            objects: objects.clone(),
+            ready: rx,
+        },
+        Writer {
+            objects,
+            ready: tx,
+            relist: None,
+            revision: Revision(0),
+        },
+    )
+}
+
+// The locks guard plain maps, are never held across an await, and a panic
+// while holding one leaves a consistent map (inserts and removes are single
+// calls), so a poisoned lock is still usable.
+fn read<K>(l: &RwLock<Map<K>>) -> RwLockReadGuard<'_, Map<K>> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<K>(l: &RwLock<Map<K>>) -> RwLockWriteGuard<'_, Map<K>> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn revision_of<K: Resource>(obj: &K) -> Revision {
+    Revision(
+        obj.metadata()
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+impl<K: Resource> Writer<K> {
+    pub fn apply(&mut self, event: &Event<K>) {
+        match event {
+            Event::Init => self.relist = Some(HashMap::new()),
+            Event::InitApply(obj) => {
+                self.revision = self.revision.max(revision_of(obj));
+                let obj = Arc::new(obj.clone());
+                match &mut self.relist {
+                    Some(map) => {
+                        map.insert(ObjectKey::of(&*obj), obj);
+                    }
+                    None => {
+                        write(&self.objects).insert(ObjectKey::of(&*obj), obj);
+                    }
+                }
+            }
+            Event::InitDone => {
+                if let Some(map) = self.relist.take() {
+                    *write(&self.objects) = map;
+                }
+                self.ready.send_replace(true);
+            }
+            Event::Apply(obj) => {
+                self.revision = self.revision.max(revision_of(obj));
+                write(&self.objects).insert(ObjectKey::of(obj), Arc::new(obj.clone()));
+            }
+            Event::Delete(obj) => {
+                self.revision = self.revision.max(revision_of(obj));
+                write(&self.objects).remove(&ObjectKey::of(obj));
+            }
+        }
+    }
+
+    /// The newest revision an applied event carried.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+}
+
+impl<K: Resource> Store<K> {
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
+        read(&self.objects).get(key).cloned()
+    }
+
+    /// Every object, in no particular order.
+    pub fn state(&self) -> Vec<Arc<K>> {
+        read(&self.objects).values().cloned().collect()
+    }
+
+    /// The objects `keep` selects.
+    pub fn filter(&self, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        read(&self.objects)
+            .values()
+            .filter(|o| keep(o))
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        read(&self.objects).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the first list has been applied. Errors only when the
+    /// writer is gone without ever being ready.
+    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+        let mut rx = self.ready.clone();
+        rx.wait_for(|r| *r)
+            .await
+            .map(|_| ())
+            .map_err(|_| WriterDropped)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the cache's writer was dropped before its first list completed")]
+pub struct WriterDropped;
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    fn cm(ns: &str, name: &str, rv: u64) -> ConfigMap {
+        let mut c = ConfigMap::default();
+        c.metadata.namespace = Some(ns.into());
+        c.metadata.name = Some(name.into());
+        c.metadata.resource_version = Some(rv.to_string());
+        c
+    }
+
+    #[tokio::test]
+    async fn a_relist_replaces_the_content_at_once() {
+        let (store, mut w) = store::<ConfigMap>();
+        assert!(!store.is_ready());
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(cm("a", "one", 3)));
+        w.apply(&Event::InitApply(cm("a", "two", 4)));
+        // Not visible before the list completes.
+        assert!(store.is_empty());
+        w.apply(&Event::InitDone);
+        store.wait_until_ready().await.unwrap();
+        assert_eq!(store.len(), 2);
+        w.apply(&Event::Apply(cm("b", "three", 9)));
+        w.apply(&Event::Delete(cm("a", "one", 10)));
+        assert_eq!(w.revision(), Revision(10));
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .map(|c| ObjectKey::of(&**c).to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a/two", "b/three"]);
+
+        // A relist after a gap: "two" was deleted meanwhile, "four" created.
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(cm("b", "three", 9)));
+        w.apply(&Event::InitApply(cm("c", "four", 12)));
+        assert_eq!(store.len(), 2);
+        assert!(store.get(&ObjectKey::new(Some("a"), "two")).is_some());
+        w.apply(&Event::InitDone);
+        assert!(store.get(&ObjectKey::new(Some("a"), "two")).is_none());
+        assert!(store.get(&ObjectKey::new(Some("c"), "four")).is_some());
+        assert_eq!(
+            store
+                .filter(|c| c.metadata.namespace.as_deref() == Some("b"))
+                .len(),
+            1
+        );
+    }
+}
