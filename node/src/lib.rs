@@ -26,6 +26,7 @@ pub mod clock;
 pub mod env;
 pub mod events;
 pub mod eviction;
+pub mod logs;
 pub mod machine;
 pub mod objects;
 pub mod probe;

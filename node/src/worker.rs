@@ -524,6 +524,36 @@ async fn supervise(
     terminate: &mut watch::Receiver<Option<Duration>>,
 ) -> Outcome {
     let runtime = shared.runtime();
+    // kubelet runs postStart before the container counts as started; a
+    // failed hook kills the container (reason FailedPostStartHook).
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        let target = Target {
+            runtime,
+            id,
+            pod_ip: &shared.pod_ip,
+            container: c,
+        };
+        let action = probe::Action::of_hook(hook);
+        if let Err(message) = probe::run_once(&action, &target, shared.grace).await {
+            shared.emit(
+                field_path,
+                EventType::Warning,
+                "FailedPostStartHook",
+                format!("PostStartHook failed: {message}"),
+            );
+            shared.emit(
+                field_path,
+                EventType::Normal,
+                "Killing",
+                format!("FailedPostStartHook: stopping container {}", c.name),
+            );
+            let exit = match runtime.stop(id, shared.grace).await {
+                Ok(s) => s,
+                Err(_) => runtime.wait(id).await.unwrap_or_else(|_| fallback_exit()),
+            };
+            return Outcome::Exited(exit);
+        }
+    }
     let (probe_tx, mut probe_rx) = watch::channel(ProbeState::default());
     let probes = async {
         if kind == Kind::Regular {
@@ -550,14 +580,7 @@ async fn supervise(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "stopping container");
-                let now = crate::clock::now();
-                ExitStatus {
-                    code: 137,
-                    signal: Some(9),
-                    oom_killed: false,
-                    started_at: now,
-                    finished_at: now,
-                }
+                fallback_exit()
             }
         }
     };
@@ -566,8 +589,7 @@ async fn supervise(
             exit = runtime.wait(id) => {
                 return Outcome::Exited(exit.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "waiting for container");
-                    let now = crate::clock::now();
-                    ExitStatus { code: 137, signal: None, oom_killed: false, started_at: now, finished_at: now }
+                    fallback_exit()
                 }));
             }
             _ = &mut probes => {}
@@ -602,6 +624,18 @@ async fn supervise(
                 return Outcome::Terminated(kill_with_hook(shared, c, id, grace, &stop).await);
             }
         }
+    }
+}
+
+/// How an instance is recorded when the runtime lost track of it.
+fn fallback_exit() -> ExitStatus {
+    let now = crate::clock::now();
+    ExitStatus {
+        code: 137,
+        signal: Some(9),
+        oom_killed: false,
+        started_at: now,
+        finished_at: now,
     }
 }
 

@@ -1,5 +1,7 @@
 use std::time::{Duration, Instant};
 
+use balsa_node::runtime::Runtime;
+
 use serde_json::json;
 
 use crate::common::*;
@@ -210,4 +212,53 @@ async fn missing_executable_and_missing_command_are_run_errors() {
     assert_eq!(phase(&st), "Pending");
     stop(missing).await;
     stop(no_command).await;
+}
+
+#[tokio::test]
+async fn post_start_hook_runs_and_its_failure_kills_the_container() {
+    let mut h = Harness::new();
+    let ok = h.worker.spawn(pod(json!({
+        "metadata": {"name": "hook-ok"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "x",
+            "command": ["sh", "-c", "i=0; while [ ! -f started ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; cat started"],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > started"]}}}}]}
+    })));
+    let bad = h.worker.spawn(pod(json!({
+        "metadata": {"name": "hook-bad"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": "x", "command": ["sleep", "100"],
+            "lifecycle": {"postStart": {"exec": {"command": ["false"]}}}}]}
+    })));
+    let key = ok.key().clone();
+    wait_for(&ok, T, "Succeeded", |s| phase(s) == "Succeeded").await;
+    assert_eq!(log_contents(&h.log(&key, "c", 0)), vec!["hooked"]);
+    // kubectl logs --tail=1 --timestamps, from the same file.
+    let opts = balsa_node::logs::LogOptions {
+        tail_lines: Some(1),
+        timestamps: true,
+        ..Default::default()
+    };
+    let path = h.runtime.log_path(&key, "c", 0);
+    let shown = String::from_utf8(
+        balsa_node::logs::read(&path, &opts)
+            .await
+            .expect("read log"),
+    )
+    .expect("utf8");
+    assert!(
+        shown.ends_with("Z hooked\n") && shown.starts_with("20"),
+        "{shown:?}"
+    );
+    let st = wait_for(&bad, T, "Failed", |s| phase(s) == "Failed").await;
+    assert_eq!(terminated(&st, "c").expect("terminated").exit_code, 143);
+    let events = h.drain_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.pod.name == "hook-bad" && e.reason == "FailedPostStartHook"),
+        "{events:?}"
+    );
+    stop(ok).await;
+    stop(bad).await;
 }
