@@ -29,6 +29,7 @@ pub mod eviction;
 pub mod logs;
 pub mod machine;
 pub mod objects;
+pub mod pods;
 pub mod probe;
 pub mod qos;
 pub mod quantity;
@@ -38,6 +39,7 @@ pub mod volumes;
 pub mod worker;
 
 pub use objects::{ObjectSource, StaticObjects};
+pub use pods::PodManager;
 pub use runtime::process::ProcessRuntime;
 pub use runtime::sim::SimRuntime;
 pub use runtime::{Runtime, RuntimeError};

@@ -155,6 +155,11 @@ impl PodWorker {
         }
     }
 
+    /// The runtime the workers use.
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.runtime.as_ref()
+    }
+
     /// Start running `pod` (already bound to this node). The first status is
     /// published before this returns.
     pub fn spawn(&self, pod: Pod) -> PodHandle {

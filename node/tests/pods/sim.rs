@@ -60,3 +60,65 @@ async fn a_thousand_simulated_pods_become_running_quickly() {
     assert_eq!(runtime.running(), 0);
     drain.abort();
 }
+
+#[tokio::test]
+async fn the_pod_manager_follows_the_desired_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = Arc::new(SimRuntime::new(dir.path(), Duration::ZERO));
+    let (emitter, _events) = Emitter::channel(1024);
+    let worker = PodWorker::new(
+        runtime.clone(),
+        Arc::new(StaticObjects::new()),
+        emitter,
+        fast_config(),
+    );
+    let mut manager = balsa_node::PodManager::new(worker);
+    let mk = |name: &str| {
+        pod(
+            json!({"metadata": {"name": name, "uid": format!("u-{name}")},
+                   "spec": {"containers": [{"name": "c", "image": "x", "command": ["run"]}]}}),
+        )
+    };
+    let (a, b, c) = (mk("a"), mk("b"), mk("c"));
+    manager.sync(&[a.clone(), b.clone(), c.clone()]);
+    manager.sync(&[a.clone(), b.clone(), c.clone()]);
+    assert_eq!(manager.len(), 3);
+    for uid in ["u-a", "u-b", "u-c"] {
+        let mut rx = manager.watch(uid).expect("watched");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|s| phase(s) == "Running"),
+        )
+        .await
+        .expect("running")
+        .expect("worker alive");
+    }
+    // b is being deleted gracefully, c was force-deleted (gone from the list).
+    let mut deleting = b.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(balsa_node::clock::now()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(1);
+    manager.sync(&[a.clone(), deleting]);
+    let mut rx = manager.watch("u-b").expect("b still tracked");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| phase(s) == "Failed"),
+    )
+    .await
+    .expect("b stopped")
+    .expect("status");
+    manager.sync(std::slice::from_ref(&a));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut reaped = Vec::new();
+    while reaped.len() < 2 && std::time::Instant::now() < deadline {
+        reaped.extend(manager.reap().await.into_iter().map(|(k, _)| k.name));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reaped.sort();
+    assert_eq!(reaped, vec!["b".to_string(), "c".to_string()]);
+    assert_eq!(manager.len(), 1);
+    assert_eq!(runtime.running(), 1);
+    manager.shutdown(Some(Duration::from_secs(1))).await;
+    assert_eq!(runtime.running(), 0);
+}
