@@ -683,6 +683,19 @@ where
     stop(grace).await
 }
 
+/// One container instance, however it ended.
+struct Instance {
+    exit: ExitStatus,
+    /// The runtime could not start it (reason `StartError`).
+    start_error: Option<String>,
+    id: Option<ContainerId>,
+    started: Option<Instant>,
+    /// Killed after a liveness or startup probe failed.
+    unhealthy: bool,
+    /// Stopped because the pod is being deleted.
+    terminated: bool,
+}
+
 /// The life of one container of the pod, across restarts.
 async fn run_container(
     shared: Arc<Shared>,
@@ -708,8 +721,7 @@ async fn run_container(
         if terminate.borrow().is_some() {
             return End::Terminated;
         }
-        let container_id;
-        let exit = match prepare_and_start(&shared, &c, &field_path, restart_count as u32).await {
+        let ended = match prepare_and_start(&shared, &c, &field_path, restart_count as u32).await {
             Prepared::Waiting(reason, message) => {
                 shared.emit(
                     &field_path,
@@ -732,19 +744,21 @@ async fn run_container(
                     "Failed",
                     format!("Error: {message}"),
                 );
-                container_id = None;
                 let now = crate::clock::now();
-                (
-                    ExitStatus {
+                Instance {
+                    exit: ExitStatus {
                         code: 128,
                         signal: None,
                         oom_killed: false,
                         started_at: now,
                         finished_at: now,
                     },
-                    Some(message),
-                    None,
-                )
+                    start_error: Some(message),
+                    id: None,
+                    started: None,
+                    unhealthy: false,
+                    terminated: false,
+                }
             }
             Prepared::Started(id) => {
                 let started = Instant::now();
@@ -776,17 +790,23 @@ async fn run_container(
                 });
                 let outcome =
                     supervise(&shared, kind, index, &c, &id, &field_path, &mut terminate).await;
-                container_id = Some(id);
-                let (status, unhealthy, terminated) = match outcome {
+                let (exit, unhealthy, terminated) = match outcome {
                     Outcome::Exited(s) => (s, false, false),
                     Outcome::Unhealthy(s) => (s, true, false),
                     Outcome::Terminated(s) => (s, false, true),
                 };
-                (status, None, Some((started, unhealthy, terminated)))
+                Instance {
+                    exit,
+                    start_error: None,
+                    id: Some(id),
+                    started: Some(started),
+                    unhealthy,
+                    terminated,
+                }
             }
         };
-        let (exit, start_error, run) = exit;
-        let reason = if start_error.is_some() {
+        let exit = &ended.exit;
+        let reason = if ended.start_error.is_some() {
             "StartError"
         } else if exit.oom_killed {
             "OOMKilled"
@@ -800,23 +820,19 @@ async fn run_container(
             exit_code: exit.code,
             signal: exit.signal,
             reason: Some(reason.into()),
-            message: start_error,
+            message: ended.start_error.clone(),
             started_at: Some(Time(exit.started_at)),
             finished_at: Some(Time(exit.finished_at)),
-            container_id: container_id
-                .as_ref()
-                .map(|id| format!("{runtime_name}://{id}")),
+            container_id: ended.id.as_ref().map(|id| format!("{runtime_name}://{id}")),
         };
-        if let Some(id) = &container_id {
+        if let Some(id) = &ended.id {
             let _ = shared.runtime().remove(id).await;
         }
-        let was_terminated = run.is_some_and(|(_, _, t)| t);
-        let unhealthy = run.is_some_and(|(_, u, _)| u);
-        let restart = !was_terminated
+        let restart = !ended.terminated
             && match (kind, policy.as_str()) {
-                (Kind::Init, _) if exit.code == 0 && !unhealthy => false,
+                (Kind::Init, _) if exit.code == 0 && !ended.unhealthy => false,
                 (_, "Always") => true,
-                (_, "OnFailure") => exit.code != 0 || unhealthy,
+                (_, "OnFailure") => exit.code != 0 || ended.unhealthy,
                 _ => false,
             };
         if !restart {
@@ -826,7 +842,7 @@ async fn run_container(
                 cs.ready = false;
                 cs.started = Some(false);
             });
-            return if was_terminated {
+            return if ended.terminated {
                 End::Terminated
             } else if exit.code == 0 {
                 End::Succeeded
@@ -834,7 +850,7 @@ async fn run_container(
                 End::Failed
             };
         }
-        let delay = backoff.on_exit(run.map(|(s, _, _)| s), Instant::now());
+        let delay = backoff.on_exit(ended.started, Instant::now());
         restart_count += 1;
         last_terminated = Some(terminated.clone());
         let pod_desc = shared.key.to_string();
@@ -843,18 +859,20 @@ async fn run_container(
             cs.restart_count = restart_count;
             cs.ready = false;
             cs.started = Some(false);
-            cs.last_state = Some(status::terminated(terminated.clone()));
-            cs.state = Some(if delay.is_zero() {
-                status::terminated(terminated)
+            if delay.is_zero() {
+                // Restarting at once: the instance shows as terminated until
+                // the next one runs (and becomes lastState then).
+                cs.state = Some(status::terminated(terminated));
             } else {
-                status::waiting(
+                cs.last_state = Some(status::terminated(terminated));
+                cs.state = Some(status::waiting(
                     "CrashLoopBackOff",
                     Some(format!(
                         "back-off {} restarting failed container={name} pod={pod_desc}",
                         fmt_duration(delay)
                     )),
-                )
-            });
+                ));
+            }
         });
         if !delay.is_zero() {
             shared.emit(
