@@ -40,6 +40,8 @@ use crate::status;
 use crate::volumes::{self, VolumePaths};
 use crate::{qos, quantity};
 
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 /// How workers behave; the defaults are kubelet's.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -206,12 +208,19 @@ impl PodWorker {
         status::recompute(&spec, &mut initial, false, now);
         let (status_tx, status_rx) = watch::channel(initial);
         let (terminate_tx, terminate_rx) = watch::channel(None);
+        let terminate_tx_inner = terminate_tx.clone();
         let worker = self.clone();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
             let span = tracing::info_span!("pod", pod = %task_key);
             let _ = tracing::Instrument::instrument(
-                worker.run(pod, spec, task_key, status_tx, terminate_rx),
+                worker.run(
+                    pod,
+                    spec,
+                    task_key,
+                    status_tx,
+                    (terminate_tx_inner, terminate_rx),
+                ),
                 span,
             )
             .await;
@@ -230,9 +239,62 @@ impl PodWorker {
         spec: PodSpec,
         key: PodKey,
         status_tx: watch::Sender<PodStatus>,
-        mut terminate: watch::Receiver<Option<Duration>>,
+        (terminate_tx, terminate): (
+            watch::Sender<Option<Duration>>,
+            watch::Receiver<Option<Duration>>,
+        ),
     ) {
         let status_tx = Arc::new(status_tx);
+        // activeDeadlineSeconds counts from the pod's start on this node; when
+        // it passes, the pod is stopped as if deleted and ends Failed.
+        let deadline = spec.active_deadline_seconds.map(|secs| {
+            let events = self.events.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs.max(0) as u64)).await;
+                let fired = terminate_tx.send_if_modified(|t| {
+                    let first = t.is_none();
+                    if first {
+                        *t = Some(Duration::MAX);
+                    }
+                    first
+                });
+                if fired {
+                    events.emit(
+                        &key,
+                        None,
+                        EventType::Normal,
+                        "DeadlineExceeded",
+                        DEADLINE_MESSAGE,
+                    );
+                }
+                fired
+            })
+        });
+        self.run_pod(pod, spec.clone(), key.clone(), status_tx.clone(), terminate)
+            .await;
+        let deadline_exceeded = match deadline {
+            // `true` only if the deadline is what stopped the pod.
+            Some(timer) if timer.is_finished() => timer.await.unwrap_or(false),
+            Some(timer) => {
+                timer.abort();
+                false
+            }
+            None => false,
+        };
+        self.finish(&key, &spec, &status_tx, deadline_exceeded)
+            .await
+    }
+
+    /// Everything until no container will run any more.
+    async fn run_pod(
+        &self,
+        pod: Pod,
+        spec: PodSpec,
+        key: PodKey,
+        status_tx: Arc<watch::Sender<PodStatus>>,
+        mut terminate: watch::Receiver<Option<Duration>>,
+    ) {
         // Sandbox and volumes, retried until they work or the pod is deleted.
         let sandbox = loop {
             match self.runtime.create_sandbox(&key).await {
@@ -246,7 +308,7 @@ impl PodWorker {
                         e.to_string(),
                     );
                     if wait_or_terminated(self.config.retry, &mut terminate).await {
-                        return self.finish(&key, &spec, &status_tx).await;
+                        return;
                     }
                 }
             }
@@ -282,7 +344,7 @@ impl PodWorker {
                     self.events
                         .emit(&key, None, EventType::Warning, "FailedMount", e.to_string());
                     if wait_or_terminated(self.config.retry, &mut terminate).await {
-                        return self.finish(&key, &spec, &status_tx).await;
+                        return;
                     }
                 }
             }
@@ -304,7 +366,7 @@ impl PodWorker {
         for index in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
             match run_container(shared.clone(), Kind::Init, index, terminate.clone()).await {
                 End::Succeeded => {}
-                End::Failed | End::Terminated => return self.finish(&key, &spec, &status_tx).await,
+                End::Failed | End::Terminated => return,
             }
         }
         let mut runners = JoinSet::new();
@@ -317,11 +379,16 @@ impl PodWorker {
             ));
         }
         while runners.join_next().await.is_some() {}
-        self.finish(&key, &spec, &status_tx).await
     }
 
     /// Nothing runs any more: final status, sandbox gone.
-    async fn finish(&self, key: &PodKey, spec: &PodSpec, status: &watch::Sender<PodStatus>) {
+    async fn finish(
+        &self,
+        key: &PodKey,
+        spec: &PodSpec,
+        status: &watch::Sender<PodStatus>,
+        deadline_exceeded: bool,
+    ) {
         if let Err(e) = self.runtime.remove_sandbox(key).await {
             tracing::warn!(error = %e, "removing pod sandbox");
         }
@@ -345,6 +412,11 @@ impl PodWorker {
             }
             status::recompute(spec, st, true, now);
             status::set_condition(st, "PodReadyToStartContainers", false, None, None, now);
+            if deadline_exceeded {
+                st.phase = Some(status::FAILED.into());
+                st.reason = Some("DeadlineExceeded".into());
+                st.message = Some(DEADLINE_MESSAGE.into());
+            }
         });
         tracing::info!(phase = ?status.borrow().phase, "pod worker finished");
     }

@@ -262,3 +262,22 @@ async fn post_start_hook_runs_and_its_failure_kills_the_container() {
     stop(ok).await;
     stop(bad).await;
 }
+
+#[tokio::test]
+async fn active_deadline_stops_the_pod_as_failed() {
+    let h = Harness::new();
+    let began = Instant::now();
+    let handle = h.worker.spawn(pod(json!({
+        "metadata": {"name": "deadline"},
+        "spec": {"activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "x", "command": ["sleep", "100"]}]}
+    })));
+    wait_for(&handle, T, "Running", |s| phase(s) == "Running").await;
+    let st = tokio::time::timeout(T, handle.finished())
+        .await
+        .expect("finished");
+    assert!(began.elapsed() >= Duration::from_secs(1));
+    assert_eq!(phase(&st), "Failed");
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(terminated(&st, "c").expect("terminated").exit_code, 143);
+}
