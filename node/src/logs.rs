@@ -1,0 +1,262 @@
+//! Reading container logs back as `kubectl logs` wants them: from the CRI
+//! files the runtime writes ([`crate::runtime::cri_log`]), with `tailLines`,
+//! `timestamps`, `sinceTime`, `limitBytes`, and `follow`. `--previous` is
+//! the file of the previous attempt ([`crate::runtime::Runtime::log_path`]
+//! with `restartCount - 1`).
+//!
+//! Partial records (`P`) are joined back into one line; a line's timestamp is
+//! that of its first piece.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+
+use crate::runtime::cri_log::parse_line;
+
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub tail_lines: Option<usize>,
+    pub timestamps: bool,
+    pub since_time: Option<Timestamp>,
+    pub limit_bytes: Option<usize>,
+}
+
+/// Whole records of `raw` as log lines: `(time of the first piece, line with
+/// its newline)`. A trailing partial line (no `F` yet) is returned as is.
+fn lines(raw: &[u8]) -> Vec<(Timestamp, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut current: Option<(Timestamp, Vec<u8>)> = None;
+    for record in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Some(rec) = parse_line(record) else {
+            continue;
+        };
+        let (_, buf) = current.get_or_insert_with(|| (rec.time, Vec::new()));
+        buf.extend_from_slice(&rec.content);
+        if !rec.partial {
+            if let Some((time, mut line)) = current.take() {
+                line.push(b'\n');
+                out.push((time, line));
+            }
+        }
+    }
+    if let Some(rest) = current {
+        out.push(rest);
+    }
+    out
+}
+
+/// Render a log file's contents per `opts`.
+pub fn render(raw: &[u8], opts: &LogOptions) -> Vec<u8> {
+    let mut all = lines(raw);
+    if let Some(since) = opts.since_time {
+        all.retain(|(t, _)| *t >= since);
+    }
+    if let Some(n) = opts.tail_lines {
+        let skip = all.len().saturating_sub(n);
+        all.drain(..skip);
+    }
+    let mut out = Vec::new();
+    for (time, line) in all {
+        if opts.timestamps {
+            out.extend_from_slice(time.to_string().as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&line);
+    }
+    if let Some(limit) = opts.limit_bytes {
+        out.truncate(limit);
+    }
+    out
+}
+
+/// Cut `chunk` to what is left of the byte budget.
+fn spend(mut chunk: Vec<u8>, budget: &mut usize) -> Vec<u8> {
+    chunk.truncate(*budget);
+    *budget -= chunk.len();
+    chunk
+}
+
+/// Read and render a log file; a missing file is an empty log.
+pub async fn read(path: &Path, opts: &LogOptions) -> std::io::Result<Vec<u8>> {
+    match tokio::fs::read(path).await {
+        Ok(raw) => Ok(render(&raw, opts)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Send what [`read`] would, then every new line as it is written, until
+/// `done` resolves (the container exited) and the file is drained, or the
+/// receiver goes away. `tail_lines` and `since_time` apply to what exists at
+/// the start; `limit_bytes` to the whole stream.
+pub async fn follow(
+    path: &Path,
+    opts: &LogOptions,
+    done: impl std::future::Future<Output = ()>,
+    out: mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<()> {
+    let raw = match tokio::fs::read(path).await {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    // Only whole records are consumed; a record being written is re-read.
+    let mut offset = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut budget = opts.limit_bytes.unwrap_or(usize::MAX);
+    let first = render(&raw[..offset], opts);
+    let first = spend(first, &mut budget);
+    if !first.is_empty() && out.send(first).await.is_err() {
+        return Ok(());
+    }
+    tokio::pin!(done);
+    let mut finished = false;
+    let live = LogOptions {
+        timestamps: opts.timestamps,
+        ..Default::default()
+    };
+    let mut pending = Vec::new();
+    loop {
+        if budget == 0 {
+            return Ok(());
+        }
+        if let Ok(mut file) = tokio::fs::File::open(path).await {
+            file.seek(std::io::SeekFrom::Start(offset as u64)).await?;
+            let mut fresh = Vec::new();
+            file.read_to_end(&mut fresh).await?;
+            offset += fresh.len();
+            pending.extend_from_slice(&fresh);
+        }
+        // Send whole logical lines only (up to the last F record).
+        let whole = pending
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let complete: Vec<u8> = pending.drain(..whole).collect();
+        let rendered = render(&complete, &live);
+        let partial_tail = rendered.last().is_some_and(|b| *b != b'\n');
+        if partial_tail && !finished {
+            // A long line still being written: keep its pieces for later.
+            let mut back = complete;
+            back.extend_from_slice(&pending);
+            pending = back;
+        } else if !rendered.is_empty() {
+            let chunk = spend(rendered, &mut budget);
+            if out.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+        if finished {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut done => finished = true,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::cri_log::{format_line, Stream};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut raw = Vec::new();
+        raw.extend(format_line(
+            ts("2024-01-01T00:00:01Z"),
+            Stream::Stdout,
+            false,
+            b"one",
+        ));
+        raw.extend(format_line(
+            ts("2024-01-01T00:00:02Z"),
+            Stream::Stderr,
+            true,
+            b"tw",
+        ));
+        raw.extend(format_line(
+            ts("2024-01-01T00:00:03Z"),
+            Stream::Stderr,
+            false,
+            b"o",
+        ));
+        raw.extend(format_line(
+            ts("2024-01-01T00:00:04Z"),
+            Stream::Stdout,
+            false,
+            b"three",
+        ));
+        raw
+    }
+
+    #[test]
+    fn renders_tail_timestamps_since_and_limit() {
+        let raw = sample();
+        assert_eq!(render(&raw, &LogOptions::default()), b"one\ntwo\nthree\n");
+        let tail = LogOptions {
+            tail_lines: Some(2),
+            timestamps: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            String::from_utf8(render(&raw, &tail)).unwrap(),
+            "2024-01-01T00:00:02Z two\n2024-01-01T00:00:04Z three\n"
+        );
+        let since = LogOptions {
+            since_time: Some(ts("2024-01-01T00:00:03Z")),
+            ..Default::default()
+        };
+        assert_eq!(render(&raw, &since), b"three\n");
+        let limit = LogOptions {
+            limit_bytes: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(render(&raw, &limit), b"one\nt");
+    }
+
+    #[tokio::test]
+    async fn follow_streams_new_lines_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(
+            &path,
+            format_line(ts("2024-01-01T00:00:01Z"), Stream::Stdout, false, b"old"),
+        )
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let p = path.clone();
+        let task = tokio::spawn(async move {
+            follow(
+                &p,
+                &LogOptions::default(),
+                async {
+                    let _ = done_rx.await;
+                },
+                tx,
+            )
+            .await
+        });
+        assert_eq!(rx.recv().await.unwrap(), b"old\n");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            &format_line(ts("2024-01-01T00:00:02Z"), Stream::Stdout, false, b"new"),
+        )
+        .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), b"new\n");
+        done_tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(rx.recv().await.is_none());
+    }
+}

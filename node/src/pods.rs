@@ -1,0 +1,150 @@
+//! The set of pods this node runs, for the agent loop: give it the pods bound
+//! to the node, it starts and stops workers to match; read statuses back.
+//!
+//! Owned by one task (the agent loop); no locks. A pod is identified by its
+//! uid: a pod re-created under the same name is a new pod.
+//!
+//! - a new pod → [`PodWorker::spawn`];
+//! - a pod with `deletionTimestamp` → terminated with its
+//!   `deletionGracePeriodSeconds`;
+//! - a pod no longer listed (force-deleted) → terminated with its spec's
+//!   grace, then its logs are removed once the worker ends.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+
+use crate::runtime::PodKey;
+use crate::worker::{PodHandle, PodWorker};
+
+pub struct PodManager {
+    worker: PodWorker,
+    pods: HashMap<String, Managed>,
+}
+
+struct Managed {
+    handle: PodHandle,
+    /// Still listed by the API (false: force-deleted, logs go too).
+    listed: bool,
+}
+
+fn uid(pod: &Pod) -> String {
+    pod.metadata
+        .uid
+        .clone()
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default()
+}
+
+fn grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+impl PodManager {
+    pub fn new(worker: PodWorker) -> Self {
+        Self {
+            worker,
+            pods: HashMap::new(),
+        }
+    }
+
+    /// Make the running set match `desired` (every pod bound to this node).
+    pub fn sync(&mut self, desired: &[Pod]) {
+        let mut seen = HashSet::new();
+        for pod in desired {
+            let uid = uid(pod);
+            seen.insert(uid.clone());
+            let deleting = pod.metadata.deletion_timestamp.is_some();
+            match self.pods.get_mut(&uid) {
+                Some(m) => {
+                    m.listed = true;
+                    if deleting {
+                        m.handle.terminate(Some(grace(pod)));
+                    }
+                }
+                None if deleting => {}
+                None => {
+                    let handle = self.worker.spawn(pod.clone());
+                    self.pods.insert(
+                        uid,
+                        Managed {
+                            handle,
+                            listed: true,
+                        },
+                    );
+                }
+            }
+        }
+        for (uid, m) in self.pods.iter_mut() {
+            if !seen.contains(uid) && m.listed {
+                m.listed = false;
+                m.handle.terminate(None);
+            }
+        }
+    }
+
+    /// Every pod's latest status.
+    pub fn statuses(&self) -> Vec<(PodKey, PodStatus)> {
+        self.pods
+            .values()
+            .map(|m| (m.handle.key().clone(), m.handle.status().borrow().clone()))
+            .collect()
+    }
+
+    /// A pod's status watch (wakes on every change), for the agent to push
+    /// updates as they happen.
+    pub fn watch(&self, uid: &str) -> Option<tokio::sync::watch::Receiver<PodStatus>> {
+        self.pods.get(uid).map(|m| m.handle.status())
+    }
+
+    /// Forget workers that ended and are no longer listed; their final
+    /// statuses are returned, their logs removed.
+    pub async fn reap(&mut self) -> Vec<(PodKey, PodStatus)> {
+        let done: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, m)| !m.listed && m.handle.is_finished())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        let mut out = Vec::new();
+        for uid in done {
+            if let Some(m) = self.pods.remove(&uid) {
+                let key = m.handle.key().clone();
+                let status = m.handle.finished().await;
+                if let Err(e) = self.worker.runtime().remove_logs(&key).await {
+                    tracing::warn!(pod = %key, error = %e, "removing pod logs");
+                }
+                out.push((key, status));
+            }
+        }
+        out
+    }
+
+    /// Stop every pod (agent shutdown) and wait for them. Logs stay.
+    pub async fn shutdown(mut self, grace: Option<Duration>) {
+        for m in self.pods.values() {
+            m.handle.terminate(grace);
+        }
+        for (_, m) in self.pods.drain() {
+            m.handle.finished().await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+}

@@ -1,0 +1,124 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use balsa_node::events::Emitter;
+use balsa_node::{PodWorker, SimRuntime, StaticObjects};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_simulated_pods_become_running_quickly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = Arc::new(SimRuntime::new(dir.path(), Duration::from_millis(20)));
+    let (emitter, mut events) = Emitter::channel(1024);
+    // The agent loop would drain events; here they are discarded.
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let worker = PodWorker::new(
+        runtime.clone(),
+        Arc::new(StaticObjects::new()),
+        emitter,
+        fast_config(),
+    );
+    let began = Instant::now();
+    let handles: Vec<_> = (0..1000)
+        .map(|i| {
+            worker.spawn(pod(json!({
+                "metadata": {"name": format!("p{i}"), "uid": format!("sim-{i}")},
+                "spec": {"containers": [{"name": "c", "image": "x", "command": ["run"],
+                    "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}
+            })))
+        })
+        .collect();
+    for h in &handles {
+        wait_for(h, Duration::from_secs(30), "Running and Ready", |s| {
+            phase(s) == "Running" && condition(s, "Ready") == "True"
+        })
+        .await;
+    }
+    let took = began.elapsed();
+    eprintln!("1000 simulated pods Running and Ready in {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(runtime.running(), 1000);
+    // A simulated exit is seen as in a real runtime (restartPolicy Always: restart).
+    assert_eq!(runtime.exit("sim-7", "c", 1), 1);
+    wait_for(&handles[7], Duration::from_secs(10), "restart", |s| {
+        container(s, "c").restart_count == 1
+    })
+    .await;
+    for h in &handles {
+        h.terminate(Some(Duration::from_secs(1)));
+    }
+    for h in handles {
+        let st = h.finished().await;
+        assert_eq!(
+            phase(&st),
+            "Failed",
+            "a deleted always-restarting pod ends Failed (exit 143)"
+        );
+    }
+    assert_eq!(runtime.running(), 0);
+    drain.abort();
+}
+
+#[tokio::test]
+async fn the_pod_manager_follows_the_desired_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = Arc::new(SimRuntime::new(dir.path(), Duration::ZERO));
+    let (emitter, _events) = Emitter::channel(1024);
+    let worker = PodWorker::new(
+        runtime.clone(),
+        Arc::new(StaticObjects::new()),
+        emitter,
+        fast_config(),
+    );
+    let mut manager = balsa_node::PodManager::new(worker);
+    let mk = |name: &str| {
+        pod(
+            json!({"metadata": {"name": name, "uid": format!("u-{name}")},
+                   "spec": {"containers": [{"name": "c", "image": "x", "command": ["run"]}]}}),
+        )
+    };
+    let (a, b, c) = (mk("a"), mk("b"), mk("c"));
+    manager.sync(&[a.clone(), b.clone(), c.clone()]);
+    manager.sync(&[a.clone(), b.clone(), c.clone()]);
+    assert_eq!(manager.len(), 3);
+    for uid in ["u-a", "u-b", "u-c"] {
+        let mut rx = manager.watch(uid).expect("watched");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|s| phase(s) == "Running"),
+        )
+        .await
+        .expect("running")
+        .expect("worker alive");
+    }
+    // b is being deleted gracefully, c was force-deleted (gone from the list).
+    let mut deleting = b.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(balsa_node::clock::now()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(1);
+    manager.sync(&[a.clone(), deleting]);
+    let mut rx = manager.watch("u-b").expect("b still tracked");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| phase(s) == "Failed"),
+    )
+    .await
+    .expect("b stopped")
+    .expect("status");
+    manager.sync(std::slice::from_ref(&a));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut reaped = Vec::new();
+    while reaped.len() < 2 && std::time::Instant::now() < deadline {
+        reaped.extend(manager.reap().await.into_iter().map(|(k, _)| k.name));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reaped.sort();
+    assert_eq!(reaped, vec!["b".to_string(), "c".to_string()]);
+    assert_eq!(manager.len(), 1);
+    assert_eq!(runtime.running(), 1);
+    manager.shutdown(Some(Duration::from_secs(1))).await;
+    assert_eq!(runtime.running(), 0);
+}
