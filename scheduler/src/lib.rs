@@ -20,6 +20,7 @@ pub mod core;
 pub mod plugins;
 pub mod pod_info;
 pub mod quantity;
+pub mod queue;
 pub mod resources;
 pub mod selector;
 pub mod snapshot;
