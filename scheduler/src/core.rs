@@ -186,7 +186,7 @@ impl Scheduler {
                 ..Default::default()
             };
             fe.unschedulable_plugins.insert(e.plugin);
-            ScheduleError::Unschedulable(fe)
+            ScheduleError::Unschedulable(Box::new(fe))
         })?;
 
         // A pod nominated by an earlier preemption tries its node first.
@@ -208,7 +208,7 @@ impl Scheduler {
 
         let (feasible, evaluated, fit_error) = self.find_feasible(snapshot, &state);
         if feasible.is_empty() {
-            return Err(ScheduleError::Unschedulable(fit_error));
+            return Err(ScheduleError::Unschedulable(Box::new(fit_error)));
         }
         if feasible.len() == 1 {
             return Ok(ScheduleResult {
@@ -224,7 +224,7 @@ impl Scheduler {
                 ..Default::default()
             };
             fe.unschedulable_plugins.insert(e.plugin);
-            ScheduleError::Unschedulable(fe)
+            ScheduleError::Unschedulable(Box::new(fe))
         })?;
         // Reservoir sampling among the best: each tied node equally likely.
         let mut best = 0usize;

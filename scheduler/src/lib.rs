@@ -19,6 +19,7 @@
 pub mod core;
 pub mod plugins;
 pub mod pod_info;
+pub mod preemption;
 pub mod quantity;
 pub mod queue;
 pub mod resources;

@@ -95,6 +95,9 @@ pub struct FitError {
     pub node_statuses: BTreeMap<String, Status>,
     /// The plugins that rejected some node: which cluster events may help.
     pub unschedulable_plugins: BTreeSet<Plugin>,
+    /// Appended after the reasons: what preemption found (upstream's
+    /// PostFilter message, e.g. `preemption: 0/3 nodes are available: ...`).
+    pub post_filter_msg: Option<String>,
 }
 
 impl FitError {
@@ -111,8 +114,19 @@ impl fmt::Display for FitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
         if let Some(msg) = &self.pre_filter_msg {
-            return write!(f, " {msg}.");
+            write!(f, " {msg}.")?;
+        } else {
+            self.fmt_reasons(f)?;
         }
+        if let Some(msg) = &self.post_filter_msg {
+            write!(f, " {msg}.")?;
+        }
+        Ok(())
+    }
+}
+
+impl FitError {
+    fn fmt_reasons(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts: Vec<String> = self
             .reasons
             .iter()
@@ -134,7 +148,7 @@ pub enum ScheduleError {
     #[error("no nodes available to schedule pods")]
     NoNodesAvailable,
     #[error(transparent)]
-    Unschedulable(#[from] FitError),
+    Unschedulable(Box<FitError>),
 }
 
 impl ScheduleError {
