@@ -161,8 +161,13 @@ async fn create_namespaces(addrs: &[String], namespaces: &[&str]) -> anyhow::Res
 }
 
 impl BalsaSystem {
-    /// Starts three masters and creates `namespaces` (through gRPC).
-    pub async fn start(binary: PathBuf, namespaces: &[&str]) -> anyhow::Result<Self> {
+    /// Starts three masters (each with `server_args` added to its command
+    /// line) and creates `namespaces` (through gRPC).
+    pub async fn start(
+        binary: PathBuf,
+        namespaces: &[&str],
+        server_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("balsa-bench-balsa-")
             .tempdir()
@@ -171,7 +176,7 @@ impl BalsaSystem {
             dir: dir.path().to_path_buf(),
             masters: 3,
             binary,
-            server_args: vec![],
+            server_args,
         };
         let cluster = up::start(&opts)
             .await
@@ -201,6 +206,22 @@ impl BalsaSystem {
 
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// The highest Raft term any member reports (each election raises it).
+    pub async fn term(&self) -> anyhow::Result<u64> {
+        let mut last = anyhow!("no member answered");
+        for m in &self.file()?.members {
+            let status = match Client::connect(&m.api).await {
+                Ok(c) => c.cluster_status().await,
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(s) => return Ok(s.members.iter().map(|m| m.term).max().unwrap_or(0)),
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 
     /// Member `i` is serving, and has applied what the leader has committed.

@@ -75,6 +75,10 @@ enum Command {
         /// Keep the cluster's data dir and logs (printed at the end).
         #[arg(long)]
         keep_data: bool,
+        /// A flag added to every `balsa server` (repeatable), e.g.
+        /// `--server-arg=--heartbeat-ms=100`.
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     },
 }
 
@@ -85,12 +89,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             balsa_bin,
             keep_data,
+            server_args,
         } => {
             let opts = rest::Options {
                 quick,
                 json,
                 balsa_bin,
                 keep_data,
+                server_args,
             };
             tokio::select! {
                 r = rest::run(opts) => r,

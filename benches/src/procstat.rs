@@ -61,6 +61,25 @@ pub fn total_cpu_s(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// CPU seconds the whole machine has spent busy (not idle or waiting on IO)
+/// since boot, from the first line of /proc/stat.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_seconds(stat.lines().next()?)
+}
+
+fn busy_seconds(cpu_line: &str) -> Option<f64> {
+    let f: Vec<f64> = cpu_line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    // (guests are already counted in user and nice).
+    let busy = f.get(..8)?.iter().sum::<f64>() - f[3] - f[4];
+    Some(busy / TICKS_PER_S)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +92,13 @@ mod tests {
         assert_eq!(kib_field(status, "VmRSS:"), Some(102400.0));
         assert_eq!(kib_field(status, "VmHWM:"), Some(204800.0));
         assert_eq!(kib_field(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn machine_busy_excludes_idle_and_iowait() {
+        let line = "cpu  100 10 50 1000 40 5 5 0 0 0";
+        assert_eq!(busy_seconds(line), Some(1.7));
+        assert!(machine_busy_s().is_some());
     }
 
     #[test]

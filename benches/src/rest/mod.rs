@@ -29,7 +29,7 @@ use self::client::RestClient;
 use self::watch::{Side, WatchPlan, WatchResult};
 use crate::balsa_cluster::{find_binary, BalsaClient, BalsaSystem};
 use crate::load::{OpenLoop, Throughput};
-use crate::procstat::{total_cpu_s, ProcStat};
+use crate::procstat::{machine_busy_s, total_cpu_s, ProcStat};
 use crate::stats::Summary;
 use crate::store::{reads, writes};
 use crate::system::{Kv, System};
@@ -45,6 +45,8 @@ pub struct Options {
     pub json: Option<PathBuf>,
     pub balsa_bin: Option<PathBuf>,
     pub keep_data: bool,
+    /// Added to every `balsa server` command line (e.g. Raft timings).
+    pub server_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,10 +144,15 @@ pub struct Row {
     pub failed: usize,
     /// CPU time all three masters used during the job, per successful op.
     pub master_cpu_us_per_op: Option<f64>,
+    /// Raft elections during the job (the rise of the highest term).
+    pub elections: Option<u64>,
+    /// CPU (in cores) that processes other than the masters and this bench
+    /// used during the job: other work on the machine competing with it.
+    pub others_cores: Option<f64>,
 }
 
 impl Row {
-    fn throughput(job: &str, api: Api, path: &'static str, t: &Throughput, cpu_s: f64) -> Self {
+    fn throughput(job: &str, api: Api, path: &'static str, t: &Throughput, m: Measured) -> Self {
         Self {
             job: job.into(),
             api,
@@ -154,11 +161,13 @@ impl Row {
             ops_per_s: Some(t.ops_per_s),
             latency: t.latency,
             failed: t.errors,
-            master_cpu_us_per_op: per_op(cpu_s, t.ops),
+            master_cpu_us_per_op: per_op(m.cpu_s, t.ops),
+            elections: m.elections,
+            others_cores: m.others_cores,
         }
     }
 
-    fn open_loop(job: &str, api: Api, path: &'static str, o: &OpenLoop, cpu_s: f64) -> Self {
+    fn open_loop(job: &str, api: Api, path: &'static str, o: &OpenLoop, m: Measured) -> Self {
         Self {
             job: job.into(),
             api,
@@ -167,11 +176,13 @@ impl Row {
             ops_per_s: Some(o.achieved_per_s),
             latency: o.latency,
             failed: o.errors,
-            master_cpu_us_per_op: per_op(cpu_s, o.ops),
+            master_cpu_us_per_op: per_op(m.cpu_s, o.ops),
+            elections: m.elections,
+            others_cores: m.others_cores,
         }
     }
 
-    fn watch(job: &str, api: Api, path: &'static str, s: &Side, cpu_s: f64) -> Self {
+    fn watch(job: &str, api: Api, path: &'static str, s: &Side, m: Measured) -> Self {
         Self {
             job: job.into(),
             api,
@@ -180,7 +191,9 @@ impl Row {
             ops_per_s: None,
             latency: s.from_issue,
             failed: s.missed,
-            master_cpu_us_per_op: per_op(cpu_s, s.delivered),
+            master_cpu_us_per_op: per_op(m.cpu_s, s.delivered),
+            elections: m.elections,
+            others_cores: m.others_cores,
         }
     }
 }
@@ -203,7 +216,7 @@ pub struct Report {
 
 impl Report {
     fn failed(&mut self, job: &str, e: anyhow::Error) {
-        println!("[rest] {job} FAILED: {e:#}");
+        println!("[rest {}] {job} FAILED: {e:#}", clock());
         self.errors.push(format!("{job}: {e:#}"));
     }
 }
@@ -215,22 +228,72 @@ struct Target {
     grpc: Vec<BalsaClient>,
 }
 
-struct Bench {
+/// What the masters (and the rest of the machine) did during one job.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    cpu_s: f64,
+    elections: Option<u64>,
+    others_cores: Option<f64>,
+}
+
+/// The wall-clock time of day (UTC), to match the bench's lines with the
+/// masters' logs.
+fn clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+struct Bench<'a> {
+    sys: &'a BalsaSystem,
     plan: Plan,
     pids: Vec<u32>,
     report: Report,
 }
 
-impl Bench {
-    /// Runs one job, noting the masters' CPU time around it.
+impl Bench<'_> {
+    /// Runs one job, noting the masters' CPU time and the Raft term around it.
     async fn measure<T>(
         &mut self,
         label: &str,
         job: impl std::future::Future<Output = anyhow::Result<T>>,
-    ) -> Option<(T, f64)> {
-        let cpu = total_cpu_s(&self.pids);
-        match job.await {
-            Ok(t) => Some((t, total_cpu_s(&self.pids) - cpu)),
+    ) -> Option<(T, Measured)> {
+        println!("[rest {}] {label} ...", clock());
+        let term = self.sys.term().await.ok();
+        let me = [std::process::id()];
+        let (cpu, own, busy, t) = (
+            total_cpu_s(&self.pids),
+            total_cpu_s(&me),
+            machine_busy_s(),
+            Instant::now(),
+        );
+        let out = job.await;
+        let cpu_s = total_cpu_s(&self.pids) - cpu;
+        let others_cores = machine_busy_s().zip(busy).map(|(after, before)| {
+            let others = (after - before) - cpu_s - (total_cpu_s(&me) - own);
+            others.max(0.0) / t.elapsed().as_secs_f64()
+        });
+        let elections = match (term, self.sys.term().await.ok()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        match out {
+            Ok(t) => Some((
+                t,
+                Measured {
+                    cpu_s,
+                    elections,
+                    others_cores,
+                },
+            )),
             Err(e) => {
                 self.report.failed(label, e);
                 None
@@ -246,11 +309,11 @@ impl Bench {
         run: impl std::future::Future<Output = anyhow::Result<Throughput>>,
     ) {
         let label = format!("{job}, {} via {path}", api.name());
-        if let Some((t, cpu)) = self.measure(&label, run).await {
-            println!("[rest] {label}: {t}");
+        if let Some((t, m)) = self.measure(&label, run).await {
+            println!("[rest {}] {label}: {t}", clock());
             self.report
                 .rows
-                .push(Row::throughput(job, api, path, &t, cpu));
+                .push(Row::throughput(job, api, path, &t, m));
             self.report.throughput.push((label, t));
         }
     }
@@ -261,11 +324,11 @@ impl Bench {
         let prefix = format!("r-{}-{path}", api.name().to_lowercase());
         let duration = Duration::from_secs(self.plan.rate_duration_s);
         let run = rate::fixed_rate(clients, self.plan.rate_per_s, duration, &prefix);
-        if let Some((o, cpu)) = self.measure(&label, run).await {
-            println!("[rest] {label}: {o}");
+        if let Some((o, m)) = self.measure(&label, run).await {
+            println!("[rest {}] {label}: {o}", clock());
             self.report
                 .rows
-                .push(Row::open_loop(&job, api, path, &o, cpu));
+                .push(Row::open_loop(&job, api, path, &o, m));
             self.report.open_loop.push((label, o));
         }
         // Let the store settle (compaction, queues) before the next job.
@@ -287,10 +350,13 @@ impl Bench {
         let label = format!("{job}, {}", api.name());
         let plan = self.plan.watch.clone();
         let run = watch::delivery(writer, members, leader, "bench-watch", prefix, &plan);
-        if let Some((w, cpu)) = self.measure(&label, run).await {
-            println!("[rest] {label}: {w}");
+        if let Some((w, m)) = self.measure(&label, run).await {
+            println!("[rest {}] {label}: {w}", clock());
             let events = (w.leader.delivered + w.followers.delivered).max(1) as f64;
-            let share = |s: &Side| cpu * s.delivered as f64 / events;
+            let share = |s: &Side| Measured {
+                cpu_s: m.cpu_s * s.delivered as f64 / events,
+                ..m
+            };
             self.report
                 .rows
                 .push(Row::watch(&job, api, "leader", &w.leader, share(&w.leader)));
@@ -334,7 +400,8 @@ async fn grpc_clients(sys: &BalsaSystem, i: usize, n: usize) -> anyhow::Result<V
     Ok(out)
 }
 
-async fn run_jobs(sys: &BalsaSystem, bench: &mut Bench) -> anyhow::Result<()> {
+async fn run_jobs(bench: &mut Bench<'_>) -> anyhow::Result<()> {
+    let sys = bench.sys;
     let plan = bench.plan.clone();
     let members = sys.file()?.members.clone();
     let leader = sys.leader().await?;
@@ -449,6 +516,8 @@ pub fn render(rows: &[Row]) -> String {
         "max ms",
         "failed",
         "masters' CPU µs/op",
+        "elections",
+        "other procs' cores",
         "ops/s REST/gRPC",
         "p99 REST/gRPC",
     ];
@@ -476,6 +545,8 @@ pub fn render(rows: &[Row]) -> String {
                 format!("{:.2}", r.latency.max_ms),
                 r.failed.to_string(),
                 fmt_opt(r.master_cpu_us_per_op, 0),
+                r.elections.map_or_else(|| "-".into(), |e| e.to_string()),
+                fmt_opt(r.others_cores, 2),
                 fmt_opt(ratio(|r| r.ops_per_s), 2),
                 fmt_opt(ratio(|r| Some(r.latency.p99_ms)), 2),
             ]
@@ -510,21 +581,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let binary = find_binary(opts.balsa_bin.clone())?;
     println!("== Balsa ({}): starting 3 masters", binary.display());
-    let sys = BalsaSystem::start(binary, &[])
+    if !opts.server_args.is_empty() {
+        println!("== masters' extra flags: {}", opts.server_args.join(" "));
+    }
+    let sys = BalsaSystem::start(binary, &[], opts.server_args.clone())
         .await
         .context("starting Balsa")?;
     let pids: Vec<u32> = sys.file()?.members.iter().map(|m| m.pid).collect();
     let mut bench = Bench {
+        sys: &sys,
         plan: plan.clone(),
         pids: pids.clone(),
         report: Report::default(),
     };
-    if let Err(e) = run_jobs(&sys, &mut bench).await {
+    if let Err(e) = run_jobs(&mut bench).await {
         bench.report.failed("setup", e);
     }
-    bench.report.masters = pids.iter().filter_map(|&p| ProcStat::read(p)).collect();
-    sys.shutdown(opts.keep_data).await;
     let mut report = bench.report;
+    report.masters = pids.iter().filter_map(|&p| ProcStat::read(p)).collect();
+    sys.shutdown(opts.keep_data).await;
     report.elapsed_s = started.elapsed().as_secs_f64();
 
     println!();

@@ -374,7 +374,7 @@ async fn run_balsa(opts: &Options, plan: &Plan) -> anyhow::Result<Report> {
     let binary = crate::balsa_cluster::find_binary(opts.balsa_bin.clone())?;
     println!("== Balsa ({}): starting 3 masters", binary.display());
     let t = Instant::now();
-    let mut sys = crate::balsa_cluster::BalsaSystem::start(binary, NAMESPACES).await?;
+    let mut sys = crate::balsa_cluster::BalsaSystem::start(binary, NAMESPACES, vec![]).await?;
     println!(
         "== Balsa: ready in {:.2}s, data in {}",
         t.elapsed().as_secs_f64(),
