@@ -309,4 +309,27 @@ mod tests {
         assert_eq!((t.ops, t.errors), (90, 10));
         assert!(t.first_error.is_some());
     }
+
+    #[tokio::test]
+    async fn open_loop_keeps_its_schedule() {
+        let op = |_c: (), i: usize| async move {
+            // Slower than the interval: a closed loop of one would fall behind.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if i % 10 == 9 {
+                anyhow::bail!("op {i} fails");
+            }
+            Ok(())
+        };
+        let started = Instant::now();
+        let o = open_loop(&[()], 1_000.0, Duration::from_millis(200), op)
+            .await
+            .expect("runs");
+        assert_eq!(o.scheduled, 200);
+        assert_eq!((o.ops, o.errors), (180, 20));
+        assert!(o.first_error.is_some());
+        assert!(o.max_in_flight > 1, "operations overlapped");
+        assert!(o.latency.p50_ms >= 5.0 && o.service.p50_ms >= 5.0);
+        // All 200 start within ~200 ms, not 200 x 5 ms.
+        assert!(started.elapsed() < Duration::from_millis(800), "{o}");
+    }
 }

@@ -79,6 +79,9 @@ enum Command {
         /// `--server-arg=--heartbeat-ms=100`.
         #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
         server_args: Vec<String>,
+        /// Run only these jobs (comma-separated; default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        jobs: Vec<rest::Job>,
     },
 }
 
@@ -90,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             balsa_bin,
             keep_data,
             server_args,
+            jobs,
         } => {
             let opts = rest::Options {
                 quick,
@@ -97,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 balsa_bin,
                 keep_data,
                 server_args,
+                jobs,
             };
             tokio::select! {
                 r = rest::run(opts) => r,

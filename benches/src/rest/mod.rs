@@ -47,6 +47,19 @@ pub struct Options {
     pub keep_data: bool,
     /// Added to every `balsa server` command line (e.g. Raft timings).
     pub server_args: Vec<String>,
+    /// The jobs to run (all when empty).
+    pub jobs: Vec<Job>,
+}
+
+/// The jobs, to run a subset with `--jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Job {
+    Create,
+    Get,
+    List,
+    Watch,
+    Rate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -254,6 +267,7 @@ fn clock() -> String {
 
 struct Bench<'a> {
     sys: &'a BalsaSystem,
+    jobs: Vec<Job>,
     plan: Plan,
     pids: Vec<u32>,
     report: Report,
@@ -439,24 +453,33 @@ async fn run_jobs(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         plan.list_objects
     );
 
+    let runs = |j: Job| bench.jobs.is_empty() || bench.jobs.contains(&j);
+    let (create, get, list, watch, rate) = (
+        runs(Job::Create),
+        runs(Job::Get),
+        runs(Job::List),
+        runs(Job::Watch),
+        runs(Job::Rate),
+    );
+
     let job = "creates, 64 in flight";
-    for t in &targets {
+    for t in targets.iter().filter(|_| create) {
         let prefix = format!("c-rest-{}", t.path);
         let run = writes::writes(&t.rest, 64, plan.creates, &prefix);
         bench.closed(job, Api::Rest, t.path, run).await;
     }
-    for t in &targets {
+    for t in targets.iter().filter(|_| create) {
         let prefix = format!("c-grpc-{}", t.path);
         let run = writes::writes(&t.grpc, 64, plan.creates, &prefix);
         bench.closed(job, Api::Grpc, t.path, run).await;
     }
 
     let job = "gets (linearizable), 64 in flight";
-    for t in &targets {
+    for t in targets.iter().filter(|_| get) {
         let run = reads::reads(&t.rest, 64, plan.gets, plan.seeded);
         bench.closed(job, Api::Rest, t.path, run).await;
     }
-    for t in &targets {
+    for t in targets.iter().filter(|_| get) {
         let run = reads::reads(&t.grpc, 64, plan.gets, plan.seeded);
         bench.closed(job, Api::Grpc, t.path, run).await;
     }
@@ -465,36 +488,59 @@ async fn run_jobs(bench: &mut Bench<'_>) -> anyhow::Result<()> {
         "lists of {} objects, {} in flight",
         plan.list_objects, plan.list_in_flight
     );
-    for t in &targets {
+    for t in targets.iter().filter(|_| list) {
         let run = list::lists(&t.rest, plan.list_in_flight, plan.lists, plan.list_objects);
         bench.closed(&job, Api::Rest, t.path, run).await;
     }
-    for t in &targets {
+    for t in targets.iter().filter(|_| list) {
         let run = list::lists(&t.grpc, plan.list_in_flight, plan.lists, plan.list_objects);
         bench.closed(&job, Api::Grpc, t.path, run).await;
     }
 
+    if watch {
+        watch_jobs(bench, &rest, &targets[0], leader).await?;
+    }
+    for t in targets.iter().filter(|_| rate) {
+        bench.fixed_rate(Api::Rest, t.path, &t.rest).await;
+    }
+    for t in targets.iter().filter(|_| rate) {
+        bench.fixed_rate(Api::Grpc, t.path, &t.grpc).await;
+    }
+    Ok(())
+}
+
+async fn watch_jobs(
+    bench: &mut Bench<'_>,
+    rest: &[RestClient],
+    leader_target: &Target,
+    leader: usize,
+) -> anyhow::Result<()> {
+    let sys = bench.sys;
     // REST watchers: one pooled client per master (a connection per watch).
     let rest_members: Vec<Vec<RestClient>> = rest.iter().map(|r| vec![r.clone()]).collect();
     bench
         .watch(Api::Rest, &rest[leader], &rest_members, leader, "wr")
         .await;
     // gRPC watchers: 100 streams per HTTP/2 connection, as the store bench.
-    let per_member = plan.watchers.div_ceil(members.len()).div_ceil(100).max(1);
+    let per_member = bench
+        .plan
+        .watchers
+        .div_ceil(rest.len())
+        .div_ceil(100)
+        .max(1);
     let mut grpc_members = Vec::new();
-    for i in 0..members.len() {
+    for i in 0..rest.len() {
         grpc_members.push(grpc_clients(sys, i, per_member).await?);
     }
     bench
-        .watch(Api::Grpc, &targets[0].grpc[0], &grpc_members, leader, "wg")
+        .watch(
+            Api::Grpc,
+            &leader_target.grpc[0],
+            &grpc_members,
+            leader,
+            "wg",
+        )
         .await;
-
-    for t in &targets {
-        bench.fixed_rate(Api::Rest, t.path, &t.rest).await;
-    }
-    for t in &targets {
-        bench.fixed_rate(Api::Grpc, t.path, &t.grpc).await;
-    }
     Ok(())
 }
 
@@ -590,6 +636,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let pids: Vec<u32> = sys.file()?.members.iter().map(|m| m.pid).collect();
     let mut bench = Bench {
         sys: &sys,
+        jobs: opts.jobs.clone(),
         plan: plan.clone(),
         pids: pids.clone(),
         report: Report::default(),
