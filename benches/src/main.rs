@@ -3,11 +3,17 @@
 //! ```sh
 //! cargo build --release --bin balsa -p balsa      # the masters the bench starts
 //! cargo run --release -p balsa-benches -- store [--quick] [--json out.json]
+//! cargo run --release -p balsa-benches -- rest [--quick] [--json out.json]
 //! ```
 
+mod balsa_cluster;
 mod etcd_pb;
+mod load;
+mod procstat;
+mod rest;
 mod stats;
 mod store;
+mod system;
 mod table;
 
 use std::path::PathBuf;
@@ -53,10 +59,55 @@ enum Command {
         #[arg(long)]
         trace_failover: bool,
     },
+    /// The Kubernetes REST API (create, get, list, watch delivery, 1,000
+    /// creates/s open loop) through the leader and a follower, beside the
+    /// same jobs over gRPC.
+    Rest {
+        /// A short bounded run, for smoke tests (under a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The `balsa` binary (default: next to this binary).
+        #[arg(long, value_name = "PATH")]
+        balsa_bin: Option<PathBuf>,
+        /// Keep the cluster's data dir and logs (printed at the end).
+        #[arg(long)]
+        keep_data: bool,
+        /// A flag added to every `balsa server` (repeatable), e.g.
+        /// `--server-arg=--heartbeat-ms=100`.
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+        /// Run only these jobs (comma-separated; default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        jobs: Vec<rest::Job>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Rest {
+            quick,
+            json,
+            balsa_bin,
+            keep_data,
+            server_args,
+            jobs,
+        } => {
+            let opts = rest::Options {
+                quick,
+                json,
+                balsa_bin,
+                keep_data,
+                server_args,
+                jobs,
+            };
+            tokio::select! {
+                r = rest::run(opts) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        }
         Command::Store {
             quick,
             json,

@@ -1,4 +1,5 @@
-//! The side-by-side table: one row per metric, Balsa against etcd.
+//! Markdown tables: the store benchmark's side-by-side rows (one per metric,
+//! Balsa against etcd) and a plain renderer any benchmark can fill.
 
 use serde::Serialize;
 
@@ -96,9 +97,15 @@ fn cells(row: &Row) -> [String; 6] {
 
 /// A Markdown table: the metric left-aligned, the figures right-aligned.
 pub fn render(rows: &[Row]) -> String {
-    let body: Vec<[String; 6]> = rows.iter().map(cells).collect();
-    let mut widths = HEADER.map(str::len);
-    for r in &body {
+    let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
+    markdown(&HEADER, &body, 1)
+}
+
+/// A Markdown table whose first `left` columns are left-aligned and the rest
+/// (the figures) right-aligned; every line is padded to the same width.
+pub fn markdown(header: &[&str], body: &[Vec<String>], left: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in body {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
@@ -106,25 +113,27 @@ pub fn render(rows: &[Row]) -> String {
     let line = |cells: &[String]| -> String {
         let parts: Vec<String> = cells
             .iter()
+            .zip(&widths)
             .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("{c:<w$}", w = widths[i])
+            .map(|(i, (c, &w))| {
+                if i < left {
+                    format!("{c:<w$}")
                 } else {
-                    format!("{c:>w$}", w = widths[i])
+                    format!("{c:>w$}")
                 }
             })
             .collect();
         format!("| {} |", parts.join(" | "))
     };
     let mut out = String::new();
-    out.push_str(&line(&HEADER.map(String::from)));
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    out.push_str(&line(&header));
     out.push('\n');
     let rule: Vec<String> = widths
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            if i == 0 {
+            if i < left {
                 format!(":{}", "-".repeat(w + 1))
             } else {
                 format!("{}:", "-".repeat(w + 1))
@@ -133,7 +142,7 @@ pub fn render(rows: &[Row]) -> String {
         .collect();
     out.push_str(&format!("|{}|", rule.join("|")));
     out.push('\n');
-    for r in &body {
+    for r in body {
         out.push_str(&line(r));
         out.push('\n');
     }

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 
-use super::system::{value, Kv, NameStream, System};
 use crate::etcd_pb::kv_client::KvClient;
 use crate::etcd_pb::maintenance_client::MaintenanceClient;
 use crate::etcd_pb::watch_client::WatchClient;
@@ -20,6 +19,7 @@ use crate::etcd_pb::watch_request::RequestUnion;
 use crate::etcd_pb::{
     PutRequest, RangeRequest, StatusRequest, StatusResponse, WatchCreateRequest, WatchRequest,
 };
+use crate::system::{value, Kv, NameStream, System};
 
 pub const DEFAULT_BINARY: &str = "/usr/bin/etcd";
 
@@ -391,7 +391,7 @@ impl System for EtcdSystem {
                 let _ = child.kill().await;
             }
         }
-        super::system::remove_or_keep(self.dir, keep_data);
+        crate::system::remove_or_keep(self.dir, keep_data);
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::system::{object_name, Kv, System};
+use crate::system::{object_name, Kv, System};
 
 const SPACE: &str = "failover";
 

@@ -9,14 +9,11 @@
 //! the failover job's writers start on different members and move on to the
 //! next member whenever an attempt fails.
 
-mod balsa_cluster;
 mod etcd_cluster;
 mod failover;
-mod load;
-mod reads;
-mod system;
-mod watch;
-mod writes;
+pub(crate) mod reads;
+pub(crate) mod watch;
+pub(crate) mod writes;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,9 +21,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use self::failover::{FailoverPlan, Round};
-use self::load::Throughput;
-use self::system::{leader_clients, System};
 use self::watch::{WatchPlan, WatchResult};
+use crate::load::Throughput;
+use crate::system::{leader_clients, System};
 use crate::table::{self, Better, Row, Unit};
 
 pub use self::etcd_cluster::DEFAULT_BINARY as DEFAULT_ETCD_BINARY;
@@ -55,6 +52,9 @@ pub struct Options {
 /// 5 s one), so the measured gap can include up to one such wait; 500 ms is
 /// well above either system's p99 write latency with 16 in flight.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The namespaces Balsa's jobs write to (created before the jobs run).
+const NAMESPACES: &[&str] = &["bench", "failover", "watch"];
 
 /// Operation counts; the same for both systems.
 #[derive(Debug, Clone)]
@@ -371,10 +371,10 @@ fn rows(plan: &Plan, balsa: &Report, etcd: &Report) -> Vec<Row> {
 }
 
 async fn run_balsa(opts: &Options, plan: &Plan) -> anyhow::Result<Report> {
-    let binary = balsa_cluster::find_binary(opts.balsa_bin.clone())?;
+    let binary = crate::balsa_cluster::find_binary(opts.balsa_bin.clone())?;
     println!("== Balsa ({}): starting 3 masters", binary.display());
     let t = Instant::now();
-    let mut sys = balsa_cluster::BalsaSystem::start(binary).await?;
+    let mut sys = crate::balsa_cluster::BalsaSystem::start(binary, NAMESPACES, vec![]).await?;
     println!(
         "== Balsa: ready in {:.2}s, data in {}",
         t.elapsed().as_secs_f64(),
@@ -433,7 +433,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         "store benchmark ({}): {}-byte values; {} sequential writes, {} writes at 64 and at 256 in flight, \
          {} reads at 64 in flight, {} watchers x {} writes, {} leader kill round(s)",
         if opts.quick { "quick" } else { "full" },
-        system::VALUE_LEN,
+        crate::system::VALUE_LEN,
         plan.sequential,
         plan.in_flight_writes,
         plan.reads,
@@ -472,7 +472,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "benchmark": "store",
             "quick": opts.quick,
-            "value_bytes": system::VALUE_LEN,
+            "value_bytes": crate::system::VALUE_LEN,
             "elapsed_s": elapsed.as_secs_f64(),
             "rows": rows,
             "balsa": balsa,

@@ -1,9 +1,9 @@
 //! Job 4: linearizable reads with 64 in flight, of the objects the sequential
 //! write job made.
 
-use super::load::{closed_loop, Throughput};
-use super::system::{object_name, Kv};
 use super::writes::{SEQUENTIAL, SPACE};
+use crate::load::{closed_loop, Throughput};
+use crate::system::{object_name, Kv};
 
 /// Reads `total` times, cycling over the `written` objects of the sequential job.
 pub async fn reads<C: Kv>(

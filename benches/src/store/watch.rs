@@ -8,8 +8,8 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::system::{object_index, object_name, Kv, NameStream, System};
 use crate::stats::{rate, Summary};
+use crate::system::{object_index, object_name, Kv, NameStream, System};
 
 /// Watched space (Balsa namespace / etcd prefix) and the names written in it.
 const SPACE: &str = "watch";
@@ -78,16 +78,19 @@ impl std::fmt::Display for WatchResult {
     }
 }
 
-struct Received {
+pub(crate) struct Received {
     /// (write index, when it arrived), first delivery of each write only.
-    deliveries: Vec<(u32, Instant)>,
-    duplicates: usize,
-    stray: usize,
-    error: Option<String>,
+    pub deliveries: Vec<(u32, Instant)>,
+    pub duplicates: usize,
+    pub stray: usize,
+    pub error: Option<String>,
 }
 
-async fn receive(
+/// Reads one watch until it has seen each of the names `<prefix>-<i>`, i <
+/// `writes`, or `stop` is set, noting when each first arrived.
+pub(crate) async fn receive(
     mut stream: NameStream,
+    prefix: &'static str,
     writes: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Received {
@@ -104,7 +107,7 @@ async fn receive(
                 Some(Ok(names)) => {
                     let now = Instant::now();
                     for name in names {
-                        match object_index(PREFIX, &name) {
+                        match object_index(prefix, &name) {
                             Some(i) if i < writes => {
                                 if std::mem::replace(&mut seen[i], true) {
                                     out.duplicates += 1;
@@ -160,7 +163,7 @@ pub async fn fanout<S: System>(sys: &S, plan: &WatchPlan) -> anyhow::Result<Watc
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let receivers: Vec<_> = streams
         .into_iter()
-        .map(|s| tokio::spawn(receive(s, plan.writes, stop_rx.clone())))
+        .map(|s| tokio::spawn(receive(s, PREFIX, plan.writes, stop_rx.clone())))
         .collect();
     let setup_s = setup.elapsed().as_secs_f64();
 

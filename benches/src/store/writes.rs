@@ -1,8 +1,8 @@
 //! Jobs 1-3: writes of new 256-byte objects, one at a time and with 64 and 256
 //! in flight.
 
-use super::load::{closed_loop, Throughput};
-use super::system::{object_name, Kv};
+use crate::load::{closed_loop, Throughput};
+use crate::system::{object_name, Kv};
 
 /// The space every throughput job writes to and reads from.
 pub const SPACE: &str = "bench";

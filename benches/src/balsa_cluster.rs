@@ -14,7 +14,7 @@ use balsa_proto::objects::{EventType, WatchRequest};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::system::{value, Kv, NameStream, System};
+use crate::system::{value, Kv, NameStream, System};
 
 /// The `balsa` binary next to this one (both are built into the same profile
 /// directory), unless given.
@@ -54,6 +54,16 @@ impl BalsaClient {
             configmaps: Arc::new(ResourceType::of("v1", "ConfigMap")),
             value: value().into(),
         })
+    }
+
+    /// A linearizable list of the ConfigMaps of `space`, one page; returns
+    /// how many it held.
+    pub async fn list_count(&self, space: &str) -> anyhow::Result<usize> {
+        let page = self
+            .client
+            .list("", &self.configmaps.plural, Some(space), 0, None)
+            .await?;
+        Ok(page.items.len())
     }
 
     fn object(&self, space: &str, name: &str) -> String {
@@ -120,12 +130,11 @@ pub struct BalsaSystem {
     dir: tempfile::TempDir,
 }
 
-/// The namespaces the benchmarks write to (objects need an existing one).
-const NAMESPACES: &[&str] = &["bench", "failover", "watch"];
-
-async fn create_namespaces(addrs: &[String]) -> anyhow::Result<()> {
+/// Creates each namespace through the gRPC API (objects need an existing one),
+/// retrying on every member until the cluster takes writes.
+async fn create_namespaces(addrs: &[String], namespaces: &[&str]) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    for ns in NAMESPACES {
+    for ns in namespaces {
         let body =
             format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
         let mut attempt = 0;
@@ -152,7 +161,13 @@ async fn create_namespaces(addrs: &[String]) -> anyhow::Result<()> {
 }
 
 impl BalsaSystem {
-    pub async fn start(binary: PathBuf) -> anyhow::Result<Self> {
+    /// Starts three masters (each with `server_args` added to its command
+    /// line) and creates `namespaces` (through gRPC).
+    pub async fn start(
+        binary: PathBuf,
+        namespaces: &[&str],
+        server_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("balsa-bench-balsa-")
             .tempdir()
@@ -161,12 +176,12 @@ impl BalsaSystem {
             dir: dir.path().to_path_buf(),
             masters: 3,
             binary,
-            server_args: vec![],
+            server_args,
         };
         let cluster = up::start(&opts)
             .await
             .context("starting the Balsa cluster")?;
-        create_namespaces(&cluster.file.api_addrs()).await?;
+        create_namespaces(&cluster.file.api_addrs(), namespaces).await?;
         Ok(Self {
             cluster: Some(cluster),
             opts,
@@ -180,7 +195,8 @@ impl BalsaSystem {
             .ok_or_else(|| anyhow!("the cluster was stopped"))
     }
 
-    fn file(&self) -> anyhow::Result<&balsa::cluster_file::ClusterFile> {
+    /// What `balsa up` wrote: each master's addresses, pid, data dir and log.
+    pub fn file(&self) -> anyhow::Result<&balsa::cluster_file::ClusterFile> {
         Ok(&self
             .cluster
             .as_ref()
@@ -190,6 +206,22 @@ impl BalsaSystem {
 
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// The highest Raft term any member reports (each election raises it).
+    pub async fn term(&self) -> anyhow::Result<u64> {
+        let mut last = anyhow!("no member answered");
+        for m in &self.file()?.members {
+            let status = match Client::connect(&m.api).await {
+                Ok(c) => c.cluster_status().await,
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(s) => return Ok(s.members.iter().map(|m| m.term).max().unwrap_or(0)),
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 
     /// Member `i` is serving, and has applied what the leader has committed.
@@ -273,6 +305,6 @@ impl System for BalsaSystem {
         if let Some(cluster) = self.cluster.take() {
             cluster.stop(Duration::from_secs(10)).await;
         }
-        super::system::remove_or_keep(self.dir, keep_data);
+        crate::system::remove_or_keep(self.dir, keep_data);
     }
 }
