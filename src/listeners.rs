@@ -56,3 +56,16 @@ impl Listeners {
 pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
+
+/// Accepted connections for the REST server, also without Nagle's delay (a
+/// watch event or a small answer would otherwise wait for the peer's ACK).
+pub fn rest_incoming(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on a REST connection");
+        }
+    })
+}

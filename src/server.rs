@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap;
-use crate::listeners::{incoming, Listeners};
+use crate::listeners::{incoming, rest_incoming, Listeners};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -83,8 +83,11 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         .add_service(balsa_api::grpc::server::server(registry.clone()))
         .add_service(balsa_raft_store::cluster_service::server(replica.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx.clone()));
-    let rest = axum::serve(listeners.rest, balsa_api::rest::router(registry.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let rest = axum::serve(
+        rest_incoming(listeners.rest),
+        balsa_api::rest::router(registry.clone()),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let tasks = vec![
         tokio::spawn(async move { Ok(peer.await?) }),
         tokio::spawn(async move { Ok(api.await?) }),

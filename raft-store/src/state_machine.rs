@@ -280,8 +280,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Reading every object, encoding and fsyncing take long enough to starve
+    /// a runtime worker (and so heartbeats) on a small machine: done on the
+    /// blocking pool.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let db = &*self.shared.db;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.build_snapshot())
+            .await
+            .map_err(sm_write)?
+    }
+}
+
+impl SmShared {
+    fn build_snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = &*self.db;
         let view = db.snapshot();
         let read = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
             view.get_cf(cf(db, CF_SM), key).map_err(sm_read)
@@ -307,6 +319,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             objects,
         };
         let data = codec::encode(&body).map_err(sm_write)?;
+        drop(body);
         let snapshot_id = match applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
@@ -317,7 +330,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         tracing::info!(snapshot = %meta.snapshot_id, objects = count, bytes = data.len(), "built snapshot");
-        self.shared.save_snapshot(StoredSnapshot {
+        self.save_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
         })?;
@@ -326,9 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot: Box::new(Cursor::new(data)),
         })
     }
-}
 
-impl SmShared {
     fn save_snapshot(&self, snap: StoredSnapshot) -> Result<(), StorageError> {
         let bytes = codec::encode_checked(&snap).map_err(sm_write)?;
         let tmp = self.snapshot_path.with_extension("tmp");
