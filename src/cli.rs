@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use balsa_api::grpc::client::Client;
+use balsa_api::registry::{columns, kinds, print};
 use balsa_api::resource::{ClientObject, ResourceType};
 use balsa_api::StoreError;
 use balsa_proto::objects::{EventType, WatchRequest};
@@ -150,24 +151,6 @@ async fn replace(client: &Client, rtype: &ResourceType, doc: Value) -> anyhow::R
     )
 }
 
-fn age(value: &Value) -> String {
-    let Some(ts) = value["metadata"]["creationTimestamp"].as_str() else {
-        return "<unknown>".into();
-    };
-    let Ok(at) = humantime::parse_rfc3339_weak(ts) else {
-        return "<unknown>".into();
-    };
-    let secs = std::time::SystemTime::now()
-        .duration_since(at)
-        .map_or(0, |d| d.as_secs());
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
 fn print_objects(
     rtype: &ResourceType,
     items: &[Value],
@@ -197,23 +180,14 @@ fn print_objects(
                 eprintln!("No resources found");
                 return Ok(());
             }
+            // The kind's printer columns, as kubectl shows them.
+            let columns = kinds::by_resource(&rtype.group, &rtype.plural)
+                .map_or(columns::DEFAULT, |k| k.columns);
             let show_ns = all_namespaces && rtype.namespaced;
-            if show_ns {
-                print!("{:<20} ", "NAMESPACE");
-            }
-            println!("{:<40} {:<16} AGE", "NAME", "RESOURCEVERSION");
-            for v in items {
-                let meta = &v["metadata"];
-                if show_ns {
-                    print!("{:<20} ", meta["namespace"].as_str().unwrap_or_default());
-                }
-                println!(
-                    "{:<40} {:<16} {}",
-                    meta["name"].as_str().unwrap_or_default(),
-                    meta["resourceVersion"].as_str().unwrap_or_default(),
-                    age(v)
-                );
-            }
+            print!(
+                "{}",
+                print::table(columns, items, output == Some(Output::Wide), show_ns)
+            );
         }
     }
     Ok(())

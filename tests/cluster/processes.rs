@@ -242,3 +242,69 @@ async fn sigterm_stops_a_master_cleanly_with_a_watch_open() {
     );
     cluster.stop(Duration::from_secs(5)).await;
 }
+
+/// Runs the `balsa` binary against the cluster in `dir`; its stdout.
+fn balsa_cli(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_balsa"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run balsa");
+    assert!(
+        out.status.success(),
+        "balsa {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_verbs_go_through_the_registry_and_print_like_kubectl() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = start(&options(dir.path())).await;
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: durable\n\
+         spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n\
+         \x20   metadata:\n      labels: {app: web}\n    spec:\n      containers:\n\
+         \x20     - name: nginx\n        image: nginx:1.27\n",
+    )
+    .expect("manifest");
+    let path = manifest.to_str().expect("path");
+    assert!(balsa_cli(dir.path(), &["apply", "-f", path]).contains("deployment.apps/web created"));
+
+    // The registry defaulted it (as kubectl would see): the strategy is there.
+    let json: serde_json::Value = serde_json::from_str(&balsa_cli(
+        dir.path(),
+        &["get", "deploy", "web", "-n", "durable", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(json["spec"]["strategy"]["type"], "RollingUpdate");
+
+    // The default output has the kind's printer columns, kubectl-style.
+    let table = balsa_cli(dir.path(), &["get", "deployments", "-n", "durable"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).unwrap_or_default().starts_with("web "),
+        "{table}"
+    );
+    let wide = balsa_cli(dir.path(), &["get", "deployments", "-A", "-o", "wide"]);
+    assert!(wide.starts_with("NAMESPACE "), "{wide}");
+    assert!(
+        wide.contains("nginx:1.27") && wide.contains("app=web"),
+        "{wide}"
+    );
+    cluster.stop(Duration::from_secs(5)).await;
+}

@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod names;
 pub mod patch;
 pub mod prepare;
+pub mod print;
 pub mod rules;
 pub mod schema;
 pub mod selector;
