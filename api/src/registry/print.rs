@@ -66,7 +66,7 @@ mod tests {
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1"}]}}},
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let out = table(d.columns, &[item.clone()], false, false);
+        let out = table(d.columns, std::slice::from_ref(&item), false, false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "NAME   READY   UP-TO-DATE   AVAILABLE   AGE");
         assert!(
