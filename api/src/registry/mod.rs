@@ -86,6 +86,48 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// A list's objects as stored, with where it was read.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub items: Vec<Bytes>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+}
+
+impl Listed {
+    /// `{kind: FooList, apiVersion, metadata}`, without items.
+    pub fn envelope(&self, kind: &Kind) -> Value {
+        let mut metadata = json!({"resourceVersion": self.revision.to_string()});
+        if let Some(token) = &self.continue_token {
+            metadata["continue"] = json!(token);
+        }
+        json!({
+            "kind": format!("{}List", kind.kind),
+            "apiVersion": kind.api_version(),
+            "metadata": metadata,
+        })
+    }
+
+    /// The whole list as JSON: the envelope with the stored objects spliced
+    /// in as they are (a list of 500 objects costs no decoding).
+    pub fn to_json(&self, kind: &Kind) -> Vec<u8> {
+        let envelope = serde_json::to_vec(&self.envelope(kind)).unwrap_or_default();
+        let size = envelope.len() + self.items.iter().map(|b| b.len() + 1).sum::<usize>() + 12;
+        let mut out = Vec::with_capacity(size);
+        // The envelope is an object: reopen it before its closing brace.
+        out.extend_from_slice(&envelope[..envelope.len() - 1]);
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
@@ -418,12 +460,35 @@ impl Registry {
         })
     }
 
+    /// A list as a JSON value.
     pub async fn list(
         &self,
         kind: &Kind,
         ns: Option<&str>,
         q: &ListQuery,
     ) -> Result<Value, ApiError> {
+        let listed = self.list_stored(kind, ns, q).await?;
+        let items = listed
+            .items
+            .iter()
+            .map(|b| {
+                serde_json::from_slice(b)
+                    .map_err(|e| ApiError::internal(format!("a stored object is not JSON: {e}")))
+            })
+            .collect::<Result<Vec<Value>, _>>()?;
+        let mut list = listed.envelope(kind);
+        list["items"] = Value::Array(items);
+        Ok(list)
+    }
+
+    /// The selected objects as stored (their JSON bytes, not re-encoded): an
+    /// object is decoded only when a selector has to look into it.
+    pub async fn list_stored(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<Listed, ApiError> {
         let mut opts = ListOptions {
             limit: q.limit.filter(|l| *l > 0),
             continue_token: q.continue_token.clone().filter(|t| !t.is_empty()),
@@ -464,23 +529,22 @@ impl Registry {
             .list(&prefix, opts)
             .await
             .map_err(|e| ApiError::from_store(e, prepare::subject(kind, "")))?;
+        let select_all = q.labels.is_empty() && q.fields.is_empty();
         let mut items = Vec::with_capacity(res.items.len());
-        for obj in &res.items {
-            let v = decode_object(obj)?;
-            if q.labels.matches(&v["metadata"]["labels"]) && q.fields.matches(&v) {
-                items.push(v);
+        for obj in res.items {
+            if !select_all {
+                let v = decode_object(&obj)?;
+                if !(q.labels.matches(&v["metadata"]["labels"]) && q.fields.matches(&v)) {
+                    continue;
+                }
             }
+            items.push(obj.data);
         }
-        let mut metadata = json!({"resourceVersion": res.revision.to_string()});
-        if let Some(token) = res.continue_token {
-            metadata["continue"] = json!(token);
-        }
-        Ok(json!({
-            "kind": format!("{}List", kind.kind),
-            "apiVersion": kind.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }))
+        Ok(Listed {
+            items,
+            revision: res.revision,
+            continue_token: res.continue_token,
+        })
     }
 
     pub async fn delete(
@@ -624,5 +688,37 @@ mod deletion {
             return Some(new);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spliced_list_is_the_list_document() {
+        let cms = kinds::by_kind("", "ConfigMap").expect("ConfigMap");
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"},
+            "data": {"k": "v,\"]}"}});
+        let listed = Listed {
+            items: vec![encode(&a).unwrap(), encode(&b).unwrap()],
+            revision: Revision(42),
+            continue_token: Some("tok".into()),
+        };
+        let parsed: Value = serde_json::from_slice(&listed.to_json(cms)).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"kind": "ConfigMapList", "apiVersion": "v1",
+                "metadata": {"resourceVersion": "42", "continue": "tok"},
+                "items": [a, b]})
+        );
+        let empty = Listed {
+            items: vec![],
+            revision: Revision(1),
+            continue_token: None,
+        };
+        let parsed: Value = serde_json::from_slice(&empty.to_json(cms)).unwrap();
+        assert_eq!(parsed["items"], json!([]));
     }
 }

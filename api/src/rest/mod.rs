@@ -282,7 +282,15 @@ async fn dispatch(
             if t.watch || truthy(q.get("watch")) {
                 return watch::serve(reg, &t, q, wants).await;
             }
-            let list = reg.list(kind, ns, &list_query(&t, q)?).await?;
+            let query = list_query(&t, q)?;
+            if wants == Wants::Object {
+                let listed = reg.list_stored(kind, ns, &query).await?;
+                return Ok(negotiate::json_bytes_response(
+                    StatusCode::OK,
+                    listed.to_json(kind),
+                ));
+            }
+            let list = reg.list(kind, ns, &query).await?;
             let out = match wants {
                 Wants::Object => list,
                 Wants::Table => {

@@ -111,6 +111,15 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
 }
 
 /// A JSON answer with `Warning` headers.
+/// A JSON body already encoded.
+pub fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    resp
+}
+
 pub fn json_response(status: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(Body::from(bytes));
