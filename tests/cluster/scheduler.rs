@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use balsa_api::client::{watcher, Api, Client, Event, PostParams};
+use balsa_api::client::watcher::{self, watcher};
+use balsa_api::client::{Api, Client, Event, PostParams};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Node, Pod};
 use serde_json::{json, Value};
@@ -364,6 +365,34 @@ async fn pod_that_fits_nowhere_says_why_and_runs_once_room_appears() {
         .await
         .unwrap();
     assert_eq!(node_name(&p), None);
+    // A node grows but not enough: the retry fails the same way, and the
+    // event is counted again rather than repeated (as client-go's recorder).
+    let nodes = Api::<Node>::all(client.clone());
+    let mut grown = nodes.get("small-1").await.unwrap();
+    let status = grown.status.as_mut().unwrap();
+    for list in [&mut status.allocatable, &mut status.capacity] {
+        list.as_mut().unwrap().insert(
+            "cpu".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("3".into()),
+        );
+    }
+    nodes
+        .replace_status(&grown, &PostParams::default())
+        .await
+        .unwrap();
+    let counted = until("the FailedScheduling event counted twice", || {
+        let client = client.clone();
+        async move {
+            let evs: Vec<_> = events_for(&client, "huge")
+                .await
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedScheduling"))
+                .collect();
+            (evs.iter().any(|e| e.count >= Some(2))).then_some(evs)
+        }
+    })
+    .await;
+    assert_eq!(counted.len(), 1, "one event, counted: {counted:?}");
     // A node with room appears: the pod is retried on that event (no
     // polling) and lands there.
     node(&client, "big", "8", json!({})).await;
@@ -429,7 +458,11 @@ async fn new_leader_continues_and_no_pod_is_bound_twice() {
         let seen = seen.clone();
         let api = Api::<Pod>::namespaced(client.clone(), NS);
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher(api, Default::default()));
+            let config = watcher::Config {
+                bookmark_interval: Duration::from_millis(300),
+                ..Default::default()
+            };
+            let mut events = std::pin::pin!(watcher(api, config));
             while let Some(e) = events.next().await {
                 if let Ok(Event::Apply(p) | Event::InitApply(p)) = e {
                     if let (Some(name), Some(n)) = (p.metadata.name.clone(), node_name(&p)) {
@@ -443,12 +476,11 @@ async fn new_leader_continues_and_no_pod_is_bound_twice() {
             }
         })
     };
-    let before = names("before", 40);
-    for p in &before {
-        pod(&client, p, cpu("10m")).await;
-    }
+    // Many at once, so the leader is stopped while its scheduler is still
+    // binding (bindings in flight are cut off with it).
+    let before = names("before", 80);
+    futures::future::join_all(before.iter().map(|p| pod(&client, p, cpu("10m")))).await;
     let leader = c.wait_leader(&[]).await;
-    // Stop the leader while its scheduler is (probably) still binding.
     until("some pods bound", || {
         let seen = seen.clone();
         async move { (seen.lock().unwrap().len() >= 5).then_some(()) }
