@@ -48,6 +48,9 @@ use crate::status::ScheduleError;
 
 /// Bindings in flight at once: scheduling goes on while they complete.
 pub const BINDS_IN_FLIGHT: usize = 128;
+/// Status writes (unschedulable conditions) in flight at once; beyond it a
+/// condition waits for the pod's next attempt.
+pub const STATUS_WRITES_IN_FLIGHT: usize = 256;
 /// Pods scheduled before the owner task looks at its channels again.
 const BATCH: usize = 64;
 
@@ -136,6 +139,8 @@ enum Done {
         node: String,
         result: Result<(), ApiError>,
     },
+    /// A status write of `set_unschedulable`.
+    Status,
     Other,
 }
 
@@ -151,6 +156,7 @@ struct Owner {
     /// assigned (binding in flight, or bound and not yet seen).
     assumed: HashMap<String, String>,
     binds: usize,
+    status_writes: usize,
     tasks: JoinSet<Done>,
 }
 
@@ -194,6 +200,7 @@ impl Owner {
             rng: StdRng::from_entropy(),
             assumed: HashMap::new(),
             binds: 0,
+            status_writes: 0,
             tasks: JoinSet::new(),
         }
     }
@@ -592,6 +599,11 @@ impl Owner {
         if same_condition && nomination_unchanged {
             return;
         }
+        if self.status_writes >= STATUS_WRITES_IN_FLIGHT && nominate.is_none() {
+            tracing::debug!(pod = ?name_of(pod), "too many status writes in flight; condition deferred");
+            return;
+        }
+        self.status_writes += 1;
         let transition = match current {
             Some(c) if c.status == "False" => c
                 .last_transition_time
@@ -629,7 +641,7 @@ impl Owner {
                     tracing::warn!(pod = %name, error = %e.message, "writing the pod's unschedulable condition failed")
                 }
             }
-            Done::Other
+            Done::Status
         });
     }
 
@@ -637,8 +649,13 @@ impl Owner {
         let Ok(done) = done else {
             return;
         };
-        let Done::Bind { pod, node, result } = done else {
-            return;
+        let (pod, node, result) = match done {
+            Done::Bind { pod, node, result } => (pod, node, result),
+            Done::Status => {
+                self.status_writes = self.status_writes.saturating_sub(1);
+                return;
+            }
+            Done::Other => return,
         };
         self.binds = self.binds.saturating_sub(1);
         let uid = pod_uid(&pod);
