@@ -625,7 +625,12 @@ impl Owner {
             "lastProbeTime": null,
             "lastTransitionTime": transition,
         }));
-        let mut body = json!({"status": {"conditions": list}});
+        // Only onto the copy that was scheduled: a pod bound or changed
+        // meanwhile (a 409) gets its condition on its next attempt, if any.
+        let mut body = json!({
+            "metadata": {"resourceVersion": pod.metadata.resource_version},
+            "status": {"conditions": list},
+        });
         if let Some(node) = &nominate {
             body["status"]["nominatedNodeName"] = json!(node);
         }
@@ -636,7 +641,7 @@ impl Owner {
             match api.patch_status(&name, &PatchParams::default(), &patch).await {
                 Ok(_) => {}
                 // Gone or changed meanwhile: the next attempt writes again.
-                Err(e) if e.reason == Reason::NotFound => {}
+                Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => {}
                 Err(e) => {
                     tracing::warn!(pod = %name, error = %e.message, "writing the pod's unschedulable condition failed")
                 }
