@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use balsa_api::client::Leadership;
 use balsa_api::grpc::client::Client;
 use balsa_api::registry::Registry;
 use balsa_api::{Store, StoreError};
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap;
+use crate::control;
 use crate::listeners::{incoming, rest_incoming, Listeners};
 
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct RunningServer {
     pub rest_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// The scheduler (`control::spawn`); aborted first on stop.
+    scheduler: JoinHandle<()>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -109,6 +113,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
+    let scheduler = control::spawn(api_addr.to_string(), Leadership::new(replica.leadership()));
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
@@ -117,6 +122,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         rest_addr,
         stop,
         tasks,
+        scheduler,
     })
 }
 
@@ -157,6 +163,7 @@ impl RunningServer {
     /// `GRACE` to finish before they are cut.
     pub async fn stop(self) {
         const GRACE: Duration = Duration::from_secs(2);
+        self.scheduler.abort();
         let _ = self.stop.send(true);
         self.replica.shutdown().await;
         for mut t in self.tasks {

@@ -8,5 +8,6 @@ mod faults;
 mod harness;
 mod membership;
 mod processes;
+mod scheduler;
 mod snapshot;
 mod store;
