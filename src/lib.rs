@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod cluster_file;
+pub mod control;
 pub mod listeners;
 pub mod server;
 pub mod up;

@@ -55,6 +55,8 @@ pub struct RunningServer {
     pub rest_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// The controller manager (acts only while this master leads).
+    controllers: JoinHandle<()>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -106,6 +108,10 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
+    let controllers = crate::control::spawn(
+        api_addr.to_string(),
+        balsa_api::client::Leadership::new(replica.leadership()),
+    );
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
@@ -114,6 +120,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         rest_addr,
         stop,
         tasks,
+        controllers,
     })
 }
 
@@ -155,6 +162,7 @@ impl RunningServer {
     pub async fn stop(self) {
         const GRACE: Duration = Duration::from_secs(2);
         let _ = self.stop.send(true);
+        self.controllers.abort();
         self.replica.shutdown().await;
         for mut t in self.tasks {
             if tokio::time::timeout(GRACE, &mut t).await.is_err() {
