@@ -57,8 +57,9 @@ pub struct RunningServer {
     pub rest_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-    /// The scheduler (`control::spawn`); aborted first on stop.
-    scheduler: JoinHandle<()>,
+    /// The scheduler and the controller manager (`control::spawn`), acting
+    /// only while this master leads; aborted first on stop.
+    control: JoinHandle<()>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -113,7 +114,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
-    let scheduler = control::spawn(api_addr.to_string(), Leadership::new(replica.leadership()));
+    let control = control::spawn(api_addr.to_string(), Leadership::new(replica.leadership()));
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
@@ -122,7 +123,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         rest_addr,
         stop,
         tasks,
-        scheduler,
+        control,
     })
 }
 
@@ -163,7 +164,7 @@ impl RunningServer {
     /// `GRACE` to finish before they are cut.
     pub async fn stop(self) {
         const GRACE: Duration = Duration::from_secs(2);
-        self.scheduler.abort();
+        self.control.abort();
         let _ = self.stop.send(true);
         self.replica.shutdown().await;
         for mut t in self.tasks {

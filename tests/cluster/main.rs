@@ -4,6 +4,7 @@
 //! whole-cluster restarts.
 
 mod client;
+mod controllers;
 mod faults;
 mod harness;
 mod membership;

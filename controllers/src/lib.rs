@@ -1,0 +1,25 @@
+//! The controller manager: kube-controller-manager's reconcilers over Balsa's
+//! controller runtime (`balsa_api::client`), acting only while this master
+//! leads.
+//!
+//! Owns: the control loops that turn desired state (ReplicaSets, Deployments,
+//! ownerReferences, namespace deletion) into API writes. Must depend only on
+//! `balsa-api` (never on the store, the scheduler or the node agent: they meet
+//! only through API objects).
+//!
+//! Module rules: one controller per file; a controller's decisions are pure
+//! functions of cached objects (unit-tested beside them) and its reconcile
+//! applies them through `Api<K>`; `manager` is the only place that builds
+//! informers and starts controllers.
+
+pub mod deployment;
+mod error;
+pub mod garbage_collector;
+pub mod manager;
+pub mod namespace;
+pub mod owners;
+pub mod pods;
+pub mod replicaset;
+pub mod selector;
+
+pub use error::Error;

@@ -1,0 +1,111 @@
+//! The controller manager: one shared informer per kind, every controller on
+//! top of them, all running together until the future is dropped. Controllers
+//! act only while `leadership` says this master leads; the caches are kept
+//! on every master so a new leader starts warm.
+
+use std::sync::Arc;
+
+use balsa_api::client::{Api, Client, Controller, Informer, Leadership, Resource};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::garbage_collector::{self, Graph, Typed};
+use crate::{deployment, namespace, replicaset};
+
+/// Starts the informer and wakes the garbage collector on its changes.
+fn informed<K: Resource>(
+    client: &Client,
+    tasks: &mut JoinSet<()>,
+    graphs: &mut Vec<Arc<dyn Graph>>,
+    wake: &Arc<Notify>,
+) -> Informer<K> {
+    let informer = Informer::new(Api::<K>::all(client.clone()));
+    graphs.push(Arc::new(Typed::new(
+        &informer,
+        Api::<K>::all(client.clone()),
+    )));
+    let i = informer.clone();
+    tasks.spawn(async move { i.run().await });
+    let mut changes = informer.subscribe();
+    let wake = wake.clone();
+    tasks.spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    wake.notify_one()
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    informer
+}
+
+/// Runs every controller; never returns unless dropped (which stops them all).
+pub async fn run(client: Client, leadership: Leadership) {
+    let mut tasks = JoinSet::new();
+    let mut graphs: Vec<Arc<dyn Graph>> = Vec::new();
+    let wake = Arc::new(Notify::new());
+
+    let pods = informed::<Pod>(&client, &mut tasks, &mut graphs, &wake);
+    let replicasets = informed::<ReplicaSet>(&client, &mut tasks, &mut graphs, &wake);
+    let deployments = informed::<Deployment>(&client, &mut tasks, &mut graphs, &wake);
+    // Kinds only the garbage collector follows (owners and dependents).
+    informed::<DaemonSet>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
+    informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
+
+    let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
+    let ns = namespaces.clone();
+    tasks.spawn(async move { ns.run().await });
+
+    let rs_ctx = Arc::new(replicaset::Ctx::new(client.clone(), pods.store()));
+    let rs_controller = Controller::new("replicaset", &replicasets).owns(&pods);
+    tasks.spawn(rs_controller.run(replicaset::reconcile, rs_ctx, leadership.clone()));
+
+    let d_ctx = Arc::new(deployment::Ctx {
+        client: client.clone(),
+        replicasets: replicasets.store(),
+        pods: pods.store(),
+    });
+    let rs_store = replicasets.store();
+    let d_controller = Controller::new("deployment", &deployments)
+        .owns(&replicasets)
+        .watches(&pods, move |p| deployment::deployment_of_pod(&rs_store, p));
+    tasks.spawn(d_controller.run(deployment::reconcile, d_ctx, leadership.clone()));
+
+    let ns_ctx = Arc::new(namespace::Ctx {
+        client: client.clone(),
+    });
+    let ns_controller = Controller::new("namespace", &namespaces);
+    tasks.spawn(ns_controller.run(namespace::reconcile, ns_ctx, leadership.clone()));
+
+    tasks.spawn(garbage_collector::run(graphs, wake, leadership));
+
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            if e.is_panic() {
+                // A half-alive manager is worse than none: take the process down.
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        tracing::error!("a controller manager task ended unexpectedly");
+    }
+}

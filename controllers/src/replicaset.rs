@@ -1,0 +1,484 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the
+//! selector, and reports them in the status subresource.
+//!
+//! ```text
+//!  rs, pods in its namespace (cache)
+//!    └─ claim: owned / adopt / release          (owners::claim)
+//!    └─ diff = active owned - replicas
+//!         < 0: create in slow-start batches 1, 2, 4, ... (burst <= 500)
+//!         > 0: delete the lowest-ranked pods   (deletion_order)
+//!    └─ expectations: no new decision until the cache shows the last one
+//!    └─ status: replicas, fullyLabeled, ready, available, observedGeneration
+//! ```
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::owners::{self, MANAGER};
+use crate::{pods, Error};
+
+/// The most pods one reconcile creates or deletes (upstream's burstReplicas).
+pub const BURST: usize = 500;
+/// How long a controller waits for the cache to show its own writes before
+/// deciding again anyway (upstream: 5 minutes).
+const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Ctx {
+    pub client: Client,
+    pub pods: Store<Pod>,
+    expectations: Expectations,
+}
+
+impl Ctx {
+    pub fn new(client: Client, pods: Store<Pod>) -> Self {
+        Self {
+            client,
+            pods,
+            expectations: Expectations::default(),
+        }
+    }
+}
+
+/// Writes the cache has not shown yet, per owner: without them a reconcile
+/// on a lagging cache would create or delete twice.
+#[derive(Default)]
+pub struct Expectations {
+    inner: Mutex<HashMap<ObjectKey, Expected>>,
+}
+
+struct Expected {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    at: Instant,
+}
+
+impl Expectations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Expected>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether every expected write is visible in `pods`.
+    pub fn satisfied(&self, owner: &ObjectKey, pods: &Store<Pod>) -> bool {
+        let mut map = self.lock();
+        let Some(e) = map.get(owner) else { return true };
+        let ns = owner.namespace.as_deref();
+        let seen = e
+            .created
+            .iter()
+            .all(|n| pods.get(&ObjectKey::new(ns, n)).is_some());
+        let gone = e.deleted.iter().all(|n| {
+            pods.get(&ObjectKey::new(ns, n))
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        });
+        if (seen && gone) || e.at.elapsed() > EXPECTATIONS_TIMEOUT {
+            map.remove(owner);
+            return true;
+        }
+        false
+    }
+
+    pub fn expect(&self, owner: &ObjectKey, created: Vec<String>, deleted: Vec<String>) {
+        self.lock().insert(
+            owner.clone(),
+            Expected {
+                created: created.into_iter().collect(),
+                deleted: deleted.into_iter().collect(),
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
+/// Batch sizes for creating `count` pods: 1, 2, 4, ... as upstream's
+/// slowStartBatch, so a failing create (quota, admission) costs one call.
+pub fn slow_start_batches(count: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut left, mut size) = (count, 1);
+    while left > 0 {
+        let b = size.min(left);
+        out.push(b);
+        left -= b;
+        size *= 2;
+    }
+    out
+}
+
+fn phase_rank(p: &Pod) -> u8 {
+    match pods::phase(p) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        "Running" => 2,
+        _ => 3,
+    }
+}
+
+/// Upstream's ActivePodsWithRanks order: the pods to delete first sort
+/// first. `rank` is how many of the owner's pods share the pod's node.
+pub fn deletion_order(a: (&Pod, usize), b: (&Pod, usize)) -> Ordering {
+    let (pa, ra) = a;
+    let (pb, rb) = b;
+    // Unscheduled < scheduled.
+    pods::is_assigned(pa)
+        .cmp(&pods::is_assigned(pb))
+        // Pending < Unknown < Running.
+        .then(phase_rank(pa).cmp(&phase_rank(pb)))
+        // Not ready < ready.
+        .then(pods::is_ready(pa).cmp(&pods::is_ready(pb)))
+        // Doubled-up pods first.
+        .then(rb.cmp(&ra))
+        // Ready for less time first.
+        .then_with(|| {
+            match (
+                pods::ready_since(pa).flatten(),
+                pods::ready_since(pb).flatten(),
+            ) {
+                (Some(x), Some(y)) => y.cmp(&x),
+                _ => Ordering::Equal,
+            }
+        })
+        // More restarts first.
+        .then(pods::restarts(pb).cmp(&pods::restarts(pa)))
+        // Newer first.
+        .then_with(|| {
+            let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            match (t(pa), t(pb)) {
+                (Some(x), Some(y)) => y.cmp(&x),
+                _ => Ordering::Equal,
+            }
+        })
+}
+
+/// The `n` pods to delete from `active`.
+pub fn pods_to_delete(active: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for p in active {
+        if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            *per_node.entry(node).or_default() += 1;
+        }
+    }
+    let rank = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .and_then(|n| per_node.get(n).copied())
+            .unwrap_or(0)
+    };
+    let mut ranked: Vec<(Arc<Pod>, usize)> = active.iter().map(|p| (p.clone(), rank(p))).collect();
+    ranked.sort_by(|a, b| deletion_order((&a.0, a.1), (&b.0, b.1)));
+    ranked.into_iter().take(n).map(|(p, _)| p).collect()
+}
+
+/// The status the pods give the ReplicaSet, and when to look again for a
+/// pod that becomes available by minReadySeconds alone.
+pub fn status_of(
+    rs: &ReplicaSet,
+    owned: &[Arc<Pod>],
+    now: Timestamp,
+) -> (ReplicaSetStatus, Option<Duration>) {
+    let spec = rs.spec.as_ref();
+    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0) as i64;
+    let template_labels = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| pods::is_active(p)).collect();
+    let fully = active
+        .iter()
+        .filter(|p| {
+            let l = p.metadata.labels.as_ref();
+            template_labels
+                .iter()
+                .all(|(k, v)| l.and_then(|l| l.get(k)) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| pods::is_ready(p)).count();
+    let available = active
+        .iter()
+        .filter(|p| pods::is_available(p, min_ready, now))
+        .count();
+    let recheck = active
+        .iter()
+        .filter(|p| !pods::is_available(p, min_ready, now))
+        .filter_map(|p| pods::ready_since(p).flatten())
+        .map(|t| min_ready - (now.as_second() - t.as_second()))
+        .filter(|s| *s > 0)
+        .min()
+        .map(|s| Duration::from_secs(s as u64));
+    let old = rs.status.clone().unwrap_or_default();
+    (
+        ReplicaSetStatus {
+            replicas: active.len() as i32,
+            fully_labeled_replicas: Some(fully as i32),
+            ready_replicas: Some(ready as i32),
+            available_replicas: Some(available as i32),
+            observed_generation: rs.metadata.generation,
+            conditions: old.conditions,
+            terminating_replicas: old.terminating_replicas,
+        },
+        recheck,
+    )
+}
+
+fn name_of(m: &ObjectMeta) -> String {
+    m.name.clone().unwrap_or_default()
+}
+
+/// A pod from the ReplicaSet's template, named `<rs>-<random>` by the registry.
+pub fn pod_for(rs: &ReplicaSet) -> Pod {
+    let t = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let tm = t.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", name_of(&rs.metadata))),
+            namespace: rs.metadata.namespace.clone(),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![owners::controller_ref(rs)]),
+            ..Default::default()
+        },
+        spec: t.spec,
+        status: None,
+    }
+}
+
+pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let key = ObjectKey::of(&*rs);
+    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let pod_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    let selector = rs
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let in_ns = ctx
+        .pods
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let claim = owners::claim(&uid, &selector, deleting, in_ns);
+    let mut owned = claim.owned;
+    for p in &claim.release {
+        owners::release(&pod_api, p, &uid).await?;
+    }
+    for p in &claim.adopt {
+        let adopted = owners::adopt(&pod_api, p, owners::controller_ref(&*rs)).await?;
+        owned.push(Arc::new(adopted));
+    }
+
+    let mut action = Action::await_change();
+    if !deleting && ctx.expectations.satisfied(&key, &ctx.pods) {
+        let active: Vec<Arc<Pod>> = owned
+            .iter()
+            .filter(|p| pods::is_active(p))
+            .cloned()
+            .collect();
+        let want = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize;
+        if active.len() < want {
+            let n = (want - active.len()).min(BURST);
+            let (created, err) = create_pods(&rs, &pod_api, n).await;
+            ctx.expectations.expect(&key, created, vec![]);
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if want - active.len() > BURST {
+                action = Action::requeue(Duration::from_millis(100));
+            }
+        } else if active.len() > want {
+            let n = (active.len() - want).min(BURST);
+            let victims = pods_to_delete(&active, n);
+            let names: Vec<String> = victims.iter().map(|p| name_of(&p.metadata)).collect();
+            ctx.expectations.expect(&key, vec![], names.clone());
+            for (p, name) in victims.iter().zip(&names) {
+                let dp = DeleteParams {
+                    uid: p.metadata.uid.clone(),
+                    ..Default::default()
+                };
+                match pod_api.delete(name, &dp).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == 404 => {}
+                    Err(e) => return Err(Error::api("deleting pod", name.clone())(e)),
+                }
+            }
+            tracing::info!(replicaset = %key, deleted = n, "scaled down");
+        }
+    }
+
+    let (status, recheck) = status_of(&rs, &owned, crate::pods::now());
+    if rs.status.as_ref() != Some(&status) {
+        let mut new = (*rs).clone();
+        new.status = Some(status);
+        let api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns);
+        api.replace_status(
+            &new,
+            &PostParams {
+                field_manager: MANAGER.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(Error::api("updating status of", key.to_string()))?;
+    }
+    if let Some(d) = recheck {
+        action = Action::requeue(d);
+    }
+    Ok(action)
+}
+
+/// Creates `n` pods in slow-start batches; stops after a batch with a
+/// failure. Returns the names created and the first error.
+async fn create_pods(rs: &ReplicaSet, api: &Api<Pod>, n: usize) -> (Vec<String>, Option<Error>) {
+    let pod = pod_for(rs);
+    let pp = PostParams {
+        field_manager: MANAGER.into(),
+        ..Default::default()
+    };
+    let mut created = Vec::new();
+    for batch in slow_start_batches(n) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            let (api, pod, pp) = (api.clone(), pod.clone(), pp.clone());
+            set.spawn(async move { api.create(&pod, &pp).await });
+        }
+        let mut err = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(p)) => created.push(name_of(&p.metadata)),
+                Ok(Err(e)) => err = Some(Error::api("creating pod for", name_of(&rs.metadata))(e)),
+                Err(e) => err = Some(Error::Invalid(format!("pod create task failed: {e}"))),
+            }
+        }
+        if err.is_some() {
+            return (created, err);
+        }
+    }
+    tracing::info!(replicaset = %name_of(&rs.metadata), created = created.len(), "scaled up");
+    (created, None)
+}
+
+/// The labels a pod template gives, for tests and the deployment controller.
+pub fn template_labels(rs: &ReplicaSet) -> BTreeMap<String, String> {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created: i64) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                creation_timestamp: Some(Time(Timestamp::from_second(created).unwrap())),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    last_transition_time: Some(Time(Timestamp::from_second(created + 10).unwrap())),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn names(v: &[Arc<Pod>]) -> Vec<String> {
+        v.iter().map(|p| name_of(&p.metadata)).collect()
+    }
+
+    #[test]
+    fn slow_start_doubles() {
+        assert_eq!(slow_start_batches(0), Vec::<usize>::new());
+        assert_eq!(slow_start_batches(1), [1]);
+        assert_eq!(slow_start_batches(10), [1, 2, 4, 3]);
+        assert_eq!(slow_start_batches(15), [1, 2, 4, 8]);
+        assert_eq!(slow_start_batches(500).iter().sum::<usize>(), 500);
+    }
+
+    #[test]
+    fn deletion_ranks_as_upstream() {
+        let active = vec![
+            pod("ready-old", Some("n1"), "Running", true, 100),
+            pod("unscheduled", None, "Pending", false, 300),
+            pod("pending", Some("n2"), "Pending", false, 300),
+            pod("running-not-ready", Some("n3"), "Running", false, 300),
+            pod("ready-new", Some("n4"), "Running", true, 200),
+            pod("unknown", Some("n5"), "Unknown", false, 300),
+        ];
+        assert_eq!(
+            names(&pods_to_delete(&active, 6)),
+            [
+                "unscheduled",
+                "pending",
+                "unknown",
+                "running-not-ready",
+                "ready-new",
+                "ready-old"
+            ]
+        );
+        assert_eq!(names(&pods_to_delete(&active, 1)), ["unscheduled"]);
+        // Two ready pods on one node go before an equally ready lone one.
+        let doubled = vec![
+            pod("alone", Some("a"), "Running", true, 100),
+            pod("twin1", Some("b"), "Running", true, 100),
+            pod("twin2", Some("b"), "Running", true, 100),
+        ];
+        let first = names(&pods_to_delete(&doubled, 1));
+        assert!(first[0].starts_with("twin"), "{first:?}");
+    }
+
+    #[test]
+    fn status_counts_available_after_min_ready_seconds() {
+        let mut rs = ReplicaSet::default();
+        rs.metadata.generation = Some(4);
+        rs.spec = Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+            min_ready_seconds: Some(30),
+            ..Default::default()
+        });
+        let owned = vec![
+            pod("a", Some("n"), "Running", true, 0),    // ready at 10
+            pod("b", Some("n"), "Running", true, 1000), // ready at 1010
+            pod("c", None, "Pending", false, 1000),
+        ];
+        let now = Timestamp::from_second(1020).unwrap();
+        let (s, recheck) = status_of(&rs, &owned, now);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.ready_replicas, Some(2));
+        assert_eq!(s.available_replicas, Some(1));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(recheck, Some(Duration::from_secs(20)));
+    }
+}
