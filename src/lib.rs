@@ -6,5 +6,6 @@ pub mod bootstrap;
 pub mod cli;
 pub mod cluster_file;
 pub mod listeners;
+pub mod node;
 pub mod server;
 pub mod up;
