@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Api, Client, DeleteParams, PostParams};
+use balsa_api::client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
+use balsa_api::registry::Reason;
 use balsa_node::agent::{Agent, AgentConfig, LEASE_NAMESPACE};
 use balsa_node::ProcessRuntime;
 use balsa_proto::node::node_agent_client::NodeAgentClient;
@@ -17,6 +18,7 @@ use balsa_proto::NODE_STREAM_VERSION;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Event, Namespace, Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
 use tonic::Streaming;
 
 use crate::harness::{InProc, WAIT};
@@ -251,6 +253,15 @@ async fn agent_runs_bound_pods_and_survives_losing_its_master() {
     let (container, restarts) = wait_running(&pods, "web").await;
     assert!(!container.is_empty(), "a containerID");
     assert_eq!(restarts, 0);
+    // The agent's status writes carry the uid as a precondition: one meant
+    // for another incarnation of the pod is refused.
+    let stale =
+        Patch::Merge(json!({"metadata": {"uid": "another"}, "status": {"phase": "Failed"}}));
+    let refused = pods
+        .patch_status("web", &PatchParams::default(), &stale)
+        .await
+        .expect_err("a stale uid is refused");
+    assert_eq!(refused.reason, Reason::Conflict);
 
     // The Node and its Lease, renewed.
     let nodes: Api<Node> = Api::all(client.clone());

@@ -100,11 +100,12 @@ async fn write(client: &Client, key: &PodKey, status: &PodStatus) -> Result<(), 
         ..Default::default()
     };
     // A merge patch: lists (conditions, containerStatuses) are replaced whole,
-    // fields this agent does not set (nominatedNodeName) are kept.
-    let patch = Patch::Merge(json!({ "status": status }));
+    // fields this agent does not set (nominatedNodeName) are kept. The uid is
+    // a precondition: a pod re-created under the same name is another pod.
+    let patch = Patch::Merge(json!({ "metadata": { "uid": key.uid }, "status": status }));
     match api.patch_status(&key.name, &pp, &patch).await {
         Ok(_) => Ok(()),
-        Err(e) if e.reason == Reason::NotFound => Err(false),
+        Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => Err(false),
         Err(e) if matches!(e.reason, Reason::Invalid | Reason::BadRequest) => {
             tracing::warn!(pod = %key, error = %e, "the API refused a pod status");
             Err(false)
