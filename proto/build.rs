@@ -37,7 +37,11 @@ const K8S_FILES: &[&str] = &[
 const K8S_VERSION_DIR: &str = "src/v1_32";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/balsa/peer.proto", "proto/balsa/objects.proto"];
+    let files = [
+        "proto/balsa/peer.proto",
+        "proto/balsa/objects.proto",
+        "proto/balsa/node.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

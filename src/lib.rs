@@ -7,5 +7,6 @@ pub mod cli;
 pub mod cluster_file;
 pub mod control;
 pub mod listeners;
+pub mod node;
 pub mod server;
 pub mod up;

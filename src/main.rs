@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa::cli::{self, Output};
+use balsa::node::{self, NodeOptions, RuntimeKind};
 use balsa::server::{self, ServerOptions};
 use balsa::up::{self, UpOptions};
 use balsa_api::store::window::WindowConfig;
@@ -34,13 +35,22 @@ struct Target {
 enum Cmd {
     /// Run one master replica.
     Server(ServerArgs),
-    /// Start a local HA cluster (three masters) and keep it running until Ctrl-C.
+    /// Start a local HA cluster (three masters and a node agent) and keep it
+    /// running until Ctrl-C.
     Up {
         #[arg(long, default_value = ".balsa")]
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         masters: usize,
+        /// Node agents to run (node-1..node-N), each its own process.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// The agents' container runtime.
+        #[arg(long, value_enum, default_value = "process")]
+        runtime: RuntimeKind,
     },
+    /// Run a node agent (Balsa's kubelet): the pods bound to the node, from any master.
+    Node(NodeArgs),
     /// Create or update objects from YAML or JSON (multi-document; `-` for stdin).
     Apply {
         #[arg(short = 'f', long = "filename")]
@@ -91,6 +101,71 @@ enum Cmd {
         #[command(subcommand)]
         command: ClusterCmd,
     },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The node's name (with --count: the prefix of `<name>-<i>`).
+    #[arg(long)]
+    name: String,
+    /// The masters' gRPC API addresses.
+    #[arg(long, value_delimiter = ',', conflicts_with = "cluster")]
+    masters: Vec<String>,
+    /// A cluster.json written by `balsa up` (the masters are read from it);
+    /// default `.balsa/cluster.json` when --masters is not given.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The node's directory: pods, their volumes and logs.
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long, value_enum, default_value = "process")]
+    runtime: RuntimeKind,
+    /// Sim runtime only: run this many nodes in this process.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Sim runtime only: milliseconds a hollow container takes to start.
+    #[arg(long, default_value_t = 0)]
+    sim_delay_ms: u64,
+    /// The node's InternalIP (and the pods' IP on the process runtime).
+    #[arg(long, default_value = "127.0.0.1")]
+    host_ip: String,
+    /// Seconds pods get to stop when the agent shuts down (default: each
+    /// pod's terminationGracePeriodSeconds).
+    #[arg(long)]
+    shutdown_grace: Option<u64>,
+    /// Exit when the parent process is gone (used by `balsa up`).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
+    let masters = if !args.masters.is_empty() {
+        args.masters
+    } else {
+        let path = args
+            .cluster
+            .unwrap_or_else(|| PathBuf::from(".balsa/cluster.json"));
+        // A cluster.json, or the directory holding one.
+        let file = if path.is_dir() {
+            balsa::cluster_file::ClusterFile::read(&path)?
+        } else {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        };
+        file.api_addrs()
+    };
+    Ok(NodeOptions {
+        name: args.name,
+        masters,
+        root: args.root,
+        runtime: args.runtime,
+        count: args.count,
+        sim_delay: Duration::from_millis(args.sim_delay_ms),
+        host_ip: args.host_ip,
+        grace: args.shutdown_grace.map(Duration::from_secs),
+        exit_with_parent: args.exit_with_parent,
+    })
 }
 
 #[derive(Subcommand)]
@@ -251,16 +326,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (opts, exit_with_parent) = server_options(args)?;
             server::run(opts, exit_with_parent).await
         }
-        Cmd::Up { dir, masters } => {
+        Cmd::Up {
+            dir,
+            masters,
+            nodes,
+            runtime,
+        } => {
             abort_on_panic();
             let binary = std::env::current_exe().context("locating the balsa binary")?;
-            up::run(UpOptions {
+            let opts = UpOptions {
                 dir,
                 masters,
                 binary,
                 server_args: Vec::new(),
-            })
-            .await
+            };
+            up::run(opts, nodes, runtime).await
+        }
+        Cmd::Node(args) => {
+            abort_on_panic();
+            init_tracing();
+            node::run(node_options(args)?).await
         }
         Cmd::Apply { file, target } => {
             let docs = cli::read_documents(&file)?;

@@ -86,6 +86,10 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     let registry = Registry::new(store);
     let api = tonic::transport::Server::builder()
         .add_service(balsa_api::grpc::server::server(registry.clone()))
+        .add_service(balsa_api::grpc::node_stream::server(
+            registry.clone(),
+            stop_rx.clone(),
+        ))
         .add_service(balsa_raft_store::cluster_service::server(replica.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx.clone()));
     let rest = axum::serve(

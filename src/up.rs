@@ -1,6 +1,7 @@
 //! `balsa up`: a local three-master HA cluster in one command. Starts the
 //! masters as separate processes on loopback, waits for a leader and a committed
-//! write, writes `cluster.json`, and stops them all on Ctrl-C. Run again on the
+//! write, writes `cluster.json`, starts the node agents (`balsa node`
+//! processes, one per node), and stops them all on Ctrl-C. Run again on the
 //! same directory, it resumes the same cluster (same ids, ports and data).
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::cluster_file::{ClusterFile, MemberEntry};
+use crate::node::RuntimeKind;
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -319,11 +321,94 @@ pub fn print_members(file: &ClusterFile, dir: &Path, elapsed: Duration) {
     println!("try: balsa cluster status --dir {}", dir.display());
 }
 
-/// Runs `balsa up` until Ctrl-C / SIGTERM.
-pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
+/// The node agents `balsa up` runs beside the masters, one process each.
+pub struct Agents {
+    children: Vec<(String, Child)>,
+}
+
+/// Starts `nodes` agents named `node-<i>`, each with its root directory
+/// (`<dir>/node-<i>`) and log (`<dir>/node-<i>.log`), attached to the
+/// masters of `<dir>/cluster.json`.
+pub fn start_agents(
+    opts: &UpOptions,
+    nodes: usize,
+    runtime: RuntimeKind,
+) -> anyhow::Result<Agents> {
+    let mut children = Vec::new();
+    for i in 1..=nodes {
+        let name = format!("node-{i}");
+        let log_path = opts.dir.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut cmd = Command::new(&opts.binary);
+        cmd.args(["node", "--name", &name, "--runtime", runtime.as_str()])
+            .arg("--cluster")
+            .arg(ClusterFile::path(&opts.dir))
+            .arg("--root")
+            .arg(opts.dir.join(&name))
+            .args(["--shutdown-grace", "5", "--exit-with-parent"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting node agent {name}"))?;
+        children.push((name, child));
+    }
+    Ok(Agents { children })
+}
+
+impl Agents {
+    /// SIGTERM (the agents stop their pods), then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        for (_, child) in &self.children {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for (_, child) in &mut self.children {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// The first agent that has exited, with its status.
+    pub fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
+        for (name, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((name.clone(), status));
+            }
+        }
+        None
+    }
+}
+
+/// Runs `balsa up` until Ctrl-C / SIGTERM, with `nodes` node agents.
+pub async fn run(opts: UpOptions, nodes: usize, runtime: RuntimeKind) -> anyhow::Result<()> {
+    if runtime == RuntimeKind::Cri {
+        bail!("the cri runtime (containerd) is not built yet; use --runtime process or sim");
+    }
     let started = Instant::now();
     let mut cluster = start(&opts).await?;
     print_members(&cluster.file, &opts.dir, started.elapsed());
+    let mut agents = start_agents(&opts, nodes, runtime)?;
+    if nodes > 0 {
+        println!(
+            "node agents:  {nodes} (node-1..node-{nodes}) on the {} runtime{}; logs in {}/node-<i>.log",
+            runtime.as_str(),
+            if runtime == RuntimeKind::Process {
+                " (cri, for containerd, is not built yet)"
+            } else {
+                ""
+            },
+            opts.dir.display()
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reported = std::collections::HashSet::new();
@@ -333,14 +418,21 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = tick.tick() => {
                 if let Some((id, status)) = cluster.exited() {
-                    if reported.insert(id) {
+                    if reported.insert(id.to_string()) {
                         eprintln!("master {id} exited ({status}); the others keep serving");
+                    }
+                }
+                if let Some((name, status)) = agents.exited() {
+                    if reported.insert(name.clone()) {
+                        eprintln!("node agent {name} exited ({status}); see its log");
                     }
                 }
             }
         }
     }
     println!("stopping the cluster");
+    // Agents first, while the masters can still take their last writes.
+    agents.stop(Duration::from_secs(10)).await;
     cluster.stop(Duration::from_secs(10)).await;
     Ok(())
 }

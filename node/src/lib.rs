@@ -10,9 +10,10 @@
 //!
 //! The crate owns the pod lifecycle as kubelet defines it (phases, conditions,
 //! container states and reasons, probes, crash-loop back-off, graceful
-//! termination), the container runtimes, and the machine's capacity and node
-//! status. It does not own the stream to the masters or any API writes: the
-//! agent loop feeds workers pods and carries their statuses and events out.
+//! termination), the container runtimes, the machine's capacity and node
+//! status, and the agent loop (`agent`): the assignment stream from the
+//! masters, and the API writes (pod statuses, events, Node, Lease). Only
+//! `agent` talks to the masters; the rest is driven by it and by tests.
 //!
 //! Rules: it may depend only on `balsa-api` and `balsa-proto` among our crates
 //! (never on controllers or the scheduler). Kubernetes-level decisions live in
@@ -21,6 +22,7 @@
 //! on IO that can hang (process waits, probes) and every process started is
 //! reaped and its group killed.
 
+pub mod agent;
 pub mod backoff;
 pub mod clock;
 pub mod env;

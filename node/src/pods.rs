@@ -107,6 +107,18 @@ impl PodManager {
         self.pods.get(uid).map(|m| m.handle.status())
     }
 
+    /// Whether the pod has a worker here (running or ended, not yet reaped).
+    pub fn has(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+
+    /// True when nothing of the pod runs here: its worker has ended, or it
+    /// never had one (it was already being deleted when it arrived). A pod
+    /// being deleted gracefully is finished off (deleted with grace 0) then.
+    pub fn stopped(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_none_or(|m| m.handle.is_finished())
+    }
+
     /// Forget workers that ended and are no longer listed; their final
     /// statuses are returned, their logs removed.
     pub async fn reap(&mut self) -> Vec<(PodKey, PodStatus)> {

@@ -1,6 +1,6 @@
-//! Balsa's wire contracts: the peer (Raft) service between masters and the
-//! Objects and Cluster services clients use, and the schema of the Kubernetes
-//! kinds kubectl may send as protobuf. Generated code and descriptors only; this
+//! Balsa's wire contracts: the peer (Raft) service between masters, the
+//! Objects and Cluster services clients use, the NodeAgent stream to node
+//! agents, and the schema of the Kubernetes kinds kubectl may send as protobuf. Generated code and descriptors only; this
 //! crate depends on nothing of ours.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -17,8 +17,14 @@ pub mod balsa {
             tonic::include_proto!("balsa.objects.v1");
         }
     }
+    pub mod node {
+        pub mod v1 {
+            tonic::include_proto!("balsa.node.v1");
+        }
+    }
 }
 
+pub use balsa::node::v1 as node;
 pub use balsa::objects::v1 as objects;
 pub use balsa::peer::v1 as peer;
 
@@ -35,3 +41,6 @@ pub mod k8s {
 
 /// The version marker every Raft and peer payload carries.
 pub const WIRE_VERSION: u32 = 1;
+
+/// The node-agent stream's protocol version (`Hello.version`).
+pub const NODE_STREAM_VERSION: u32 = 1;

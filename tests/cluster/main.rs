@@ -1,13 +1,14 @@
 //! Multi-replica tests on real sockets: in-process replicas (each with its own
 //! RocksDB and gRPC servers on loopback port 0) for the store's semantics and
 //! the transport seam, and real `balsa server` processes for SIGKILL and
-//! whole-cluster restarts.
+//! whole-cluster restarts; node agents (in-process) against them.
 
 mod client;
 mod controllers;
 mod faults;
 mod harness;
 mod membership;
+mod node;
 mod processes;
 mod scheduler;
 mod snapshot;

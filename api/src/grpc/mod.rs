@@ -1,6 +1,8 @@
-//! The gRPC edge: the Objects service over any `Store`, the typed client, and
-//! the one mapping between `StoreError` and gRPC status.
+//! The gRPC edge: the Objects service over any `Store`, the node agents'
+//! stream, the typed client, and the one mapping between `StoreError` and
+//! gRPC status.
 
 pub mod client;
+pub mod node_stream;
 pub mod server;
 pub mod status;

@@ -1,0 +1,368 @@
+//! The agent loop: the node agent proper, kubelet's main loop.
+//!
+//! ```text
+//!  masters ══ NodeAgent.Attach ══► stream ──Update──► loop ──sync──► PodManager ─► workers
+//!  (any; fails over, resumes       (bounded, in        │  ▲ statuses (diffed every 100 ms)
+//!   after the last revision)        revision order)    │  └───────────────┐
+//!                                                      ├─► StatusWriter ──┴─► pods/status
+//!                                                      ├─► finish graceful deletes (grace 0)
+//!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
+//!  registration (every heartbeat) ─────────────────────┴─► Node + nodes/status, Lease
+//! ```
+//!
+//! One task owns the desired set and the [`PodManager`]; the stream, the
+//! writers and the registration are tasks of their own, so a slow API write
+//! never holds back a pod start. Pods are keyed by uid in the manager, so a
+//! snapshot after a reconnect that lists a running pod again starts nothing.
+//!
+//! Statuses, events, the Node and the Lease are written through the typed
+//! client (any master), not the stream: see `proto/proto/balsa/node.proto`.
+
+mod events;
+mod objects;
+mod registration;
+mod statuses;
+pub mod stream;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use balsa_api::client::{Api, Client, DeleteParams};
+use balsa_api::registry::{ApiError, Reason};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+pub use objects::ApiObjects;
+pub use registration::{KUBELET_VERSION, LEASE_NAMESPACE};
+pub use stream::StreamState;
+
+use crate::events::Emitter;
+use crate::machine::{MachineError, MachineInfo, Thresholds};
+use crate::runtime::Runtime;
+use crate::worker::{PodWorker, WorkerConfig};
+use crate::PodManager;
+
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The masters' gRPC API addresses (`host:port`).
+    pub masters: Vec<String>,
+    /// The node's directory (pods, logs; its disk is nodefs).
+    pub root: PathBuf,
+    /// The node's InternalIP.
+    pub host_ip: String,
+    pub runtime: Arc<dyn Runtime>,
+    /// Node status and Lease renewal period (kubelet: 10 s).
+    pub heartbeat: Duration,
+    /// Worker settings; `node_name`, `host_ip` and the node's allocatable
+    /// are filled in from the above and the machine.
+    pub worker: WorkerConfig,
+    pub thresholds: Thresholds,
+}
+
+impl AgentConfig {
+    pub fn new(
+        node_name: impl Into<String>,
+        masters: Vec<String>,
+        root: impl Into<PathBuf>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Self {
+        Self {
+            node_name: node_name.into(),
+            masters,
+            root: root.into(),
+            host_ip: "127.0.0.1".into(),
+            runtime,
+            heartbeat: Duration::from_secs(10),
+            worker: WorkerConfig::default(),
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+    #[error("reading the machine's capacity")]
+    Machine(#[source] MachineError),
+    #[error("creating the API client")]
+    Client(#[source] ApiError),
+}
+
+/// A running agent. Dropping it does not stop it: call [`Agent::stop`].
+pub struct Agent {
+    shutdown: oneshot::Sender<Option<Duration>>,
+    stream: watch::Receiver<StreamState>,
+    task: JoinHandle<()>,
+}
+
+/// How often the loop compares pod statuses with what it last wrote, and
+/// looks for graceful deletions to finish.
+const TICK: Duration = Duration::from_millis(100);
+/// A delete that has not made the pod go away is sent again after this long.
+const FINISH_AGAIN: Duration = Duration::from_secs(5);
+const UPDATES: usize = 256;
+const EVENTS: usize = 1024;
+
+impl Agent {
+    /// Registers the node and attaches to a master, in the background; errors
+    /// here are configuration errors only (a master that cannot be reached is
+    /// retried for ever).
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        if config.node_name.is_empty() {
+            return Err(AgentError::Config("a node needs a name".into()));
+        }
+        if config.masters.is_empty() {
+            return Err(AgentError::Config("no master addresses".into()));
+        }
+        std::fs::create_dir_all(&config.root)
+            .map_err(|e| AgentError::Config(format!("creating {}: {e}", config.root.display())))?;
+        let root = config.root.clone();
+        let mut info = tokio::task::spawn_blocking(move || MachineInfo::read(&root))
+            .await
+            .map_err(|e| AgentError::Config(format!("reading the machine: {e}")))?
+            .map_err(AgentError::Machine)?;
+        // The node's name is its hostname here (kubelet's --hostname-override):
+        // several agents share one machine.
+        info.hostname = config.node_name.clone();
+        let client = Client::new(config.masters.clone()).map_err(AgentError::Client)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (stream_state, stream_rx) = watch::channel(StreamState::default());
+        let (updates_tx, updates) = mpsc::channel(UPDATES);
+        let (emitter, events_rx) = Emitter::channel(EVENTS);
+
+        let mut worker = config.worker.clone();
+        worker.node_name = config.node_name.clone();
+        worker.host_ip = config.host_ip.clone();
+        worker.node_cpu_millis = info.cpu_millis;
+        worker.node_memory_bytes = info.memory_bytes;
+        worker.node_ephemeral_bytes = info.ephemeral_bytes;
+        let source = Arc::new(ApiObjects::new(client.clone()));
+        let manager = PodManager::new(PodWorker::new(
+            config.runtime.clone(),
+            source,
+            emitter,
+            worker,
+        ));
+
+        tokio::spawn(stream::run(
+            config.masters.clone(),
+            config.node_name.clone(),
+            updates_tx,
+            stream_state,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(events::run(
+            client.clone(),
+            config.node_name.clone(),
+            events_rx,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(
+            registration::Registration {
+                client: client.clone(),
+                node: config.node_name.clone(),
+                host_ip: config.host_ip.clone(),
+                info,
+                root: config.root.clone(),
+                thresholds: config.thresholds,
+                every: config.heartbeat,
+            }
+            .run(stop_rx.clone()),
+        );
+        let statuses = statuses::StatusWriter::spawn(client.clone(), stop_rx);
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let state = Loop {
+            client,
+            manager,
+            desired: HashMap::new(),
+            pushed: HashMap::new(),
+            finishing: HashMap::new(),
+            statuses,
+        };
+        let span = tracing::info_span!("agent", node.name = %config.node_name);
+        let task = tokio::spawn(state.run(updates, shutdown_rx, stop).instrument(span));
+        tracing::info!(node.name = %config.node_name, runtime = config.runtime.name(), "node agent started");
+        Ok(Self {
+            shutdown,
+            stream: stream_rx,
+            task,
+        })
+    }
+
+    /// Where the assignment stream is.
+    pub fn stream(&self) -> watch::Receiver<StreamState> {
+        self.stream.clone()
+    }
+
+    /// Stops the agent and its pods (with `grace`, or each pod's own grace
+    /// period when `None`); the pods' API objects are left as they are.
+    pub async fn stop(self, grace: Option<Duration>) {
+        let _ = self.shutdown.send(grace);
+        let _ = self.task.await;
+    }
+}
+
+/// Runs an agent until `shutdown` completes, then stops its pods with `grace`.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Option<Duration>,
+) -> Result<(), AgentError> {
+    let agent = Agent::start(config).await?;
+    shutdown.await;
+    agent.stop(grace).await;
+    Ok(())
+}
+
+/// The loop's state: what the masters say the node runs, and what it does.
+struct Loop {
+    client: Client,
+    manager: PodManager,
+    /// Pods bound to the node, by `namespace/name`.
+    desired: HashMap<String, Pod>,
+    /// The last status handed to the writer, by uid.
+    pushed: HashMap<String, PodStatus>,
+    /// Graceful deletions being finished, by uid: when the delete was sent.
+    finishing: HashMap<String, Instant>,
+    statuses: statuses::StatusWriter,
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn uid_of(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut updates: mpsc::Receiver<stream::Update>,
+        mut shutdown: oneshot::Receiver<Option<Duration>>,
+        stop: watch::Sender<bool>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let grace = loop {
+            tokio::select! {
+                grace = &mut shutdown => break grace.unwrap_or(None),
+                update = updates.recv() => {
+                    let Some(update) = update else { break None };
+                    self.apply(update);
+                    while let Ok(u) = updates.try_recv() {
+                        self.apply(u);
+                    }
+                    self.sync();
+                }
+                _ = tick.tick() => self.tick().await,
+            }
+        };
+        tracing::info!(pods = self.manager.len(), "node agent stopping");
+        let _ = stop.send(true);
+        self.manager.shutdown(grace).await;
+    }
+
+    fn apply(&mut self, update: stream::Update) {
+        match update {
+            stream::Update::Snapshot { revision, pods } => {
+                tracing::debug!(revision, pods = pods.len(), "snapshot");
+                self.desired = pods.into_iter().map(|p| (key_of(&p), p)).collect();
+            }
+            stream::Update::Change {
+                deleted: true, pod, ..
+            } => {
+                self.desired.remove(&key_of(&pod));
+            }
+            stream::Update::Change { pod, .. } => {
+                self.desired.insert(key_of(&pod), *pod);
+            }
+            stream::Update::Progress { .. } => {}
+        }
+    }
+
+    fn sync(&mut self) {
+        // A pod that already ended (before this agent started) is not run
+        // again; one this agent ran stays listed so its logs stay.
+        let desired: Vec<Pod> = self
+            .desired
+            .values()
+            .filter(|p| !terminal(p) || self.manager.has(uid_of(p)))
+            .cloned()
+            .collect();
+        self.manager.sync(&desired);
+    }
+
+    async fn tick(&mut self) {
+        let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
+        for (key, status) in self.manager.statuses() {
+            if !live.contains(key.uid.as_str()) {
+                continue;
+            }
+            if self.pushed.get(&key.uid) != Some(&status) {
+                self.pushed.insert(key.uid.clone(), status.clone());
+                self.statuses.push(key, status);
+            }
+        }
+        let now = Instant::now();
+        for pod in self.desired.values() {
+            if pod.metadata.deletion_timestamp.is_none() {
+                continue;
+            }
+            let uid = uid_of(pod);
+            if !self.manager.stopped(uid) {
+                continue;
+            }
+            if self
+                .finishing
+                .get(uid)
+                .is_some_and(|sent| now.duration_since(*sent) < FINISH_AGAIN)
+            {
+                continue;
+            }
+            self.finishing.insert(uid.to_string(), now);
+            tokio::spawn(finish(self.client.clone(), pod.clone()));
+        }
+        self.finishing.retain(|uid, _| live.contains(uid.as_str()));
+        for (key, _) in self.manager.reap().await {
+            self.pushed.remove(&key.uid);
+        }
+    }
+}
+
+/// Deletes a pod whose graceful deletion this node has carried out: its
+/// containers have stopped, so the object can go (grace 0, this uid only).
+async fn finish(client: Client, pod: Pod) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => tracing::debug!(pod = %format!("{ns}/{name}"), "graceful deletion finished"),
+        Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => {}
+        Err(e) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), error = %e, "finishing a deletion; will retry")
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The node as the API sees it: the Node object (labels, capacity and
+//! allocatable, addresses, nodeInfo, conditions) created at start and its
+//! status written every heartbeat through the status subresource, and the
+//! node's `coordination.k8s.io/v1` Lease in `kube-node-lease` renewed on the
+//! same beat (created when missing), as kubelet does both every 10 s.
+//!
+//! A beat that fails is logged and the next one tries again; a Node deleted
+//! behind the agent's back is created again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use balsa_api::client::{Api, Client, Patch, PatchParams, PostParams};
+use balsa_api::registry::{ApiError, Reason};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::statuses::FIELD_MANAGER;
+use crate::machine::{self, MachineInfo, Signals, Thresholds};
+
+pub const KUBELET_VERSION: &str = "v1.32.0-balsa";
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// kubelet's default `leaseDurationSeconds`.
+const LEASE_SECONDS: i32 = 40;
+
+pub struct Registration {
+    pub client: Client,
+    pub node: String,
+    pub host_ip: String,
+    pub info: MachineInfo,
+    /// Where the node's pods live (the disk whose space is nodefs).
+    pub root: PathBuf,
+    pub thresholds: Thresholds,
+    pub every: Duration,
+}
+
+impl Registration {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut beat = Beat {
+            r: self,
+            uid: None,
+            previous: None,
+        };
+        let mut tick = tokio::time::interval(beat.r.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = beat.node().await {
+                tracing::warn!(node.name = %beat.r.node, error = %e, "node status not written");
+            }
+            if let Err(e) = beat.lease().await {
+                tracing::warn!(node.name = %beat.r.node, error = %e, "node lease not renewed");
+            }
+        }
+    }
+}
+
+struct Beat {
+    r: Registration,
+    /// The Node's uid once it is known to exist.
+    uid: Option<String>,
+    previous: Option<NodeStatus>,
+}
+
+fn pp() -> PatchParams {
+    PatchParams {
+        field_manager: FIELD_MANAGER.into(),
+        ..Default::default()
+    }
+}
+
+impl Beat {
+    fn status(&self) -> NodeStatus {
+        let r = &self.r;
+        let signals = Signals::read(&r.root).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "reading pressure signals; reporting none");
+            Signals {
+                memory_available: r.info.memory_bytes,
+                nodefs_available: r.info.ephemeral_bytes,
+                nodefs_capacity: r.info.ephemeral_bytes,
+                pids_used: 0,
+                pids_max: u64::MAX,
+            }
+        });
+        machine::node_status(
+            &r.info,
+            &signals,
+            &r.thresholds,
+            &r.host_ip,
+            KUBELET_VERSION,
+            self.previous.as_ref(),
+            crate::clock::now(),
+        )
+    }
+
+    async fn node(&mut self) -> Result<(), ApiError> {
+        let r = &self.r;
+        let nodes: Api<Node> = Api::all(r.client.clone());
+        let status = self.status();
+        let labels = machine::node_labels(&r.node, &r.info);
+        if self.uid.is_none() {
+            let node = match nodes.get_opt(&r.node).await? {
+                None => {
+                    let node = Node {
+                        metadata: ObjectMeta {
+                            name: Some(r.node.clone()),
+                            labels: Some(labels),
+                            ..Default::default()
+                        },
+                        spec: Some(NodeSpec::default()),
+                        status: Some(status.clone()),
+                    };
+                    let pp = PostParams {
+                        field_manager: FIELD_MANAGER.into(),
+                        ..Default::default()
+                    };
+                    match nodes.create(&node, &pp).await {
+                        Ok(n) => n,
+                        Err(e) if e.reason == Reason::AlreadyExists => nodes.get(&r.node).await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(_) => {
+                    let patch = Patch::Merge(json!({ "metadata": { "labels": labels } }));
+                    nodes.patch(&r.node, &pp(), &patch).await?
+                }
+            };
+            tracing::info!(node.name = %r.node, "node registered");
+            self.uid = node.metadata.uid;
+        }
+        let patch = Patch::Merge(json!({ "status": status }));
+        match nodes.patch_status(&r.node, &pp(), &patch).await {
+            Ok(_) => {
+                self.previous = Some(status);
+                Ok(())
+            }
+            Err(e) => {
+                if e.reason == Reason::NotFound {
+                    self.uid = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn lease(&self) -> Result<(), ApiError> {
+        let r = &self.r;
+        let leases: Api<Lease> = Api::namespaced(r.client.clone(), LEASE_NAMESPACE);
+        let spec = LeaseSpec {
+            holder_identity: Some(r.node.clone()),
+            lease_duration_seconds: Some(LEASE_SECONDS),
+            renew_time: Some(MicroTime(crate::clock::now())),
+            ..Default::default()
+        };
+        let patch = Patch::Merge(json!({ "spec": spec }));
+        match leases.patch(&r.node, &pp(), &patch).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == Reason::NotFound => {
+                let owner = self.uid.as_ref().map(|uid| {
+                    vec![OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Node".into(),
+                        name: r.node.clone(),
+                        uid: uid.clone(),
+                        ..Default::default()
+                    }]
+                });
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(r.node.clone()),
+                        namespace: Some(LEASE_NAMESPACE.into()),
+                        owner_references: owner,
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                };
+                let pp = PostParams {
+                    field_manager: FIELD_MANAGER.into(),
+                    ..Default::default()
+                };
+                leases.create(&lease, &pp).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

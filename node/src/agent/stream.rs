@@ -1,0 +1,227 @@
+//! The agent's end of the assignment stream: holds one `NodeAgent.Attach`
+//! stream to some master, forwards what it hears, and moves to the next
+//! master when the stream breaks or goes silent.
+//!
+//! What must stay true: updates reach the agent loop in revision order and
+//! none is skipped (the channel is bounded and awaited, never dropped); after a
+//! reconnect the stream resumes after the last revision forwarded, so a pod is
+//! neither announced twice as new nor lost (the master answers with a full
+//! snapshot when that revision has left its watch window).
+
+use std::time::Duration;
+
+use balsa_api::client::backoff::Backoff;
+use balsa_proto::node::node_agent_client::NodeAgentClient;
+use balsa_proto::node::{
+    agent_message, master_message, AgentMessage, ChangeType, Heartbeat, Hello, MasterMessage,
+};
+use balsa_proto::NODE_STREAM_VERSION;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Endpoint;
+
+/// What the masters said, decoded.
+#[derive(Debug)]
+pub enum Update {
+    /// Every pod bound to the node: replaces what the agent held.
+    Snapshot { revision: u64, pods: Vec<Pod> },
+    /// One pod added to, changed on, or gone from the node.
+    Change {
+        deleted: bool,
+        revision: u64,
+        pod: Box<Pod>,
+    },
+    /// Nothing more up to here.
+    Progress { revision: u64 },
+}
+
+/// Where the stream is, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// The master (API address) the stream is on; `None` while reconnecting.
+    pub master: Option<String>,
+    /// The last revision forwarded.
+    pub revision: Option<u64>,
+    /// Streams opened so far.
+    pub attached: u64,
+}
+
+/// A master dialled but not answering within this long is given up on.
+const DIAL: Duration = Duration::from_secs(1);
+/// Masters send a `Progress` about every second; this much silence means the
+/// master lost touch with the cluster (or the network with the master).
+const SILENCE: Duration = Duration::from_secs(4);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("dialling {0}: {1}")]
+    Dial(String, #[source] tonic::transport::Error),
+    #[error("the master refused the stream: {0}")]
+    Refused(#[source] tonic::Status),
+    #[error("the stream broke: {0}")]
+    Broke(#[source] tonic::Status),
+    #[error("the master ended the stream")]
+    Ended,
+    #[error("the master said nothing for {0:?}")]
+    Silent(Duration),
+    #[error("the master sent a pod this agent cannot read: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("the agent loop is gone")]
+    Closed,
+}
+
+/// Runs until `stop` turns true or the agent loop goes away.
+pub async fn run(
+    masters: Vec<String>,
+    node: String,
+    updates: mpsc::Sender<Update>,
+    state: watch::Sender<StreamState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut current = 0;
+    // Masters tried since the last stream that delivered something.
+    let mut failed_in_a_row = 0;
+    loop {
+        let master = masters[current % masters.len()].clone();
+        let after = state.borrow().revision;
+        let attempt = attach(&master, &node, after, &updates, &state);
+        let outcome = tokio::select! {
+            r = attempt => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        state.send_modify(|s| s.master = None);
+        let (delivered, err) = outcome;
+        if matches!(err, StreamError::Closed) {
+            return;
+        }
+        tracing::info!(node.name = %node, %master, error = %err, "assignment stream lost; trying the next master");
+        current += 1;
+        if delivered {
+            failed_in_a_row = 0;
+            backoff.reset();
+        } else {
+            failed_in_a_row += 1;
+        }
+        // Go straight to the next master; wait only once every master has
+        // failed in a row.
+        if failed_in_a_row >= masters.len() {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// One stream's life. Returns whether it delivered anything, and why it ended.
+async fn attach(
+    master: &str,
+    node: &str,
+    after: Option<u64>,
+    updates: &mpsc::Sender<Update>,
+    state: &watch::Sender<StreamState>,
+) -> (bool, StreamError) {
+    let endpoint = match Endpoint::from_shared(format!("http://{master}")) {
+        Ok(e) => e.connect_timeout(DIAL).tcp_nodelay(true),
+        Err(e) => return (false, StreamError::Dial(master.into(), e)),
+    };
+    let channel = match tokio::time::timeout(DIAL, endpoint.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return (false, StreamError::Dial(master.into(), e)),
+        Err(_) => return (false, StreamError::Silent(DIAL)),
+    };
+    let mut client = NodeAgentClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(16 << 20);
+    let (out, out_rx) = mpsc::channel::<AgentMessage>(4);
+    let hello = AgentMessage {
+        message: Some(agent_message::Message::Hello(Hello {
+            version: NODE_STREAM_VERSION,
+            node_name: node.to_string(),
+            after,
+        })),
+    };
+    if out.send(hello).await.is_err() {
+        return (false, StreamError::Ended);
+    }
+    let request = tokio_stream::wrappers::ReceiverStream::new(out_rx);
+    let mut inbound = match tokio::time::timeout(SILENCE, client.attach(request)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => return (false, StreamError::Refused(s)),
+        Err(_) => return (false, StreamError::Silent(SILENCE)),
+    };
+    state.send_modify(|s| {
+        s.master = Some(master.to_string());
+        s.attached += 1;
+    });
+    tracing::info!(node.name = %node, %master, ?after, "assignment stream attached");
+    let mut delivered = false;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(SILENCE, inbound.message()) => m,
+            _ = heartbeat.tick() => {
+                let revision = state.borrow().revision.unwrap_or(0);
+                let hb = AgentMessage {
+                    message: Some(agent_message::Message::Heartbeat(Heartbeat { revision })),
+                };
+                // A full queue means the master stopped reading: its silence
+                // is caught below.
+                let _ = out.try_send(hb);
+                continue;
+            }
+        };
+        let msg = match msg {
+            Err(_) => return (delivered, StreamError::Silent(SILENCE)),
+            Ok(Err(s)) => return (delivered, StreamError::Broke(s)),
+            Ok(Ok(None)) => return (delivered, StreamError::Ended),
+            Ok(Ok(Some(m))) => m,
+        };
+        let update = match decode(msg) {
+            Ok(Some(u)) => u,
+            Ok(None) => continue,
+            Err(e) => return (delivered, e),
+        };
+        let revision = match &update {
+            Update::Snapshot { revision, .. }
+            | Update::Change { revision, .. }
+            | Update::Progress { revision } => *revision,
+        };
+        if updates.send(update).await.is_err() {
+            return (delivered, StreamError::Closed);
+        }
+        delivered = true;
+        state.send_if_modified(|s| {
+            let newer = s.revision.is_none_or(|r| r < revision);
+            if newer {
+                s.revision = Some(revision);
+            }
+            newer
+        });
+    }
+}
+
+fn pod(json: &[u8]) -> Result<Pod, StreamError> {
+    serde_json::from_slice(json).map_err(StreamError::Decode)
+}
+
+fn decode(msg: MasterMessage) -> Result<Option<Update>, StreamError> {
+    Ok(match msg.message {
+        Some(master_message::Message::Snapshot(s)) => Some(Update::Snapshot {
+            revision: s.revision,
+            pods: s.pods.iter().map(|p| pod(p)).collect::<Result<_, _>>()?,
+        }),
+        Some(master_message::Message::Change(c)) => Some(Update::Change {
+            deleted: c.r#type == ChangeType::Deleted as i32,
+            revision: c.revision,
+            pod: Box::new(pod(&c.pod)?),
+        }),
+        Some(master_message::Message::Progress(p)) => Some(Update::Progress {
+            revision: p.revision,
+        }),
+        None => None,
+    })
+}

@@ -1,0 +1,129 @@
+//! `balsa node`: a node agent (Balsa's kubelet), or with `--count N` on the
+//! sim runtime, N hollow nodes in one process for scale tests. Runs until
+//! SIGTERM/SIGINT, then stops its pods.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use balsa_node::agent::{Agent, AgentConfig};
+use balsa_node::{ProcessRuntime, Runtime, SimRuntime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Each container's command as a supervised local process.
+    Process,
+    /// Hollow containers: nothing runs, pods become Running after a delay.
+    Sim,
+    /// containerd's CRI socket (not built yet).
+    Cri,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Sim => "sim",
+            RuntimeKind::Cri => "cri",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    /// The masters' gRPC API addresses.
+    pub masters: Vec<String>,
+    pub root: PathBuf,
+    pub runtime: RuntimeKind,
+    /// Sim only: this many nodes, named `<name>-<i>` (1-based).
+    pub count: usize,
+    /// Sim only: how long a hollow container takes to start.
+    pub sim_delay: Duration,
+    pub host_ip: String,
+    /// Stop pods with this grace on shutdown (each pod's own when `None`).
+    pub grace: Option<Duration>,
+    /// Exit when the process that started this one is gone (`balsa up`).
+    pub exit_with_parent: bool,
+}
+
+fn runtime(opts: &NodeOptions, root: &std::path::Path) -> anyhow::Result<Arc<dyn Runtime>> {
+    Ok(match opts.runtime {
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(root, opts.host_ip.clone())),
+        RuntimeKind::Sim => Arc::new(SimRuntime::new(root, opts.sim_delay)),
+        RuntimeKind::Cri => bail!(
+            "the cri runtime (containerd's CRI socket) is not built yet; use --runtime process or --runtime sim"
+        ),
+    })
+}
+
+/// The agents' configurations: one, or `count` sim nodes.
+pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
+    if opts.masters.is_empty() {
+        bail!("no masters: pass --masters host:port,... or --cluster PATH");
+    }
+    if opts.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if opts.count > 1 && opts.runtime != RuntimeKind::Sim {
+        bail!("--count is for the sim runtime: real runtimes run one node per process");
+    }
+    let names: Vec<String> = if opts.count == 1 {
+        vec![opts.name.clone()]
+    } else {
+        (1..=opts.count)
+            .map(|i| format!("{}-{i}", opts.name))
+            .collect()
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let root = if opts.count == 1 {
+                opts.root.clone()
+            } else {
+                opts.root.join(&name)
+            };
+            let rt = runtime(opts, &root)?;
+            let mut c = AgentConfig::new(name, opts.masters.clone(), root, rt);
+            c.host_ip = opts.host_ip.clone();
+            Ok(c)
+        })
+        .collect()
+}
+
+pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    let mut agents = Vec::new();
+    for config in configs(&opts)? {
+        let name = config.node_name.clone();
+        agents.push(
+            Agent::start(config)
+                .await
+                .with_context(|| format!("starting node {name}"))?,
+        );
+    }
+    tracing::info!(
+        nodes = agents.len(),
+        runtime = opts.runtime.as_str(),
+        masters = ?opts.masters,
+        "node agents running"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                if opts.exit_with_parent && std::os::unix::process::parent_id() != parent {
+                    tracing::warn!("parent process is gone; shutting down");
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("stopping node agents and their pods");
+    futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
+    Ok(())
+}

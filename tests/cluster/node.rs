@@ -1,0 +1,372 @@
+//! The node agent against a real three-master cluster: the assignment stream
+//! on the wire (snapshot, changes, resume), and an in-process agent on the
+//! process runtime running a bound pod, finishing its graceful deletion, and
+//! keeping it running across the loss of the master its stream is on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use balsa_api::client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
+use balsa_api::registry::Reason;
+use balsa_node::agent::{Agent, AgentConfig, LEASE_NAMESPACE};
+use balsa_node::ProcessRuntime;
+use balsa_proto::node::node_agent_client::NodeAgentClient;
+use balsa_proto::node::{
+    agent_message, master_message, AgentMessage, ChangeType, Hello, MasterMessage,
+};
+use balsa_proto::NODE_STREAM_VERSION;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Container, Event, Namespace, Node, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+use tonic::Streaming;
+
+use crate::harness::{InProc, WAIT};
+
+fn client_of(c: &InProc) -> Client {
+    let addrs = (0..c.servers.len())
+        .filter(|i| c.servers[*i].is_some())
+        .map(|i| c.server(i).api_addr.to_string())
+        .collect();
+    Client::new(addrs).expect("client")
+}
+
+fn pod(name: &str, node: &str, script: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            termination_grace_period_seconds: Some(5),
+            containers: vec![Container {
+                name: "main".into(),
+                image: Some("busybox".into()),
+                command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Waits for the `default` namespace (the masters create it after start).
+async fn default_namespace(client: &Client) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    eventually("the default namespace", || async {
+        api.get_opt("default").await.ok().flatten()
+    })
+    .await;
+}
+
+/// Polls `f` until it returns `Some`, up to `WAIT`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn attach(
+    addr: &str,
+    node: &str,
+    after: Option<u64>,
+) -> (
+    Streaming<MasterMessage>,
+    tokio::sync::mpsc::Sender<AgentMessage>,
+) {
+    let mut client = NodeAgentClient::connect(format!("http://{addr}"))
+        .await
+        .expect("dial");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(AgentMessage {
+        message: Some(agent_message::Message::Hello(Hello {
+            version: NODE_STREAM_VERSION,
+            node_name: node.into(),
+            after,
+        })),
+    })
+    .await
+    .expect("hello");
+    let stream = client
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("attach")
+        .into_inner();
+    (stream, tx)
+}
+
+/// The next message that is not a Progress.
+async fn next(s: &mut Streaming<MasterMessage>) -> master_message::Message {
+    loop {
+        let m = tokio::time::timeout(WAIT, s.message())
+            .await
+            .expect("a message in time")
+            .expect("stream ok")
+            .expect("stream open")
+            .message
+            .expect("a message");
+        if !matches!(m, master_message::Message::Progress(_)) {
+            return m;
+        }
+    }
+}
+
+fn name_of(json: &[u8]) -> String {
+    let p: Pod = serde_json::from_slice(json).expect("pod json");
+    p.metadata.name.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assignment_stream_sends_a_snapshot_then_changes_and_resumes() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    pods.create(&pod("a", "n1", "true"), &pp).await.expect("a");
+    pods.create(&pod("b", "n2", "true"), &pp).await.expect("b");
+    let addr = c.server(1).api_addr.to_string();
+
+    let (mut s, _tx) = attach(&addr, "n1", None).await;
+    let snap = match next(&mut s).await {
+        master_message::Message::Snapshot(snap) => snap,
+        other => panic!("expected a snapshot first, got {other:?}"),
+    };
+    assert_eq!(snap.version, NODE_STREAM_VERSION);
+    let names: Vec<String> = snap.pods.iter().map(|p| name_of(p)).collect();
+    assert_eq!(names, ["a"], "only n1's pods");
+
+    pods.create(&pod("other", "n2", "true"), &pp)
+        .await
+        .expect("other");
+    pods.create(&pod("c", "n1", "true"), &pp).await.expect("c");
+    let added = match next(&mut s).await {
+        master_message::Message::Change(ch) => ch,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    assert_eq!(added.r#type, ChangeType::Added as i32);
+    assert_eq!(name_of(&added.pod), "c");
+    assert!(added.revision > snap.revision);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("c", &dp).await.expect("delete c");
+    let deleted = match next(&mut s).await {
+        master_message::Message::Change(ch) => ch,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    assert_eq!(deleted.r#type, ChangeType::Deleted as i32);
+    assert_eq!(name_of(&deleted.pod), "c");
+    drop(s);
+
+    // On another master, after the ADDED: only what followed, no snapshot.
+    let other = c.server(2).api_addr.to_string();
+    let (mut s, _tx) = attach(&other, "n1", Some(added.revision)).await;
+    match next(&mut s).await {
+        master_message::Message::Change(ch) => {
+            assert_eq!(ch.r#type, ChangeType::Deleted as i32);
+            assert_eq!(ch.revision, deleted.revision);
+        }
+        other => panic!("expected the deletion, got {other:?}"),
+    }
+    // A hello in an unknown version is refused.
+    let mut raw = NodeAgentClient::connect(format!("http://{other}"))
+        .await
+        .expect("dial");
+    let bad = AgentMessage {
+        message: Some(agent_message::Message::Hello(Hello {
+            version: 999,
+            node_name: "n1".into(),
+            after: None,
+        })),
+    };
+    let err = raw
+        .attach(tokio_stream::iter([bad]))
+        .await
+        .expect_err("an unknown version is refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    c.shutdown().await;
+}
+
+fn running_container(p: &Pod) -> Option<(String, i32)> {
+    let status = p.status.as_ref()?;
+    let ready = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let cs = status.container_statuses.as_ref()?.first()?;
+    let running = cs.state.as_ref()?.running.is_some();
+    (status.phase.as_deref() == Some("Running") && ready && running).then(|| {
+        (
+            cs.container_id.clone().unwrap_or_default(),
+            cs.restart_count,
+        )
+    })
+}
+
+async fn wait_running(pods: &Api<Pod>, name: &str) -> (String, i32) {
+    eventually(&format!("pod {name} Running and Ready"), || async {
+        pods.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| running_container(&p))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agent_runs_bound_pods_and_survives_losing_its_master() {
+    let mut c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-a";
+    let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
+    let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
+    let mut config = AgentConfig::new(node, masters.clone(), root.path(), runtime);
+    config.heartbeat = Duration::from_millis(500);
+    let agent = Agent::start(config).await.expect("agent");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    pods.create(&pod("web", node, "echo hi; sleep 1000"), &pp)
+        .await
+        .expect("create web");
+    let (container, restarts) = wait_running(&pods, "web").await;
+    assert!(!container.is_empty(), "a containerID");
+    assert_eq!(restarts, 0);
+    // The agent's status writes carry the uid as a precondition: one meant
+    // for another incarnation of the pod is refused.
+    let stale =
+        Patch::Merge(json!({"metadata": {"uid": "another"}, "status": {"phase": "Failed"}}));
+    let refused = pods
+        .patch_status("web", &PatchParams::default(), &stale)
+        .await
+        .expect_err("a stale uid is refused");
+    assert_eq!(refused.reason, Reason::Conflict);
+
+    // The Node and its Lease, renewed.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let n = eventually("the Node", || async {
+        nodes.get_opt(node).await.ok().flatten()
+    })
+    .await;
+    let status = n.status.expect("node status");
+    let conditions: Vec<(String, String)> = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.status))
+        .collect();
+    for t in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert!(
+            conditions.iter().any(|(ty, _)| ty == t),
+            "{t} in {conditions:?}"
+        );
+    }
+    assert!(status.capacity.expect("capacity").contains_key("pods"));
+    assert_eq!(
+        n.metadata.labels.expect("labels")["kubernetes.io/hostname"],
+        node
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let renewed = || async {
+        leases
+            .get_opt(node)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.renew_time)
+    };
+    let first = eventually("the Lease", renewed).await;
+    eventually("the Lease renewed", || async {
+        renewed().await.filter(|t| t.0 > first.0)
+    })
+    .await;
+
+    // Events from the worker, written as kubelet's.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eventually("a Started event for web", || async {
+        let list = events.list().await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("web")
+                && e.reason.as_deref() == Some("Started")
+                && e.source.as_ref().and_then(|s| s.host.as_deref()) == Some(node)
+        })
+    })
+    .await;
+
+    // Lose the master the stream is on: the pod keeps running as it was and a
+    // newly bound pod still starts.
+    let stream = agent.stream();
+    let on = stream.borrow().master.clone().expect("attached");
+    let i = masters
+        .iter()
+        .position(|m| *m == on)
+        .expect("a known master");
+    let lost_at = tokio::time::Instant::now();
+    c.stop(i).await;
+    let mut watch = stream.clone();
+    let moved = tokio::time::timeout(
+        WAIT,
+        watch.wait_for(|s| s.master.as_ref().is_some_and(|m| *m != on)),
+    )
+    .await
+    .expect("re-attached in time")
+    .expect("agent alive")
+    .clone();
+    let took = lost_at.elapsed();
+    eprintln!(
+        "stream moved from {on} to {:?} {took:?} after its master stopped",
+        moved.master
+    );
+    assert!(took < Duration::from_secs(3), "re-attached after {took:?}");
+    assert!(moved.attached >= 2);
+    let client = client_of(&c);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&pod("after", node, "sleep 1000"), &pp)
+        .await
+        .expect("create after");
+    wait_running(&pods, "after").await;
+    let (same, restarts) = wait_running(&pods, "web").await;
+    assert_eq!(same, container, "the same container, not started again");
+    assert_eq!(restarts, 0);
+
+    // Deleting a pod stops it gracefully, then the agent deletes the object.
+    pods.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete web");
+    eventually("web gone", || async {
+        matches!(pods.get_opt("web").await, Ok(None)).then_some(())
+    })
+    .await;
+    eventually("a Killing event for web", || async {
+        let list = events.list().await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("web")
+                && e.reason.as_deref() == Some("Killing")
+        })
+    })
+    .await;
+
+    agent.stop(Some(Duration::from_secs(1))).await;
+    c.shutdown().await;
+}
