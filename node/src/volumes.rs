@@ -108,6 +108,60 @@ fn config_map_bytes(cm: &k8s_openapi::api::core::v1::ConfigMap) -> BTreeMap<Stri
     out
 }
 
+/// What a configMap or secret volume (or projected source) names.
+struct Projection<'a> {
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
+    mode: i32,
+    optional: bool,
+}
+
+/// A ConfigMap's keys as files; a missing ConfigMap is an error unless optional.
+async fn project_config_map(
+    source: &dyn ObjectSource,
+    ns: &str,
+    dir: &Path,
+    p: Projection<'_>,
+) -> Result<(), String> {
+    match source
+        .config_map(ns, p.name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(obj) => project(
+            dir,
+            &config_map_bytes(&obj),
+            p.items,
+            p.mode,
+            |k| format!("configmap references non-existent config key: {k}"),
+            p.optional,
+        ),
+        None if p.optional => Ok(()),
+        None => Err(format!("configmap {:?} not found", p.name)),
+    }
+}
+
+/// A Secret's keys as files; a missing Secret is an error unless optional.
+async fn project_secret(
+    source: &dyn ObjectSource,
+    ns: &str,
+    dir: &Path,
+    p: Projection<'_>,
+) -> Result<(), String> {
+    match source.secret(ns, p.name).await.map_err(|e| e.to_string())? {
+        Some(obj) => project(
+            dir,
+            &env::secret_data(&obj),
+            p.items,
+            p.mode,
+            |k| format!("references non-existent secret key: {k}"),
+            p.optional,
+        ),
+        None if p.optional => Ok(()),
+        None => Err(format!("secret {:?} not found", p.name)),
+    }
+}
+
 async fn downward_files(
     pod: &Pod,
     dir: &Path,
@@ -189,46 +243,21 @@ pub async fn prepare(
             // The medium (Memory) is ignored: a directory on disk.
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
         } else if let Some(cm) = &v.config_map {
-            let optional = cm.optional.unwrap_or(false);
-            let mode = cm.default_mode.unwrap_or(0o644);
-            match source
-                .config_map(ns, &cm.name)
-                .await
-                .map_err(|e| err(e.to_string()))?
-            {
-                Some(obj) => project(
-                    &dir,
-                    &config_map_bytes(&obj),
-                    cm.items.as_ref(),
-                    mode,
-                    |k| format!("configmap references non-existent config key: {k}"),
-                    optional,
-                )
-                .map_err(err)?,
-                None if optional => {}
-                None => return Err(err(format!("configmap {:?} not found", cm.name))),
-            }
+            let p = Projection {
+                name: &cm.name,
+                items: cm.items.as_ref(),
+                mode: cm.default_mode.unwrap_or(0o644),
+                optional: cm.optional.unwrap_or(false),
+            };
+            project_config_map(source, ns, &dir, p).await.map_err(err)?;
         } else if let Some(s) = &v.secret {
-            let secret_name = s.secret_name.clone().unwrap_or_default();
-            let optional = s.optional.unwrap_or(false);
-            let mode = s.default_mode.unwrap_or(0o644);
-            match source
-                .secret(ns, &secret_name)
-                .await
-                .map_err(|e| err(e.to_string()))?
-            {
-                Some(obj) => project(
-                    &dir,
-                    &env::secret_data(&obj),
-                    s.items.as_ref(),
-                    mode,
-                    |k| format!("references non-existent secret key: {k}"),
-                    optional,
-                )
-                .map_err(err)?,
-                None if optional => {}
-                None => return Err(err(format!("secret {secret_name:?} not found"))),
-            }
+            let p = Projection {
+                name: s.secret_name.as_deref().unwrap_or_default(),
+                items: s.items.as_ref(),
+                mode: s.default_mode.unwrap_or(0o644),
+                optional: s.optional.unwrap_or(false),
+            };
+            project_secret(source, ns, &dir, p).await.map_err(err)?;
         } else if let Some(d) = &v.downward_api {
             let mode = d.default_mode.unwrap_or(0o644);
             downward_files(
@@ -244,43 +273,21 @@ pub async fn prepare(
             let mode = p.default_mode.unwrap_or(0o644);
             for src in p.sources.iter().flatten() {
                 if let Some(cm) = &src.config_map {
-                    let optional = cm.optional.unwrap_or(false);
-                    match source
-                        .config_map(ns, &cm.name)
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                    {
-                        Some(obj) => project(
-                            &dir,
-                            &config_map_bytes(&obj),
-                            cm.items.as_ref(),
-                            mode,
-                            |k| format!("configmap references non-existent config key: {k}"),
-                            optional,
-                        )
-                        .map_err(err)?,
-                        None if optional => {}
-                        None => return Err(err(format!("configmap {:?} not found", cm.name))),
-                    }
+                    let p = Projection {
+                        name: &cm.name,
+                        items: cm.items.as_ref(),
+                        mode,
+                        optional: cm.optional.unwrap_or(false),
+                    };
+                    project_config_map(source, ns, &dir, p).await.map_err(err)?;
                 } else if let Some(s) = &src.secret {
-                    let optional = s.optional.unwrap_or(false);
-                    match source
-                        .secret(ns, &s.name)
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                    {
-                        Some(obj) => project(
-                            &dir,
-                            &env::secret_data(&obj),
-                            s.items.as_ref(),
-                            mode,
-                            |k| format!("references non-existent secret key: {k}"),
-                            optional,
-                        )
-                        .map_err(err)?,
-                        None if optional => {}
-                        None => return Err(err(format!("secret {:?} not found", s.name))),
-                    }
+                    let p = Projection {
+                        name: &s.name,
+                        items: s.items.as_ref(),
+                        mode,
+                        optional: s.optional.unwrap_or(false),
+                    };
+                    project_secret(source, ns, &dir, p).await.map_err(err)?;
                 } else if let Some(d) = &src.downward_api {
                     downward_files(
                         pod,
