@@ -55,7 +55,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            bookmark_interval: Duration::from_secs(5),
+            // A bookmark a second costs little and lets a watcher notice a
+            // silent master within a few seconds.
+            bookmark_interval: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
         }
