@@ -110,13 +110,48 @@ fn spawn(opts: &UpOptions, m: &MemberEntry, all: &[MemberEntry]) -> anyhow::Resu
 }
 
 /// Starts (or resumes) the cluster and returns once a write has committed.
+///
+/// A new cluster's ports are chosen free but bound only by the masters, so
+/// another process can take one in between; then that master cannot listen,
+/// and the whole new cluster is started again on other ports.
 pub async fn start(opts: &UpOptions) -> anyhow::Result<Cluster> {
+    const ATTEMPTS: usize = 3;
+    let fresh = !ClusterFile::path(&opts.dir).exists();
+    let mut attempt = 1;
+    loop {
+        match start_once(opts).await {
+            Err((e, Some(mut cluster)))
+                if fresh
+                    && attempt < ATTEMPTS
+                    && format!("{e:#}").contains("Address already in use") =>
+            {
+                tracing::warn!(error = %e, attempt, "a port was taken; starting on other ports");
+                for i in 0..cluster.children.len() {
+                    let _ = cluster.kill(i).await;
+                }
+                for m in &cluster.file.members {
+                    let _ = std::fs::remove_dir_all(&m.data_dir);
+                    let _ = std::fs::remove_file(&m.log);
+                }
+                let _ = std::fs::remove_file(ClusterFile::path(&opts.dir));
+                attempt += 1;
+            }
+            Ok(cluster) => return Ok(cluster),
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// One try of `start`; on failure, the cluster as far as it got.
+async fn start_once(opts: &UpOptions) -> Result<Cluster, (anyhow::Error, Option<Cluster>)> {
+    let no_cluster = |e: anyhow::Error| (e, None);
     std::fs::create_dir_all(&opts.dir)
-        .with_context(|| format!("creating {}", opts.dir.display()))?;
-    let mut members = plan(opts)?;
+        .with_context(|| format!("creating {}", opts.dir.display()))
+        .map_err(no_cluster)?;
+    let mut members = plan(opts).map_err(no_cluster)?;
     let mut children = Vec::new();
     for i in 0..members.len() {
-        let child = spawn(opts, &members[i], &members)?;
+        let child = spawn(opts, &members[i], &members).map_err(no_cluster)?;
         members[i].pid = child.id().unwrap_or(0);
         children.push(child);
     }
@@ -124,10 +159,15 @@ pub async fn start(opts: &UpOptions) -> anyhow::Result<Cluster> {
         file: ClusterFile::new(members),
         children,
     };
-    cluster.file.write(&opts.dir)?;
-    write_kubeconfig(&opts.dir, &cluster.file)?;
-    cluster.wait_ready(Duration::from_secs(30)).await?;
-    Ok(cluster)
+    let ready = async {
+        cluster.file.write(&opts.dir)?;
+        write_kubeconfig(&opts.dir, &cluster.file)?;
+        cluster.wait_ready(Duration::from_secs(30)).await
+    };
+    match ready.await {
+        Ok(()) => Ok(cluster),
+        Err(e) => Err((e, Some(cluster))),
+    }
 }
 
 impl Cluster {
