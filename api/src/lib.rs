@@ -12,6 +12,7 @@
 //! lives in the implementations and the gRPC edges.
 
 pub mod client;
+pub mod clock;
 pub mod conformance;
 pub mod grpc;
 pub mod k8s_protobuf;

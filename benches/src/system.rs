@@ -48,6 +48,30 @@ pub trait Kv: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<NameStream>> + Send;
 }
 
+/// Writes `name`, retrying a failed attempt up to five times 50 ms apart (a
+/// retry may find the object already written); `errors` counts the failed
+/// attempts. The watch jobs use it so one lost reply does not end a run.
+pub async fn put_retrying<C: Kv>(
+    client: &C,
+    space: &str,
+    name: &str,
+    errors: &mut usize,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match client.put(space, name, attempt > 0).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                *errors += 1;
+                attempt += 1;
+                eprintln!("  watch job: write {name} failed ({e:#}); retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.context(format!("writing {name}"))),
+        }
+    }
+}
+
 /// A running three-member cluster.
 pub trait System {
     type Client: Kv;

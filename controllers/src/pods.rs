@@ -55,10 +55,4 @@ pub fn restarts(pod: &Pod) -> i32 {
         .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
 }
 
-/// The wall clock as a Kubernetes timestamp.
-pub fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH)
-}
+pub use balsa_api::clock::now_to_second as now;

@@ -77,13 +77,7 @@ pub fn pod_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
-/// Now, to the second (what Kubernetes' `Time` carries).
-pub fn now() -> Timestamp {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Timestamp::from_second(i64::try_from(secs).unwrap_or(0)).unwrap_or(Timestamp::UNIX_EPOCH)
-}
+pub use balsa_api::clock::now_to_second as now;
 
 impl Recorder {
     /// A recorder writing as `component` (`source.component`,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::stats::{rate, Summary};
 use crate::store::watch::receive;
-use crate::system::{object_name, Kv, NameStream};
+use crate::system::{object_name, put_retrying, Kv, NameStream};
 
 #[derive(Debug, Clone)]
 pub struct WatchPlan {
@@ -140,19 +140,7 @@ pub async fn delivery<C: Kv>(
         let name = object_name(prefix, i);
         let t = Instant::now();
         issued.push(t);
-        let mut attempt = 0;
-        loop {
-            match writer.put(space, &name, attempt > 0).await {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
-                    write_errors += 1;
-                    attempt += 1;
-                    eprintln!("  watch job: write {name} failed ({e:#}); retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e.context(format!("writing {name}"))),
-            }
-        }
+        put_retrying(writer, space, &name, &mut write_errors).await?;
         write_latency.push(t.elapsed());
     }
     let writes_per_s = rate(plan.writes, started.elapsed());

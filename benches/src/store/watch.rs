@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::stats::{rate, Summary};
-use crate::system::{object_index, object_name, Kv, NameStream, System};
+use crate::system::{object_index, object_name, put_retrying, Kv, NameStream, System};
 
 /// Watched space (Balsa namespace / etcd prefix) and the names written in it.
 const SPACE: &str = "watch";
@@ -176,19 +176,7 @@ pub async fn fanout<S: System>(sys: &S, plan: &WatchPlan) -> anyhow::Result<Watc
         let name = object_name(PREFIX, i);
         let t = Instant::now();
         issued.push(t);
-        let mut attempt = 0;
-        loop {
-            match writer.put(SPACE, &name, attempt > 0).await {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
-                    write_errors += 1;
-                    attempt += 1;
-                    eprintln!("  watch job: write {name} failed ({e:#}); retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e.context(format!("writing {name}"))),
-            }
-        }
+        put_retrying(&writer, SPACE, &name, &mut write_errors).await?;
         let done = Instant::now();
         acked.push(done);
         write_latency.push(done - t);
