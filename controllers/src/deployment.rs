@@ -30,6 +30,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
+
 use crate::owners::{self, MANAGER};
 use crate::Error;
 
@@ -51,6 +53,8 @@ pub struct Ctx {
     pub client: Client,
     pub replicasets: Store<ReplicaSet>,
     pub pods: Store<Pod>,
+    /// Records as `deployment-controller`.
+    pub recorder: Recorder,
 }
 
 // ---- pure decisions ----------------------------------------------------
@@ -435,12 +439,14 @@ fn pp() -> PostParams {
 
 async fn scale(
     api: &Api<ReplicaSet>,
+    recorder: &Recorder,
     rs: &ReplicaSet,
     n: i32,
     d: &Deployment,
     max_surge: i32,
 ) -> Result<(), Error> {
     let name = rs.metadata.name.clone().unwrap_or_default();
+    let before = spec_replicas(rs);
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let patch = json!({
         "metadata": {"annotations": {
@@ -453,6 +459,15 @@ async fn scale(
         .await
         .map_err(Error::api("scaling replicaset", name.clone()))?;
     tracing::info!(replicaset = %name, replicas = n, "scaled");
+    if n != before {
+        let way = if n > before { "up" } else { "down" };
+        recorder.event(
+            object_ref(d),
+            EventType::Normal,
+            "ScalingReplicaSet",
+            format!("Scaled {way} replica set {name} to {n} from {before}"),
+        );
+    }
     Ok(())
 }
 
@@ -472,6 +487,7 @@ async fn new_replicaset(
     d: &Deployment,
     owned: &[Arc<ReplicaSet>],
     api: &Api<ReplicaSet>,
+    recorder: &Recorder,
     initial: impl Fn(i32) -> i32,
     max_surge: i32,
 ) -> Result<(Arc<ReplicaSet>, bool), Error> {
@@ -559,6 +575,15 @@ async fn new_replicaset(
     match api.create(&rs, &pp()).await {
         Ok(created) => {
             tracing::info!(deployment = %dname, replicaset = %name, revision = next, "created new replicaset");
+            let n = spec_replicas(&created);
+            if n > 0 {
+                recorder.event(
+                    object_ref(d),
+                    EventType::Normal,
+                    "ScalingReplicaSet",
+                    format!("Scaled up replica set {name} to {n}"),
+                );
+            }
             Ok((Arc::new(created), true))
         }
         Err(e) if e.code() == 409 => {
@@ -652,7 +677,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
             let mut waiting = false;
             for rs in &olds {
                 if spec_replicas(rs) > 0 {
-                    scale(&rs_api, rs, 0, &d, 0).await?;
+                    scale(&rs_api, &ctx.recorder, rs, 0, &d, 0).await?;
                     waiting = true;
                 }
             }
@@ -666,10 +691,11 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
             });
             waiting |= !old_pods.is_empty() || olds.iter().any(|rs| rs_status(rs).0 > 0);
             if !waiting {
-                let (rs, created) = new_replicaset(&d, &owned, &rs_api, |_| want, 0).await?;
+                let (rs, created) =
+                    new_replicaset(&d, &owned, &rs_api, &ctx.recorder, |_| want, 0).await?;
                 created_new = created;
                 if spec_replicas(&rs) != want {
-                    scale(&rs_api, &rs, want, &d, 0).await?;
+                    scale(&rs_api, &ctx.recorder, &rs, want, &d, 0).await?;
                 }
                 new_rs = Some(rs);
             }
@@ -679,6 +705,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 &d,
                 &owned,
                 &rs_api,
+                &ctx.recorder,
                 |n| new_rs_replicas(want, max_surge, n, all),
                 max_surge,
             )
@@ -687,7 +714,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
             if !created {
                 let target = new_rs_replicas(want, max_surge, spec_replicas(&rs), all);
                 if target != spec_replicas(&rs) {
-                    scale(&rs_api, &rs, target, &d, max_surge).await?;
+                    scale(&rs_api, &ctx.recorder, &rs, target, &d, max_surge).await?;
                     step_done = true;
                 }
             } else {
@@ -708,7 +735,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 let targets = scale_down_old(want, max_unavailable, new, &old);
                 for (o, t) in olds.iter().zip(targets) {
                     if t != spec_replicas(o) {
-                        scale(&rs_api, o, t, &d, max_surge).await?;
+                        scale(&rs_api, &ctx.recorder, o, t, &d, max_surge).await?;
                     }
                 }
             }
@@ -741,7 +768,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 .iter()
                 .any(|o| o.metadata.uid != rs.metadata.uid && spec_replicas(o) > 0);
             if !others_active && spec_replicas(rs) != want {
-                scale(&rs_api, rs, want, &d, max_surge).await?;
+                scale(&rs_api, &ctx.recorder, rs, want, &d, max_surge).await?;
             }
         }
     }

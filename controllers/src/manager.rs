@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use balsa_api::client::events::Recorder;
 use balsa_api::client::{Api, Client, Controller, Informer, Leadership, Resource};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
@@ -76,7 +77,15 @@ pub async fn run(client: Client, leadership: Leadership) {
     let ns = namespaces.clone();
     tasks.spawn(async move { ns.run().await });
 
-    let rs_ctx = Arc::new(replicaset::Ctx::new(client.clone(), pods.store()));
+    // One writer of Events for every controller, each under its upstream name.
+    let (recorder, write_events) = Recorder::new(client.clone(), "controller-manager");
+    tasks.spawn(write_events);
+
+    let rs_ctx = Arc::new(replicaset::Ctx::new(
+        client.clone(),
+        pods.store(),
+        recorder.named("replicaset-controller"),
+    ));
     let rs_controller = Controller::new("replicaset", &replicasets).owns(&pods);
     tasks.spawn(rs_controller.run(replicaset::reconcile, rs_ctx, leadership.clone()));
 
@@ -84,6 +93,7 @@ pub async fn run(client: Client, leadership: Leadership) {
         client: client.clone(),
         replicasets: replicasets.store(),
         pods: pods.store(),
+        recorder: recorder.named("deployment-controller"),
     });
     let rs_store = replicasets.store();
     let d_controller = Controller::new("deployment", &deployments)

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -34,14 +35,17 @@ const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Ctx {
     pub client: Client,
     pub pods: Store<Pod>,
+    /// Records as `replicaset-controller`.
+    pub recorder: Recorder,
     expectations: Expectations,
 }
 
 impl Ctx {
-    pub fn new(client: Client, pods: Store<Pod>) -> Self {
+    pub fn new(client: Client, pods: Store<Pod>, recorder: Recorder) -> Self {
         Self {
             client,
             pods,
+            recorder,
             expectations: Expectations::default(),
         }
     }
@@ -294,7 +298,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
             .max(0) as usize;
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
-            let (created, err) = create_pods(&rs, &pod_api, n).await;
+            let (created, err) = create_pods(&rs, &pod_api, &ctx.recorder, n).await;
             ctx.expectations.expect(&key, created, vec![]);
             if let Some(e) = err {
                 return Err(e);
@@ -313,9 +317,22 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
                     ..Default::default()
                 };
                 match pod_api.delete(name, &dp).await {
-                    Ok(_) => {}
+                    Ok(_) => ctx.recorder.event(
+                        object_ref(&*rs),
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    ),
                     Err(e) if e.code() == 404 => {}
-                    Err(e) => return Err(Error::api("deleting pod", name.clone())(e)),
+                    Err(e) => {
+                        ctx.recorder.event(
+                            object_ref(&*rs),
+                            EventType::Warning,
+                            "FailedDelete",
+                            format!("Error deleting: {}", e.message),
+                        );
+                        return Err(Error::api("deleting pod", name.clone())(e));
+                    }
                 }
             }
             tracing::info!(replicaset = %key, deleted = n, "scaled down");
@@ -345,7 +362,12 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
 
 /// Creates `n` pods in slow-start batches; stops after a batch with a
 /// failure. Returns the names created and the first error.
-async fn create_pods(rs: &ReplicaSet, api: &Api<Pod>, n: usize) -> (Vec<String>, Option<Error>) {
+async fn create_pods(
+    rs: &ReplicaSet,
+    api: &Api<Pod>,
+    recorder: &Recorder,
+    n: usize,
+) -> (Vec<String>, Option<Error>) {
     let pod = pod_for(rs);
     let pp = PostParams {
         field_manager: MANAGER.into(),
@@ -361,8 +383,25 @@ async fn create_pods(rs: &ReplicaSet, api: &Api<Pod>, n: usize) -> (Vec<String>,
         let mut err = None;
         while let Some(r) = set.join_next().await {
             match r {
-                Ok(Ok(p)) => created.push(name_of(&p.metadata)),
-                Ok(Err(e)) => err = Some(Error::api("creating pod for", name_of(&rs.metadata))(e)),
+                Ok(Ok(p)) => {
+                    let name = name_of(&p.metadata);
+                    recorder.event(
+                        object_ref(rs),
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    );
+                    created.push(name);
+                }
+                Ok(Err(e)) => {
+                    recorder.event(
+                        object_ref(rs),
+                        EventType::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {}", e.message),
+                    );
+                    err = Some(Error::api("creating pod for", name_of(&rs.metadata))(e))
+                }
                 Err(e) => err = Some(Error::Invalid(format!("pod create task failed: {e}"))),
             }
         }

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{
     Api, Change, Client, DeleteParams, Informer, Leadership, Patch, PatchParams,
 };
@@ -39,7 +40,6 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
 
 use crate::core::{Scheduler, SchedulerConfig};
-use crate::events::{pod_ref, EventType, Recorder};
 use crate::pod_info::{pod_uid, DEFAULT_SCHEDULER_NAME};
 use crate::preemption::{preempt, PreemptionError};
 use crate::queue::{responsible_for, ClusterEvent, QueueConfig, QueueLocation, SchedulingQueue};
@@ -522,7 +522,7 @@ impl Owner {
         tracing::debug!(%message, "pod is unschedulable");
         self.queue.requeue_unschedulable(uid, plugins, now);
         self.recorder.event(
-            pod_ref(pod),
+            object_ref(pod.as_ref()),
             EventType::Warning,
             "FailedScheduling",
             message.clone(),
@@ -545,7 +545,7 @@ impl Owner {
                 ..Default::default()
             };
             self.recorder.event(
-                pod_ref(victim),
+                object_ref(victim.as_ref()),
                 EventType::Normal,
                 "Preempted",
                 format!("Preempted by pod {preemptor} on node {}", p.node),
@@ -609,8 +609,8 @@ impl Owner {
                 .last_transition_time
                 .as_ref()
                 .map(|t| t.0.to_string())
-                .unwrap_or_else(|| crate::events::now().to_string()),
-            _ => crate::events::now().to_string(),
+                .unwrap_or_else(|| balsa_api::clock::now_to_second().to_string()),
+            _ => balsa_api::clock::now_to_second().to_string(),
         };
         let mut list: Vec<serde_json::Value> = conditions
             .iter()
@@ -670,7 +670,7 @@ impl Owner {
                 self.queue.done(&uid);
                 let (ns, name) = name_of(&pod);
                 self.recorder.event(
-                    pod_ref(&pod),
+                    object_ref(pod.as_ref()),
                     EventType::Normal,
                     "Scheduled",
                     format!("Successfully assigned {ns}/{name} to {node}"),
@@ -694,7 +694,7 @@ impl Owner {
                 }
                 tracing::warn!(pod = ?name_of(&pod), %node, error = %e.message, "binding failed; retrying");
                 self.recorder.event(
-                    pod_ref(&pod),
+                    object_ref(pod.as_ref()),
                     EventType::Warning,
                     "FailedScheduling",
                     format!("Binding rejected: {}", e.message),

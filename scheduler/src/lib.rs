@@ -16,13 +16,12 @@
 //! operator) is a `FitError` or an error value with a clear message, never a
 //! panic. One plugin per file under `plugins/`.
 //!
-//! The IO lives in two modules at the edge: `driver` (informers, the owner
-//! task, bindings, status and preemption writes, only while leading) and
-//! `events` (the Event recorder). Nothing else may touch the network.
+//! The IO lives in one module at the edge: `driver` (informers, the owner
+//! task, bindings, status and preemption writes and Events, only while
+//! leading). Nothing else may touch the network.
 
 pub mod core;
 pub mod driver;
-pub mod events;
 pub mod plugins;
 pub mod pod_info;
 pub mod preemption;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    ConfigMap, Container, Event, Namespace, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use serde_json::json;
@@ -364,6 +364,43 @@ async fn deployment_rolls_out_back_and_deletes_in_foreground() {
     );
     let peak = most.load(Ordering::SeqCst);
     assert!(peak <= 4, "{peak} pods at once: beyond maxSurge");
+
+    // What `kubectl describe` shows: the deployment controller's scaling and
+    // the replicaset controller's pod creations, as upstream words them.
+    let events = Api::<Event>::namespaced(client.clone(), "dep");
+    let second_name = second.metadata.name.clone().unwrap();
+    let first_name = first.metadata.name.clone().unwrap();
+    eventually("controller events recorded", || async {
+        let list = events.list().await.ok()?.items;
+        let said = |component: &str, object: &str, reason: &str, prefix: &str| {
+            list.iter().any(|e| {
+                e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(component)
+                    && e.involved_object.name.as_deref() == Some(object)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.starts_with(prefix))
+            })
+        };
+        let scaled_up_first = said(
+            "deployment-controller",
+            "web",
+            "ScalingReplicaSet",
+            &format!("Scaled up replica set {first_name} to 3"),
+        );
+        let scaled_down_first = said(
+            "deployment-controller",
+            "web",
+            "ScalingReplicaSet",
+            &format!("Scaled down replica set {first_name} to "),
+        );
+        let created = said(
+            "replicaset-controller",
+            &second_name,
+            "SuccessfulCreate",
+            "Created pod: web-",
+        );
+        (scaled_up_first && scaled_down_first && created).then_some(())
+    })
+    .await;
     let running = pods.list().await.unwrap().items;
     for p in active(&running) {
         assert_eq!(

@@ -18,6 +18,7 @@ mod api;
 pub mod backoff;
 pub mod controller;
 mod endpoints;
+pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod queue;

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use balsa_api::client::{Api, Client, Patch, PatchParams, PostParams};
-use balsa_api::registry::Reason;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use super::{Api, Client, Patch, PatchParams, PostParams, Resource};
+use crate::registry::Reason;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
@@ -48,14 +48,16 @@ impl EventType {
 
 #[derive(Debug)]
 struct Record {
+    component: Arc<str>,
     object: ObjectReference,
     type_: EventType,
     reason: String,
     message: String,
 }
 
-/// What identifies repeats of one event.
-type Key = (String, String, EventType, String, String);
+/// What identifies repeats of one event: component, namespace, uid, type,
+/// reason, message (client-go's EventCorrelator key, less what never varies).
+type Key = (Arc<str>, String, String, EventType, String, String);
 
 /// A cheap-clone handle; events go to the task `Recorder::new` returned.
 #[derive(Clone)]
@@ -64,20 +66,21 @@ pub struct Recorder {
     component: Arc<str>,
 }
 
-/// The reference an Event's `involvedObject` holds for a pod.
-pub fn pod_ref(pod: &Pod) -> ObjectReference {
+/// The reference an Event's `involvedObject` holds for `object`.
+pub fn object_ref<K: Resource>(object: &K) -> ObjectReference {
+    let meta = object.metadata();
     ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: pod.metadata.namespace.clone(),
-        name: pod.metadata.name.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
+        api_version: Some(K::API_VERSION.into()),
+        kind: Some(K::KIND.into()),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
         field_path: None,
     }
 }
 
-pub use balsa_api::clock::now_to_second as now;
+use crate::clock::now_to_second as now;
 
 impl Recorder {
     /// A recorder writing as `component` (`source.component`,
@@ -88,9 +91,21 @@ impl Recorder {
         component: &str,
     ) -> (Recorder, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let component: Arc<str> = component.into();
-        let task = write_events(client, component.clone(), rx);
-        (Recorder { tx, component }, task)
+        let task = write_events(client, rx);
+        let recorder = Recorder {
+            tx,
+            component: component.into(),
+        };
+        (recorder, task)
+    }
+
+    /// A handle on the same writer that records as another component (one
+    /// writer task serves every controller of the manager).
+    pub fn named(&self, component: &str) -> Recorder {
+        Recorder {
+            tx: self.tx.clone(),
+            component: component.into(),
+        }
     }
 
     pub fn component(&self) -> &str {
@@ -106,6 +121,7 @@ impl Recorder {
         message: impl Into<String>,
     ) {
         let record = Record {
+            component: self.component.clone(),
             object,
             type_,
             reason: reason.into(),
@@ -125,6 +141,7 @@ struct Seen {
 
 fn key(r: &Record) -> Key {
     (
+        r.component.clone(),
         r.object.namespace.clone().unwrap_or_default(),
         r.object.uid.clone().unwrap_or_default(),
         r.type_,
@@ -133,7 +150,7 @@ fn key(r: &Record) -> Key {
     )
 }
 
-async fn write_events(client: Client, component: Arc<str>, mut rx: mpsc::Receiver<Record>) {
+async fn write_events(client: Client, mut rx: mpsc::Receiver<Record>) {
     let mut seen: HashMap<Key, Seen> = HashMap::new();
     let mut writes = JoinSet::new();
     while let Some(r) = rx.recv().await {
@@ -158,7 +175,7 @@ async fn write_events(client: Client, component: Arc<str>, mut rx: mpsc::Receive
                 Write::Bump {
                     name: s.name.clone(),
                     count: s.count,
-                    fallback: build(&r, &component, &s.name, s.count, s.first, now),
+                    fallback: build(&r, &s.name, s.count, s.first, now),
                 }
             }
             None => {
@@ -170,7 +187,7 @@ async fn write_events(client: Client, component: Arc<str>, mut rx: mpsc::Receive
                     r.object.name.as_deref().unwrap_or("unknown"),
                     nanos
                 );
-                let ev = build(&r, &component, &name, 1, now, now);
+                let ev = build(&r, &name, 1, now, now);
                 seen.insert(
                     k,
                     Seen {
@@ -228,14 +245,7 @@ impl Write {
     }
 }
 
-fn build(
-    r: &Record,
-    component: &str,
-    name: &str,
-    count: i32,
-    first: Timestamp,
-    last: Timestamp,
-) -> Event {
+fn build(r: &Record, name: &str, count: i32, first: Timestamp, last: Timestamp) -> Event {
     Event {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -247,11 +257,11 @@ fn build(
         message: Some(r.message.clone()),
         type_: Some(r.type_.as_str().into()),
         source: Some(EventSource {
-            component: Some(component.into()),
+            component: Some(r.component.to_string()),
             host: None,
         }),
-        reporting_component: Some(component.into()),
-        reporting_instance: Some(component.into()),
+        reporting_component: Some(r.component.to_string()),
+        reporting_instance: Some(r.component.to_string()),
         count: Some(count),
         first_timestamp: Some(Time(first)),
         last_timestamp: Some(Time(last)),
