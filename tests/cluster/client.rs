@@ -407,3 +407,97 @@ async fn controller_reconciles_only_while_leading() {
     run.abort();
     c.shutdown().await;
 }
+
+/// The gRPC Txn validates and defaults each op as a single write would, and
+/// applies all of them or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn txn_goes_through_the_registry() {
+    use balsa_api::grpc::client::Client as Grpc;
+    use balsa_api::grpc::status::api_from_status;
+    use balsa_proto::objects::{txn_op, DeleteRequest, ObjectRef, TxnOp, TxnRequest};
+
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c, &[0, 1, 2]);
+    namespace(&client, "txn").await;
+    let grpc = Grpc::connect(&c.server(1).api_addr.to_string())
+        .await
+        .expect("connect");
+    let create = |ns: &str, name: &str| TxnOp {
+        op: Some(txn_op::Op::Create(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": ns}, "data": {"k": name}}))
+            .unwrap()
+            .into(),
+        )),
+    };
+    let txn = |ops: Vec<TxnOp>| grpc.send_txn(TxnRequest { ops });
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "txn");
+
+    // One invalid op (a name that is no DNS subdomain) fails the batch.
+    let err = txn(vec![create("txn", "a"), create("txn", "Bad_Name")])
+        .await
+        .expect_err("an invalid name is refused");
+    let err = api_from_status(&err);
+    assert_eq!(err.reason, Reason::Invalid, "{}", err.message);
+    assert!(cms.get_opt("a").await.unwrap().is_none(), "nothing stored");
+    // So does a missing namespace.
+    let err = txn(vec![create("txn", "a"), create("nope", "b")])
+        .await
+        .expect_err("objects need their namespace");
+    assert_eq!(api_from_status(&err).reason, Reason::NotFound);
+    assert!(cms.get_opt("a").await.unwrap().is_none(), "nothing stored");
+
+    // A good batch is stored as creates are: uid, creationTimestamp.
+    let reply = txn(vec![create("txn", "a"), create("txn", "b")])
+        .await
+        .expect("batch");
+    assert_eq!(reply.objects.len(), 2);
+    for o in &reply.objects {
+        let v: serde_json::Value = serde_json::from_slice(o).unwrap();
+        assert!(v["metadata"]["uid"].is_string(), "{v}");
+        assert!(v["metadata"]["creationTimestamp"].is_string(), "{v}");
+    }
+    let a = cms.get("a").await.unwrap();
+
+    // An update at a stale resourceVersion is a Conflict.
+    let mut stale = serde_json::to_value(&a).unwrap();
+    stale["apiVersion"] = json!("v1");
+    stale["kind"] = json!("ConfigMap");
+    stale["data"]["k"] = json!("changed");
+    let mut moved = a.clone();
+    moved.data = Some(BTreeMap::from([("k".to_string(), "moved".to_string())]));
+    cms.replace(&moved, &PostParams::default()).await.unwrap();
+    let err = txn(vec![TxnOp {
+        op: Some(txn_op::Op::Update(serde_json::to_vec(&stale).unwrap().into())),
+    }])
+    .await
+    .expect_err("stale update");
+    assert_eq!(api_from_status(&err).reason, Reason::Conflict);
+
+    // A delete of an object held by a finalizer marks it, as a single delete does.
+    let held = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("held".into()),
+            finalizers: Some(vec!["example.com/hold".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cms.create(&held, &PostParams::default()).await.unwrap();
+    txn(vec![TxnOp {
+        op: Some(txn_op::Op::Delete(DeleteRequest {
+            r#ref: Some(ObjectRef {
+                group: String::new(),
+                resource: "configmaps".into(),
+                namespace: "txn".into(),
+                name: "held".into(),
+            }),
+            ..Default::default()
+        })),
+    }])
+    .await
+    .expect("delete in a batch");
+    let held = cms.get("held").await.expect("still there: a finalizer holds it");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    c.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The Kubernetes API against stock clients: a real three-master cluster (as
 //! `balsa up` starts it) driven by `/usr/bin/kubectl`.
 
+mod kube_rs;
 mod kubectl;
 mod python;
 

@@ -5,7 +5,7 @@ use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::{
     AddMemberRequest, ClusterStatus, ClusterStatusRequest, DeleteRequest, GetRequest, ListRequest,
     ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, WatchReply, WatchRequest,
-    WriteRequest,
+    TxnReply, TxnRequest, WriteRequest,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -101,6 +101,11 @@ impl Client {
 
     pub async fn send_delete(&self, req: DeleteRequest) -> Result<ObjectReply, Status> {
         Ok(self.objects.clone().delete(req).await?.into_inner())
+    }
+
+    /// An atomic batch: every op applies or none does.
+    pub async fn send_txn(&self, req: TxnRequest) -> Result<TxnReply, Status> {
+        Ok(self.objects.clone().txn(req).await?.into_inner())
     }
 
     pub async fn send_get(&self, req: GetRequest) -> Result<ObjectReply, Status> {

@@ -443,12 +443,39 @@ impl Objects for ObjectsService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {
+        let opts = writer(String::new(), false);
         let mut ops = Vec::new();
         for op in request.into_inner().ops {
             ops.push(match op.op {
-                Some(txn_op::Op::Create(json)) => create_op(&json).map_err(status)?,
-                Some(txn_op::Op::Update(json)) => update_op(&json).map_err(status)?,
-                Some(txn_op::Op::Delete(d)) => delete_op(d)?,
+                Some(txn_op::Op::Create(json)) => match builtin(&json) {
+                    Some((kind, v)) => self
+                        .registry
+                        .txn_create(kind, v, &opts)
+                        .await
+                        .map_err(api_status)?,
+                    None => create_op(&json).map_err(status)?,
+                },
+                Some(txn_op::Op::Update(json)) => match builtin(&json) {
+                    Some((kind, v)) => self
+                        .registry
+                        .txn_update(kind, v, &opts)
+                        .await
+                        .map_err(api_status)?,
+                    None => update_op(&json).map_err(status)?,
+                },
+                Some(txn_op::Op::Delete(d)) => {
+                    let Op::Delete { key, preconditions } = delete_op(d)? else {
+                        unreachable!("delete_op makes deletes")
+                    };
+                    match kinds::by_resource(&key.group, &key.resource) {
+                        Some(kind) => self
+                            .registry
+                            .txn_delete(kind, key.namespace.as_deref(), &key.name, preconditions)
+                            .await
+                            .map_err(api_status)?,
+                        None => Op::Delete { key, preconditions },
+                    }
+                }
                 None => {
                     return Err(Status::invalid_argument(
                         "a txn op must be create, update or delete",

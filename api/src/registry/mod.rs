@@ -24,6 +24,7 @@ pub mod schema;
 pub mod selector;
 mod subresources;
 pub use subresources::ScaleChange;
+mod txn;
 pub mod watch;
 
 use std::sync::Arc;
