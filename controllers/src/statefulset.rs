@@ -255,8 +255,12 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
+    /// Upstream isHealthy: Running, Ready (for minReadySeconds) and not
+    /// terminating; an unhealthy pod blocks OrderedReady and the rollout.
     fn healthy(&self, p: &Pod) -> bool {
-        running_and_ready(p) && pods::is_available(p, min_ready(self.set), self.now)
+        !terminating(p)
+            && running_and_ready(p)
+            && pods::is_available(p, min_ready(self.set), self.now)
     }
 
     /// Whether a new pod at `ordinal` takes the current revision: below
