@@ -3,6 +3,7 @@
 
 mod kubectl;
 mod python;
+mod sets;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
