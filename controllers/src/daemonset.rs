@@ -640,3 +640,192 @@ async fn sync_nodes(
 pub fn all_daemonsets(sets: &Store<DaemonSet>) -> Vec<ObjectKey> {
     sets.state().iter().map(|d| ObjectKey::of(&**d)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn ds(strategy: serde_json::Value) -> DaemonSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "d", "namespace": "ns", "uid": "u",
+                "annotations": {TEMPLATE_GENERATION: "2"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {"metadata": {"labels": {"app": "d"}},
+                    "spec": {"containers": [{"name": "c"}]}},
+                "updateStrategy": strategy,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
+    }
+
+    /// A pod on `node` at template generation `gen`, ready or not.
+    fn pod(name: &str, node: &str, gen: i64, ready: bool, phase: &str) -> Arc<Pod> {
+        let d = ds(json!(null));
+        let mut p = pod_for(&d, node, "h");
+        p.metadata.name = Some(name.into());
+        let labels = p.metadata.labels.as_mut().unwrap();
+        labels.insert(TEMPLATE_GENERATION_LABEL.into(), gen.to_string());
+        labels.insert(HASH_LABEL.into(), format!("h{gen}"));
+        p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(gen * 10).unwrap()));
+        p.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        Arc::new(p)
+    }
+
+    fn view<'a>(d: &'a DaemonSet, nodes: &'a [Arc<Node>], pods: &'a [Arc<Pod>]) -> View<'a> {
+        View {
+            ds: d,
+            hash: "h2",
+            nodes,
+            pods,
+            now: Timestamp::from_second(1000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn daemon_pod_is_pinned_and_tolerant() {
+        let mut d = ds(json!(null));
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .host_network = Some(true);
+        let p = pod_for(&d, "n1", "abc");
+        assert_eq!(target_node(&p).as_deref(), Some("n1"));
+        let l = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[HASH_LABEL], "abc");
+        assert_eq!(l[TEMPLATE_GENERATION_LABEL], "2");
+        let keys: Vec<_> = p
+            .spec
+            .as_ref()
+            .unwrap()
+            .tolerations
+            .iter()
+            .flatten()
+            .filter_map(|t| t.key.clone())
+            .collect();
+        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert!(keys.contains(&"node.kubernetes.io/network-unavailable".to_string()));
+    }
+
+    #[test]
+    fn manage_creates_missing_and_deletes_failed_extra_and_orphaned() {
+        let d = ds(json!({"type": "RollingUpdate"}));
+        let nodes = [node("a"), node("b"), node("c")];
+        let pods = [
+            pod("on-a", "a", 2, true, "Running"),
+            pod("failed-b", "b", 2, false, "Failed"),
+            pod("old-c", "c", 1, true, "Running"),
+            pod("new-c", "c", 2, true, "Running"),
+            pod("gone", "x", 2, true, "Running"),
+        ];
+        let mut plan = view(&d, &nodes, &pods).manage();
+        plan.delete.sort();
+        // b's only pod failed: replaced; c keeps its oldest; x is no node.
+        assert_eq!(plan.create, ["b"]);
+        assert_eq!(plan.delete, ["failed-b", "gone", "new-c"]);
+    }
+
+    #[test]
+    fn rolling_update_spends_max_unavailable() {
+        let d = ds(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}));
+        let nodes = [node("a"), node("b"), node("c")];
+        let pods = [
+            pod("a1", "a", 1, true, "Running"),
+            pod("b1", "b", 1, true, "Running"),
+            pod("c1", "c", 1, true, "Running"),
+        ];
+        assert_eq!(
+            view(&d, &nodes, &pods).rolling_update().unwrap().delete,
+            ["a1"]
+        );
+        // One node already down (new pod not ready): no more budget, but an
+        // old pod that is not available is always replaced.
+        let pods = [
+            pod("a2", "a", 2, false, "Running"),
+            pod("b1", "b", 1, true, "Running"),
+            pod("c1", "c", 1, false, "Running"),
+        ];
+        assert_eq!(
+            view(&d, &nodes, &pods).rolling_update().unwrap().delete,
+            ["c1"]
+        );
+        let on_delete = ds(json!({"type": "OnDelete"}));
+        assert_eq!(
+            view(&on_delete, &nodes, &pods).rolling_update().unwrap(),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn rolling_update_surges_new_pods_first() {
+        let d = ds(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}));
+        let nodes = [node("a"), node("b"), node("c")];
+        let pods = [
+            pod("a1", "a", 1, true, "Running"),
+            pod("b1", "b", 1, true, "Running"),
+            pod("c1", "c", 1, true, "Running"),
+        ];
+        let plan = view(&d, &nodes, &pods).rolling_update().unwrap();
+        assert_eq!((plan.create, plan.delete), (vec!["a".to_string()], vec![]));
+        // a's new pod is up: its old one goes, and the surge moves on.
+        let pods = [
+            pod("a1", "a", 1, true, "Running"),
+            pod("a2", "a", 2, true, "Running"),
+            pod("b1", "b", 1, true, "Running"),
+            pod("c1", "c", 1, true, "Running"),
+        ];
+        let plan = view(&d, &nodes, &pods).rolling_update().unwrap();
+        assert_eq!(plan.delete, ["a1"]);
+        assert_eq!(plan.create, ["b"]);
+        // Surged but not ready yet: wait.
+        let pods = [
+            pod("a1", "a", 1, true, "Running"),
+            pod("a2", "a", 2, false, "Running"),
+            pod("b1", "b", 1, true, "Running"),
+        ];
+        assert_eq!(
+            view(&d, &nodes, &pods).rolling_update().unwrap(),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn status_counts_like_upstream() {
+        let d = ds(json!(null));
+        let nodes = [node("a"), node("b"), node("c")];
+        let pods = [
+            pod("a2", "a", 2, true, "Running"),
+            pod("b1", "b", 1, false, "Running"),
+            pod("x", "elsewhere", 2, true, "Running"),
+        ];
+        let (s, _) = view(&d, &nodes, &pods).status();
+        assert_eq!(s.desired_number_scheduled, 3);
+        assert_eq!(s.current_number_scheduled, 2);
+        assert_eq!(s.number_ready, 1);
+        assert_eq!(s.number_available, Some(1));
+        assert_eq!(s.number_unavailable, Some(2));
+        assert_eq!(s.updated_number_scheduled, Some(1));
+        assert_eq!(s.number_misscheduled, 0);
+    }
+}

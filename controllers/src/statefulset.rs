@@ -658,3 +658,193 @@ async fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn set(extra: serde_json::Value) -> StatefulSet {
+        let mut v = json!({
+            "metadata": {"name": "web", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "svc",
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c"}],
+                        "volumes": [{"name": "data", "emptyDir": {}}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": {"t": "1"}}}],
+            },
+        });
+        if let (Some(s), Some(e)) = (v["spec"].as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod(
+        s: &StatefulSet,
+        ordinal: i32,
+        rev: &str,
+        ready: bool,
+        deleting: bool,
+    ) -> (i32, Arc<Pod>) {
+        let t = s.spec.as_ref().unwrap().template.clone();
+        let mut p = pod_for(s, &t, ordinal, rev);
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        if deleting {
+            p.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(1).unwrap()));
+        }
+        (ordinal, Arc::new(p))
+    }
+
+    fn plan(s: &StatefulSet, pods: &[(i32, Arc<Pod>)]) -> Plan {
+        View {
+            set: s,
+            pods,
+            current: "old",
+            update: "new",
+            now: Timestamp::from_second(1000).unwrap(),
+        }
+        .plan()
+    }
+
+    #[test]
+    fn names_labels_identity_and_claims() {
+        assert_eq!(ordinal_of("web", "web-12"), Some(12));
+        assert_eq!(ordinal_of("web", "web-012"), None);
+        assert_eq!(ordinal_of("web", "web-x"), None);
+        assert_eq!(ordinal_of("web", "webby-1"), None);
+        let s = set(json!({"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"}}));
+        let (_, p) = pod(&s, 4, "rev", false, false);
+        let l = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[POD_NAME_LABEL], "web-4");
+        assert_eq!(l[POD_INDEX_LABEL], "4");
+        assert_eq!(l[HASH_LABEL], "rev");
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("web-4"), Some("svc"))
+        );
+        // The claim replaces the template's volume of the same name.
+        let vols = spec.volumes.as_ref().unwrap();
+        assert_eq!(vols.len(), 1);
+        assert_eq!(
+            vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "data-web-4"
+        );
+        let c = &claims_for(&s, 4)[0];
+        assert_eq!(c.metadata.name.as_deref(), Some("data-web-4"));
+        let labels = c.metadata.labels.as_ref().unwrap();
+        assert_eq!((labels["t"].as_str(), labels["app"].as_str()), ("1", "web"));
+        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("StatefulSet", None)
+        );
+        assert!(claims_for(&set(json!({})), 0)[0]
+            .metadata
+            .owner_references
+            .is_none());
+    }
+
+    #[test]
+    fn ordered_ready_one_at_a_time() {
+        let s = set(json!({}));
+        assert_eq!(plan(&s, &[]).create, [(0, false)]);
+        let p0 = pod(&s, 0, "new", false, false);
+        assert_eq!(plan(&s, &[p0]), Plan::default(), "waits for web-0");
+        let p0 = pod(&s, 0, "new", true, false);
+        assert_eq!(plan(&s, std::slice::from_ref(&p0)).create, [(1, false)]);
+        // Scale down from 5: web-4 first, and web-3 only once it is gone.
+        let s3 = set(json!({"replicas": 3}));
+        let all: Vec<_> = (0..5).map(|o| pod(&s3, o, "new", true, false)).collect();
+        assert_eq!(plan(&s3, &all).delete, ["web-4"]);
+        let mut going = all.clone();
+        going[4] = pod(&s3, 4, "new", true, true);
+        assert_eq!(plan(&s3, &going), Plan::default());
+        assert_eq!(plan(&s3, &all[..4]).delete, ["web-3"]);
+    }
+
+    #[test]
+    fn parallel_all_at_once_and_start_ordinal() {
+        let s = set(json!({"podManagementPolicy": "Parallel", "ordinals": {"start": 5}}));
+        assert_eq!(plan(&s, &[]).create, [(5, false), (6, false), (7, false)]);
+        let s1 = set(json!({"podManagementPolicy": "Parallel", "replicas": 1}));
+        let all: Vec<_> = (0..3).map(|o| pod(&s1, o, "new", false, false)).collect();
+        assert_eq!(plan(&s1, &all).delete, ["web-2", "web-1"]);
+    }
+
+    #[test]
+    fn partitioned_update_from_the_top_waiting_for_health() {
+        let s = set(json!({"updateStrategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"partition": 1}}}));
+        // A missing pod below the partition comes back at the current revision.
+        let p1 = pod(&s, 1, "old", true, false);
+        let p2 = pod(&s, 2, "old", true, false);
+        assert_eq!(plan(&s, &[p1.clone(), p2.clone()]).create, [(0, true)]);
+        let p0 = pod(&s, 0, "old", true, false);
+        assert_eq!(plan(&s, &[p0.clone(), p1.clone(), p2]).delete, ["web-2"]);
+        let new2 = pod(&s, 2, "new", false, false);
+        assert_eq!(plan(&s, &[p0.clone(), p1.clone(), new2]), Plan::default());
+        let new2 = pod(&s, 2, "new", true, false);
+        assert_eq!(plan(&s, &[p0.clone(), p1, new2.clone()]).delete, ["web-1"]);
+        let new1 = pod(&s, 1, "new", true, false);
+        assert_eq!(
+            plan(&s, &[p0.clone(), new1, new2.clone()]),
+            Plan::default(),
+            "web-0 is below the partition"
+        );
+        let on_delete = set(json!({"updateStrategy": {"type": "OnDelete"}}));
+        let old: Vec<_> = (0..3)
+            .map(|o| pod(&on_delete, o, "old", true, false))
+            .collect();
+        assert_eq!(plan(&on_delete, &old), Plan::default());
+    }
+
+    #[test]
+    fn status_completes_the_rollout() {
+        let s = set(json!({}));
+        let view = |pods: &[(i32, Arc<Pod>)]| {
+            View {
+                set: &s,
+                pods,
+                current: "old",
+                update: "new",
+                now: Timestamp::from_second(1000).unwrap(),
+            }
+            .status(None)
+        };
+        let mixed = [
+            pod(&s, 0, "old", true, false),
+            pod(&s, 1, "new", true, false),
+            pod(&s, 2, "new", false, false),
+        ];
+        let st = view(&mixed);
+        assert_eq!(
+            (
+                st.replicas,
+                st.ready_replicas,
+                st.current_replicas,
+                st.updated_replicas
+            ),
+            (3, Some(2), Some(1), Some(2))
+        );
+        assert_eq!(st.current_revision.as_deref(), Some("old"));
+        let done: Vec<_> = (0..3).map(|o| pod(&s, o, "new", true, false)).collect();
+        let st = view(&done);
+        assert_eq!(st.current_revision.as_deref(), Some("new"));
+        assert_eq!(st.current_replicas, Some(3));
+    }
+}
