@@ -553,8 +553,8 @@ async fn ensure_claims(set: &StatefulSet, ordinal: i32, ctx: &Ctx) -> Result<(),
     Ok(())
 }
 
-/// whenScaled: Delete: the condemned pod's claims become its dependents, so
-/// they go with it.
+/// whenScaled: Delete: the condemned pod's claims become its dependents (and
+/// no longer the set's, which would keep them alive), so they go with it.
 async fn hand_claims_to(
     set: &StatefulSet,
     pod: &Pod,
@@ -577,9 +577,11 @@ async fn hand_claims_to(
             .owner_references
             .clone()
             .unwrap_or_default();
-        if refs.iter().any(|r| r.uid == owner.uid) {
+        let set_uid = set.metadata.uid.as_deref().unwrap_or_default();
+        if refs.iter().any(|r| r.uid == owner.uid) && !refs.iter().any(|r| r.uid == set_uid) {
             continue;
         }
+        refs.retain(|r| r.uid != set_uid && r.uid != owner.uid);
         refs.push(owner.clone());
         let patch = json!({"metadata": {"ownerReferences": refs}});
         match api

@@ -847,6 +847,9 @@ async fn statefulset_parallel_start_ordinal_and_partitioned_rolling_update() {
             "podManagementPolicy": "Parallel",
             "ordinals": {"start": 1},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
         }}),
     );
     sets.create(&set, &PostParams::default()).await.unwrap();
@@ -934,4 +937,40 @@ async fn statefulset_parallel_start_ordinal_and_partitioned_rolling_update() {
     assert_eq!(marked, ["web-3", "web-2", "web-1"]);
     let list = pods.list().await.unwrap();
     assert!(list.items.iter().all(|p| image(p) == "busybox:2"));
+
+    // whenScaled: Delete: the claims of removed pods go with them.
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "par");
+    let claim_names = || async {
+        let mut v: Vec<String> = claims
+            .list()
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        v.sort();
+        Some(v)
+    };
+    assert_eq!(
+        claim_names().await.unwrap(),
+        ["data-web-1", "data-web-2", "data-web-3"]
+    );
+    sets.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    eventually("claims of scaled-away pods deleted", || async {
+        (claim_names().await? == ["data-web-1"]).then_some(())
+    })
+    .await;
+    // whenDeleted: Delete: the rest go with the set.
+    sets.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("claims deleted with the set", || async {
+        claim_names().await?.is_empty().then_some(())
+    })
+    .await;
 }
