@@ -636,9 +636,57 @@ async fn sync_nodes(
     Ok(())
 }
 
-/// Every DaemonSet: a node change may change where any of them runs.
-pub fn all_daemonsets(sets: &Store<DaemonSet>) -> Vec<ObjectKey> {
-    sets.state().iter().map(|d| ObjectKey::of(&**d)).collect()
+/// What about a node decides where daemon pods run: name, labels, taints
+/// and unschedulable. Heartbeats change none of it.
+fn placement_of(node: &Node) -> String {
+    let spec = node.spec.as_ref();
+    serde_json::to_string(&(
+        &node.metadata.labels,
+        spec.and_then(|s| s.taints.as_ref()),
+        spec.and_then(|s| s.unschedulable),
+    ))
+    .unwrap_or_default()
+}
+
+/// Maps node changes to DaemonSets to reconcile: every one of them when a
+/// node appears, goes, or changes its placement; none for a status-only
+/// change (upstream shouldIgnoreNodeUpdate), so heartbeats of many nodes do
+/// not rescan every set.
+pub struct NodeChanges {
+    sets: Store<DaemonSet>,
+    nodes: Store<Node>,
+    seen: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl NodeChanges {
+    pub fn new(sets: Store<DaemonSet>, nodes: Store<Node>) -> Self {
+        Self {
+            sets,
+            nodes,
+            seen: Default::default(),
+        }
+    }
+
+    pub fn map(&self, node: &Node) -> Vec<ObjectKey> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // The cache is written before subscribers hear: gone from it, deleted.
+        let changed = if self.nodes.get(&ObjectKey::new(None, &name)).is_none() {
+            seen.remove(&name);
+            true
+        } else {
+            let now = placement_of(node);
+            seen.insert(name, now.clone()).as_ref() != Some(&now)
+        };
+        if !changed {
+            return vec![];
+        }
+        self.sets
+            .state()
+            .iter()
+            .map(|d| ObjectKey::of(&**d))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -808,6 +856,31 @@ mod tests {
             view(&d, &nodes, &pods).rolling_update().unwrap(),
             Plan::default()
         );
+    }
+
+    #[test]
+    fn only_placement_changes_of_nodes_wake_the_sets() {
+        let (sets, mut sets_w) = balsa_api::client::reflector::store::<DaemonSet>();
+        let (nodes, mut nodes_w) = balsa_api::client::reflector::store::<Node>();
+        use balsa_api::client::Event;
+        sets_w.apply(&Event::Apply(ds(json!(null))));
+        let n = |labels: serde_json::Value, ready: &str| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "a", "labels": labels},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}}))
+            .unwrap()
+        };
+        let changes = NodeChanges::new(sets, nodes);
+        let first = n(json!({"x": "1"}), "True");
+        nodes_w.apply(&Event::Apply(first.clone()));
+        assert_eq!(changes.map(&first).len(), 1, "a new node");
+        let heartbeat = n(json!({"x": "1"}), "False");
+        nodes_w.apply(&Event::Apply(heartbeat.clone()));
+        assert!(changes.map(&heartbeat).is_empty(), "status only");
+        let relabelled = n(json!({"x": "2"}), "False");
+        nodes_w.apply(&Event::Apply(relabelled.clone()));
+        assert_eq!(changes.map(&relabelled).len(), 1, "labels changed");
+        nodes_w.apply(&Event::Delete(relabelled.clone()));
+        assert_eq!(changes.map(&relabelled).len(), 1, "deleted");
     }
 
     #[test]

@@ -103,11 +103,11 @@ pub async fn run(client: Client, leadership: Leadership) {
         revisions: revisions.store(),
         expectations: Default::default(),
     });
-    let ds_store = daemonsets.store();
+    let node_changes = daemonset::NodeChanges::new(daemonsets.store(), nodes.store());
     let ds_controller = Controller::new("daemonset", &daemonsets)
         .owns(&pods)
         .owns(&revisions)
-        .watches(&nodes, move |_| daemonset::all_daemonsets(&ds_store));
+        .watches(&nodes, move |n| node_changes.map(n));
     tasks.spawn(ds_controller.run(daemonset::reconcile, ds_ctx, leadership.clone()));
 
     let sts_ctx = Arc::new(statefulset::Ctx {
