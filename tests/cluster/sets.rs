@@ -605,6 +605,32 @@ async fn daemonset_rolling_update_within_max_unavailable_then_on_delete() {
         (s.updated_number_scheduled == Some(1)).then_some(())
     })
     .await;
+
+    // maxSurge 1, maxUnavailable 0: a new pod starts beside the old one,
+    // which goes once the new one is ready; no node is ever without one.
+    let history = History::start(&client, "roll").await;
+    let patch = json!({"spec": {"updateStrategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox:5"}]}}}});
+    dss.patch("web", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    eventually("all 4 pods at busybox:5", || async {
+        let list = pods.list().await.ok()?;
+        let l = live(&list.items);
+        (l.len() == 4 && l.iter().all(|p| image(p) == "busybox:5" && ready(p))).then_some(())
+    })
+    .await;
+    assert_eq!(most_unavailable(&history, "web", &nodes), 0);
+    let mut most_pods = 0;
+    history.replay(|_, state| {
+        let n = state
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        most_pods = most_pods.max(n);
+    });
+    assert_eq!(most_pods, 5, "one surge pod at a time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
