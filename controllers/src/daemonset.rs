@@ -587,8 +587,10 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
     Ok(action)
 }
 
-/// Creates the pods `plan` names (slow-start batches, at most BURST) and
-/// deletes the others, recording both as expectations first.
+/// Deletes the pods `plan` names, then creates the others (slow-start
+/// batches, at most BURST each), recording both as expectations. Deleting
+/// first keeps a surge within its budget: the old pod of a node whose new
+/// one is available goes before the next node's new pod comes.
 async fn sync_nodes(
     ds: &DaemonSet,
     key: &ObjectKey,
@@ -597,11 +599,22 @@ async fn sync_nodes(
     api: &Api<Pod>,
     ctx: &Ctx,
 ) -> Result<(), Error> {
+    let mut deleted = Vec::new();
+    for name in plan.delete.iter().take(BURST) {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(name.clone()),
+            Err(e) if e.code() == 404 => deleted.push(name.clone()),
+            Err(e) => {
+                ctx.expectations.expect(key, vec![], deleted);
+                return Err(Error::api("deleting daemon pod", name.clone())(e));
+            }
+        }
+    }
     let create: Vec<&String> = plan.create.iter().take(BURST).collect();
     let mut created = Vec::new();
     let mut err = None;
     let mut next = 0;
-    'batches: for batch in slow_start_batches(create.len()) {
+    for batch in slow_start_batches(create.len()) {
         let mut set = tokio::task::JoinSet::new();
         for node in &create[next..next + batch] {
             let (api, pod) = (api.clone(), pod_for(ds, node, hash));
@@ -616,24 +629,12 @@ async fn sync_nodes(
             }
         }
         if err.is_some() {
-            break 'batches;
+            break;
         }
     }
-    let delete: Vec<String> = plan.delete.iter().take(BURST).cloned().collect();
-    ctx.expectations
-        .expect(key, created.clone(), delete.clone());
-    if let Some(e) = err {
-        return Err(e);
-    }
-    for name in &delete {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if e.code() == 404 => {}
-            Err(e) => return Err(Error::api("deleting daemon pod", name.clone())(e)),
-        }
-    }
-    tracing::info!(daemonset = %key, created = created.len(), deleted = delete.len(), "synced nodes");
-    Ok(())
+    tracing::info!(daemonset = %key, created = created.len(), deleted = deleted.len(), "synced nodes");
+    ctx.expectations.expect(key, created, deleted);
+    err.map_or(Ok(()), Err)
 }
 
 /// What about a node decides where daemon pods run: name, labels, taints
