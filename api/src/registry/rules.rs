@@ -805,4 +805,17 @@ mod tests {
         secret_defaults(&mut secret);
         assert_eq!(secret, json!({"type":"Opaque","data":{"user":"YWRtaW4="}}));
     }
+
+    #[test]
+    fn claims_default_to_filesystem_and_pending() {
+        let mut pvc = json!({"metadata":{"name":"data-db-0"},
+            "spec":{"accessModes":["ReadWriteOnce"]}});
+        persistent_volume_claim_defaults(&mut pvc);
+        assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pvc["status"]["phase"], "Pending");
+        let mut block = json!({"spec":{"volumeMode":"Block"},"status":{"phase":"Bound"}});
+        persistent_volume_claim_defaults(&mut block);
+        assert_eq!(block["spec"]["volumeMode"], "Block");
+        assert_eq!(block["status"]["phase"], "Bound");
+    }
 }
