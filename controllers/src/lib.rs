@@ -3,7 +3,8 @@
 //! leads.
 //!
 //! Owns: the control loops that turn desired state (ReplicaSets, Deployments,
-//! ownerReferences, namespace deletion) into API writes. Must depend only on
+//! DaemonSets, StatefulSets, ControllerRevisions, ownerReferences,
+//! namespace deletion) into API writes. Must depend only on
 //! `balsa-api` (never on the store, the scheduler or the node agent: they meet
 //! only through API objects).
 //!
@@ -12,14 +13,18 @@
 //! applies them through `Api<K>`; `manager` is the only place that builds
 //! informers and starts controllers.
 
+pub mod daemonset;
 pub mod deployment;
 mod error;
 pub mod garbage_collector;
+pub mod history;
 pub mod manager;
 pub mod namespace;
+pub mod node_fit;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
 pub mod selector;
+pub mod statefulset;
 
 pub use error::Error;

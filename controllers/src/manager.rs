@@ -12,14 +12,15 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
-use crate::{deployment, namespace, replicaset};
+use crate::{daemonset, deployment, namespace, replicaset, statefulset};
 
 /// Starts the informer and wakes the garbage collector on its changes.
 fn informed<K: Resource>(
@@ -59,10 +60,11 @@ pub async fn run(client: Client, leadership: Leadership) {
     let pods = informed::<Pod>(&client, &mut tasks, &mut graphs, &wake);
     let replicasets = informed::<ReplicaSet>(&client, &mut tasks, &mut graphs, &wake);
     let deployments = informed::<Deployment>(&client, &mut tasks, &mut graphs, &wake);
+    let daemonsets = informed::<DaemonSet>(&client, &mut tasks, &mut graphs, &wake);
+    let statefulsets = informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
+    let revisions = informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
+    let claims = informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
     // Kinds only the garbage collector follows (owners and dependents).
-    informed::<DaemonSet>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
     informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
     informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
@@ -71,11 +73,14 @@ pub async fn run(client: Client, leadership: Leadership) {
     informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
     informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
     informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
 
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let ns = namespaces.clone();
     tasks.spawn(async move { ns.run().await });
+    // Where daemon pods run; cluster-scoped, so not the collector's.
+    let nodes = Informer::new(Api::<Node>::all(client.clone()));
+    let n = nodes.clone();
+    tasks.spawn(async move { n.run().await });
 
     // One writer of Events for every controller, each under its upstream name.
     let (recorder, write_events) = Recorder::new(client.clone(), "controller-manager");
@@ -100,6 +105,33 @@ pub async fn run(client: Client, leadership: Leadership) {
         .owns(&replicasets)
         .watches(&pods, move |p| deployment::deployment_of_pod(&rs_store, p));
     tasks.spawn(d_controller.run(deployment::reconcile, d_ctx, leadership.clone()));
+
+    let ds_ctx = Arc::new(daemonset::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        nodes: nodes.store(),
+        revisions: revisions.store(),
+        expectations: Default::default(),
+    });
+    let node_changes = daemonset::NodeChanges::new(daemonsets.store(), nodes.store());
+    let ds_controller = Controller::new("daemonset", &daemonsets)
+        .owns(&pods)
+        .owns(&revisions)
+        .watches(&nodes, move |n| node_changes.map(n));
+    tasks.spawn(ds_controller.run(daemonset::reconcile, ds_ctx, leadership.clone()));
+
+    let sts_ctx = Arc::new(statefulset::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        claims: claims.store(),
+        revisions: revisions.store(),
+        expectations: Default::default(),
+    });
+    let sts_controller = Controller::new("statefulset", &statefulsets)
+        .owns(&pods)
+        .owns(&revisions)
+        .reads(&claims.store());
+    tasks.spawn(sts_controller.run(statefulset::reconcile, sts_ctx, leadership.clone()));
 
     let ns_ctx = Arc::new(namespace::Ctx {
         client: client.clone(),

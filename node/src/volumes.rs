@@ -239,8 +239,10 @@ pub async fn prepare(
         let dir = pod_dir.join("volumes").join(name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
-        if v.empty_dir.is_some() {
-            // The medium (Memory) is ignored: a directory on disk.
+        if v.empty_dir.is_some() || v.persistent_volume_claim.is_some() {
+            // The medium (Memory) is ignored: a directory on disk. A claim
+            // has no provisioner to bind it yet (it stays Pending): the pod
+            // runs on a scratch directory that lives as long as the pod.
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
         } else if let Some(cm) = &v.config_map {
             let p = Projection {

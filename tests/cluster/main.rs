@@ -11,5 +11,6 @@ mod membership;
 mod node;
 mod processes;
 mod scheduler;
+mod sets;
 mod snapshot;
 mod store;

@@ -4,6 +4,7 @@
 mod kube_rs;
 mod kubectl;
 mod python;
+mod sets;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

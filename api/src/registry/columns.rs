@@ -467,6 +467,86 @@ pub static STATEFUL_SET: &[Column] = &[
     wide("Images", |v| images(&v["spec"]["template"])),
 ];
 
+/// `daemonset.apps/web`: the controlling owner, as kubectl's printer
+/// formats a GroupKind and name.
+fn revision_controller(v: &Value) -> Value {
+    let owner = v["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["controller"] == true);
+    let Some(r) = owner else {
+        return json!("<none>");
+    };
+    let group = r["apiVersion"]
+        .as_str()
+        .and_then(|av| av.split_once('/'))
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
+    let gk = if group.is_empty() {
+        kind
+    } else {
+        format!("{kind}.{group}")
+    };
+    json!(format!("{gk}/{}", r["name"].as_str().unwrap_or_default()))
+}
+
+pub static CONTROLLER_REVISION: &[Column] = &[
+    col("Name", "string", name),
+    col("Controller", "string", revision_controller),
+    col("Revision", "integer", |v| {
+        json!(v["revision"].as_i64().unwrap_or(0))
+    }),
+    col("Age", "string", age),
+];
+
+/// `RWO,ROX`, as kubectl abbreviates access modes.
+fn access_modes(modes: &Value) -> Value {
+    let short: Vec<&str> = modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    json!(short.join(","))
+}
+
+fn str_or_empty(v: &Value) -> Value {
+    json!(v.as_str().unwrap_or_default())
+}
+
+pub static PERSISTENT_VOLUME_CLAIM: &[Column] = &[
+    col("Name", "string", name),
+    col("Status", "string", |v| str_or_empty(&v["status"]["phase"])),
+    col("Volume", "string", |v| {
+        str_or_empty(&v["spec"]["volumeName"])
+    }),
+    col("Capacity", "string", |v| {
+        str_or_empty(&v["status"]["capacity"]["storage"])
+    }),
+    col("Access Modes", "string", |v| {
+        access_modes(&v["status"]["accessModes"])
+    }),
+    col("StorageClass", "string", |v| {
+        str_or_empty(&v["spec"]["storageClassName"])
+    }),
+    col("VolumeAttributesClass", "string", |v| {
+        json!(v["spec"]["volumeAttributesClassName"]
+            .as_str()
+            .unwrap_or("<unset>"))
+    }),
+    col("Age", "string", age),
+    wide("VolumeMode", |v| str_or_empty(&v["spec"]["volumeMode"])),
+];
+
 fn job_status(v: &Value) -> Value {
     let conditions = v["status"]["conditions"].as_array();
     let has = |ty: &str| {
@@ -576,5 +656,27 @@ mod tests {
                 "matchExpressions":[{"key":"tier","operator":"In","values":["a","b"]}]})),
             "app=web,tier in (a,b)"
         );
+    }
+
+    #[test]
+    fn revision_and_claim_columns_read_like_kubectl() {
+        let cr = json!({"metadata":{"ownerReferences":[
+                {"apiVersion":"apps/v1","kind":"DaemonSet","name":"web","uid":"u","controller":true}]},
+            "revision": 3});
+        assert_eq!(revision_controller(&cr), "daemonset.apps/web");
+        assert_eq!((CONTROLLER_REVISION[2].cell)(&cr), 3);
+        assert_eq!(revision_controller(&json!({"metadata":{}})), "<none>");
+        let pvc = json!({"metadata":{},"spec":{"volumeMode":"Filesystem"},
+            "status":{"phase":"Bound","accessModes":["ReadWriteOnce","ReadWriteMany"],
+                "capacity":{"storage":"1Gi"}}});
+        let cells: Vec<Value> = PERSISTENT_VOLUME_CLAIM
+            .iter()
+            .map(|c| (c.cell)(&pvc))
+            .collect();
+        assert_eq!(cells[1], "Bound");
+        assert_eq!(cells[3], "1Gi");
+        assert_eq!(cells[4], "RWO,RWX");
+        assert_eq!(cells[6], "<unset>");
+        assert_eq!(cells[8], "Filesystem");
     }
 }

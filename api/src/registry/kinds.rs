@@ -253,7 +253,9 @@ pub static KINDS: &[Kind] = &[
         "persistentvolumeclaims",
         true,
         short = &["pvc"],
-        status = true
+        status = true,
+        rules = rules::PERSISTENT_VOLUME_CLAIM,
+        columns = columns::PERSISTENT_VOLUME_CLAIM
     ),
     kind!(
         apps::Deployment,
@@ -316,7 +318,8 @@ pub static KINDS: &[Kind] = &[
         "v1",
         "ControllerRevision",
         "controllerrevisions",
-        true
+        true,
+        columns = columns::CONTROLLER_REVISION
     ),
     kind!(
         batch::Job,

@@ -277,6 +277,9 @@ pub fn for_create(
         m.remove("generation");
     }
     (kind.rules.defaults)(&mut v);
+    if is_daemon_set(kind) {
+        super::rules::daemon_set_template_generation(None, &mut v);
+    }
     validate(kind, &v)?;
     if let Some(m) = v["metadata"].as_object_mut() {
         m.remove("managedFields");
@@ -352,6 +355,9 @@ pub fn for_update(
         meta_mut(&mut new).insert("generation".into(), json!(gen));
     }
     (kind.rules.defaults)(&mut new);
+    if is_daemon_set(kind) && part == Part::Main {
+        super::rules::daemon_set_template_generation(Some(current), &mut new);
+    }
     validate(kind, &new)?;
     // Managed fields are the server's record; what the client sent back is
     // replaced by it (server-side apply settles them itself: manager None).
@@ -380,6 +386,10 @@ pub fn for_update(
         );
     }
     Ok(new)
+}
+
+fn is_daemon_set(kind: &Kind) -> bool {
+    kind.group == "apps" && kind.kind == "DaemonSet"
 }
 
 /// Whether deleting `v` still waits on finalizers (a namespace's own
@@ -563,5 +573,35 @@ mod tests {
                 .code(),
             409
         );
+    }
+
+    #[test]
+    fn daemon_set_template_generation_counts_template_changes() {
+        let kind = by_kind("apps", "DaemonSet").unwrap();
+        let mut ds = deployment();
+        ds["kind"] = json!("DaemonSet");
+        ds["status"] = Value::Null;
+        ds["metadata"]["annotations"] = json!({"deprecated.daemonset.template.generation": "7"});
+        let (v, _) = decode(kind, ds, FieldValidation::Strict).unwrap();
+        let mut current = for_create(kind, None, v, "a").unwrap();
+        let gen = |v: &Value| {
+            v["metadata"]["annotations"]["deprecated.daemonset.template.generation"].clone()
+        };
+        assert_eq!(gen(&current), "1", "the client cannot set it");
+        current["metadata"]["resourceVersion"] = json!("5");
+
+        // A change outside the template keeps it, whatever the body says.
+        let mut body = current.clone();
+        body["spec"]["minReadySeconds"] = json!(5);
+        body["metadata"]["annotations"] = json!({});
+        let new = for_update(kind, &current, body, Part::Main, Some("b")).unwrap();
+        assert_eq!(gen(&new), "1");
+        assert_eq!(new["metadata"]["generation"], 2);
+
+        let mut body = current.clone();
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
+        let new = for_update(kind, &current, body, Part::Main, Some("b")).unwrap();
+        assert_eq!(gen(&new), "2");
+        assert_eq!(new["metadata"]["generation"], 2);
     }
 }

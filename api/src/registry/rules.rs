@@ -76,6 +76,11 @@ pub const STATEFUL_SET: Rules = Rules {
     defaults: stateful_set_defaults,
     validate: workload_validate::<true>,
 };
+pub const PERSISTENT_VOLUME_CLAIM: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: persistent_volume_claim_defaults,
+    validate: no_checks,
+};
 pub const JOB: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: job_defaults,
@@ -262,6 +267,43 @@ fn daemon_set_defaults(v: &mut Value) {
     template_defaults(v, &["spec", "template", "spec"]);
 }
 
+/// Where apps/v1 keeps a DaemonSet's template generation (upstream's
+/// `spec.templateGeneration`): 1 on create, one more on each update that
+/// changes the template, never set by the client. The daemon set
+/// controller labels its pods `pod-template-generation` with it.
+pub const DAEMON_SET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+/// Sets the template generation of DaemonSet `new`, created (`current`
+/// None) or updated from `current`.
+pub fn daemon_set_template_generation(current: Option<&Value>, new: &mut Value) {
+    let generation = match current {
+        None => 1,
+        Some(old) => {
+            let was = old["metadata"]["annotations"][DAEMON_SET_TEMPLATE_GENERATION]
+                .as_str()
+                .and_then(|g| g.parse::<i64>().ok())
+                .unwrap_or(0);
+            if old["spec"]["template"] != new["spec"]["template"] {
+                was + 1
+            } else if was == 0 {
+                // Never set before (older data): nothing to keep.
+                if let Some(a) = new["metadata"]["annotations"].as_object_mut() {
+                    a.remove(DAEMON_SET_TEMPLATE_GENERATION);
+                }
+                return;
+            } else {
+                was
+            }
+        }
+    };
+    if let Some(a) = obj_at(new, &["metadata", "annotations"]) {
+        a.insert(
+            DAEMON_SET_TEMPLATE_GENERATION.into(),
+            json!(generation.to_string()),
+        );
+    }
+}
+
 fn stateful_set_defaults(v: &mut Value) {
     if let Some(spec) = obj_at(v, &["spec"]) {
         set_default(spec, "replicas", json!(1));
@@ -279,6 +321,15 @@ fn stateful_set_defaults(v: &mut Value) {
         );
     }
     template_defaults(v, &["spec", "template", "spec"]);
+}
+
+fn persistent_volume_claim_defaults(v: &mut Value) {
+    if let Some(spec) = obj_at(v, &["spec"]) {
+        set_default(spec, "volumeMode", json!("Filesystem"));
+    }
+    if let Some(status) = obj_at(v, &["status"]) {
+        set_default(status, "phase", json!("Pending"));
+    }
 }
 
 fn job_spec_defaults(spec: &mut Map<String, Value>) {
@@ -753,5 +804,18 @@ mod tests {
         let mut secret = json!({"stringData":{"user":"admin"}});
         secret_defaults(&mut secret);
         assert_eq!(secret, json!({"type":"Opaque","data":{"user":"YWRtaW4="}}));
+    }
+
+    #[test]
+    fn claims_default_to_filesystem_and_pending() {
+        let mut pvc = json!({"metadata":{"name":"data-db-0"},
+            "spec":{"accessModes":["ReadWriteOnce"]}});
+        persistent_volume_claim_defaults(&mut pvc);
+        assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pvc["status"]["phase"], "Pending");
+        let mut block = json!({"spec":{"volumeMode":"Block"},"status":{"phase":"Bound"}});
+        persistent_volume_claim_defaults(&mut block);
+        assert_eq!(block["spec"]["volumeMode"], "Block");
+        assert_eq!(block["status"]["phase"], "Bound");
     }
 }
