@@ -107,6 +107,14 @@ impl PodManager {
         self.pods.get(uid).map(|m| m.handle.status())
     }
 
+    /// Every pod's key and status watch (for the log endpoint).
+    pub fn watches(&self) -> Vec<(PodKey, tokio::sync::watch::Receiver<PodStatus>)> {
+        self.pods
+            .values()
+            .map(|m| (m.handle.key().clone(), m.handle.status()))
+            .collect()
+    }
+
     /// Whether the pod has a worker here (running or ended, not yet reaped).
     pub fn has(&self, uid: &str) -> bool {
         self.pods.contains_key(uid)

@@ -370,3 +370,104 @@ async fn agent_runs_bound_pods_and_survives_losing_its_master() {
     agent.stop(Some(Duration::from_secs(1))).await;
     c.shutdown().await;
 }
+
+/// A plain HTTP/1.1 GET (the REST API); (status code, body with chunked
+/// transfer decoded).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (code, body.to_string());
+    }
+    let mut rest = body;
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    (code, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-logs";
+    // Attached to master 0 only.
+    let masters = vec![c.server(0).api_addr.to_string()];
+    let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
+    let mut config = AgentConfig::new(node, masters, root.path(), runtime);
+    config.heartbeat = Duration::from_millis(500);
+    let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("log listener");
+    let port = listener.local_addr().expect("port").port();
+    let agent = Agent::start_with_logs(config, Some(listener))
+        .await
+        .expect("agent");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &pod("chatty", node, "echo hello; echo world; sleep 1000"),
+        &PostParams::default(),
+    )
+    .await
+    .expect("create");
+    wait_running(&pods, "chatty").await;
+    // The Node publishes where its log endpoint is.
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the kubelet endpoint on the Node", || async {
+        let n = nodes.get_opt(node).await.ok().flatten()?;
+        let published = n.status?.daemon_endpoints?.kubelet_endpoint?.port;
+        (published == i32::from(port)).then_some(())
+    })
+    .await;
+    for i in [1, 2] {
+        let rest = c.server(i).rest_addr;
+        let got = eventually(&format!("logs from master {i}"), || async {
+            let (code, body) = http_get(rest, "/api/v1/namespaces/default/pods/chatty/log").await;
+            (code == 200 && body == "hello\nworld\n").then_some(body)
+        })
+        .await;
+        assert_eq!(got, "hello\nworld\n");
+        let (code, body) = http_get(
+            rest,
+            "/api/v1/namespaces/default/pods/chatty/log?tailLines=1",
+        )
+        .await;
+        assert_eq!((code, body.as_str()), (200, "world\n"));
+    }
+    let (code, body) = http_get(
+        c.server(2).rest_addr,
+        "/api/v1/namespaces/default/pods/chatty/log?container=other",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("container other is not valid for pod chatty"),
+        "{body}"
+    );
+
+    agent.stop(Some(Duration::from_secs(5))).await;
+    c.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! `balsa up` starts it) driven by `/usr/bin/kubectl`.
 
 mod kubectl;
+mod logs;
 mod python;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 //!                                                      ├─► finish graceful deletes (grace 0)
 //!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
 //!  registration (every heartbeat) ─────────────────────┴─► Node + nodes/status, Lease
+//!  masters ══ NodeLogs.PodLog ══► log_service ◄── directory (pods, published by the loop)
 //! ```
 //!
 //! One task owns the desired set and the [`PodManager`]; the stream, the
@@ -19,6 +20,7 @@
 //! client (any master), not the stream: see `proto/proto/balsa/node.proto`.
 
 mod events;
+pub mod log_service;
 mod objects;
 mod registration;
 mod statuses;
@@ -112,8 +114,17 @@ const EVENTS: usize = 1024;
 impl Agent {
     /// Registers the node and attaches to a master, in the background; errors
     /// here are configuration errors only (a master that cannot be reached is
-    /// retried for ever).
+    /// retried for ever). No log endpoint: see [`Agent::start_with_logs`].
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        Self::start_with_logs(config, None).await
+    }
+
+    /// As [`Agent::start`], serving `NodeLogs` (the masters' way to pod logs)
+    /// on `logs`, whose port the Node publishes as its kubelet endpoint.
+    pub async fn start_with_logs(
+        config: AgentConfig,
+        logs: Option<tokio::net::TcpListener>,
+    ) -> Result<Self, AgentError> {
         if config.node_name.is_empty() {
             return Err(AgentError::Config("a node needs a name".into()));
         }
@@ -131,6 +142,14 @@ impl Agent {
         // several agents share one machine.
         info.hostname = config.node_name.clone();
         let client = Client::new(config.masters.clone()).map_err(AgentError::Client)?;
+        let log_port = match &logs {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|e| AgentError::Config(format!("the log listener: {e}")))?
+                    .port(),
+            ),
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let (stream_state, stream_rx) = watch::channel(StreamState::default());
         let (updates_tx, updates) = mpsc::channel(UPDATES);
@@ -172,9 +191,28 @@ impl Agent {
                 root: config.root.clone(),
                 thresholds: config.thresholds,
                 every: config.heartbeat,
+                log_port,
             }
             .run(stop_rx.clone()),
         );
+        let (directory, directory_rx) = watch::channel(Arc::new(HashMap::new()));
+        if let Some(listener) = logs {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = log_service::LogService::server(directory_rx, config.runtime.clone());
+            let mut stopped = stop_rx.clone();
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the log endpoint stopped");
+                }
+            });
+        }
         let statuses = statuses::StatusWriter::spawn(client.clone(), stop_rx);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let state = Loop {
@@ -184,6 +222,7 @@ impl Agent {
             pushed: HashMap::new(),
             finishing: HashMap::new(),
             statuses,
+            directory,
         };
         let span = tracing::info_span!("agent", node.name = %config.node_name);
         let task = tokio::spawn(state.run(updates, shutdown_rx, stop).instrument(span));
@@ -231,6 +270,8 @@ struct Loop {
     /// Graceful deletions being finished, by uid: when the delete was sent.
     finishing: HashMap<String, Instant>,
     statuses: statuses::StatusWriter,
+    /// What the log endpoint can read: republished when the set of pods changes.
+    directory: watch::Sender<Arc<HashMap<String, log_service::LogTarget>>>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -239,6 +280,10 @@ fn key_of(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+fn pod_path(key: &crate::runtime::PodKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
 }
 
 fn uid_of(pod: &Pod) -> &str {
@@ -308,6 +353,26 @@ impl Loop {
             .cloned()
             .collect();
         self.manager.sync(&desired);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let watches = self.manager.watches();
+        let same = {
+            let current = self.directory.borrow();
+            current.len() == watches.len()
+                && watches
+                    .iter()
+                    .all(|(k, _)| current.get(&pod_path(k)).is_some_and(|t| t.key == *k))
+        };
+        if same {
+            return;
+        }
+        let map = watches
+            .into_iter()
+            .map(|(key, status)| (pod_path(&key), log_service::LogTarget { key, status }))
+            .collect();
+        self.directory.send_replace(Arc::new(map));
     }
 
     async fn tick(&mut self) {
@@ -341,7 +406,11 @@ impl Loop {
             tokio::spawn(finish(self.client.clone(), pod.clone()));
         }
         self.finishing.retain(|uid, _| live.contains(uid.as_str()));
-        for (key, _) in self.manager.reap().await {
+        let reaped = self.manager.reap().await;
+        if !reaped.is_empty() {
+            self.publish();
+        }
+        for (key, _) in reaped {
             self.pushed.remove(&key.uid);
         }
     }
