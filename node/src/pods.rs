@@ -9,18 +9,24 @@
 //!   `deletionGracePeriodSeconds`;
 //! - a pod no longer listed (force-deleted) → terminated with its spec's
 //!   grace, then its logs are removed once the worker ends.
+//!
+//! After an agent restart, the instances the runtime recovered are handed
+//! to their pods' new workers ([`PodManager::adopt`]); those of pods no
+//! longer bound here are the agent's to stop ([`PodManager::orphans`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
-use crate::runtime::PodKey;
+use crate::runtime::{PodKey, Recovered};
 use crate::worker::{PodHandle, PodWorker};
 
 pub struct PodManager {
     worker: PodWorker,
     pods: HashMap<String, Managed>,
+    /// Recovered instances not yet handed to a worker, by pod uid.
+    adopted: HashMap<String, Vec<Recovered>>,
 }
 
 struct Managed {
@@ -55,7 +61,23 @@ impl PodManager {
         Self {
             worker,
             pods: HashMap::new(),
+            adopted: HashMap::new(),
         }
+    }
+
+    /// Instances still running from before an agent restart: the next
+    /// [`PodManager::sync`] that lists their pod takes them over instead of
+    /// starting containers.
+    pub fn adopt(&mut self, found: Vec<Recovered>) {
+        for r in found {
+            self.adopted.entry(r.pod.uid.clone()).or_default().push(r);
+        }
+    }
+
+    /// Recovered instances no listed pod took (deleted while no agent ran,
+    /// or being deleted): call after a sync with every pod bound here.
+    pub fn orphans(&mut self) -> Vec<Recovered> {
+        self.adopted.drain().flat_map(|(_, v)| v).collect()
     }
 
     /// Make the running set match `desired` (every pod bound to this node).
@@ -74,7 +96,8 @@ impl PodManager {
                 }
                 None if deleting => {}
                 None => {
-                    let handle = self.worker.spawn(pod.clone());
+                    let adopted = self.adopted.remove(&uid).unwrap_or_default();
+                    let handle = self.worker.spawn_adopting(pod.clone(), adopted);
                     self.pods.insert(
                         uid,
                         Managed {

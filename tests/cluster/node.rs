@@ -471,3 +471,151 @@ async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
     agent.stop(Some(Duration::from_secs(5))).await;
     c.shutdown().await;
 }
+
+/// A `balsa node` process (a real one: the test kills it with SIGKILL).
+fn node_process(masters: &[String], root: &std::path::Path, name: &str) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("agent.log"))
+        .expect("agent log");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_balsa"))
+        .args(["node", "--name", name, "--masters", &masters.join(",")])
+        .arg("--root")
+        .arg(root)
+        .args(["--shutdown-grace", "5"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("balsa node")
+}
+
+/// Kills the process groups of the pods a test started, whatever happens
+/// to the test (they outlive their agent by design).
+struct KillGroups(Vec<i32>);
+
+impl Drop for KillGroups {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_adopts_its_running_pods() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-adopt";
+    let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
+    let mut agent = node_process(&masters, root.path(), node);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    // `$$$$` is the shell's `$$` once the API's `$(VAR)` expansion has run.
+    let script = "echo $$$$ > pid; echo start; while true; do if [ -e tick ]; then rm tick; echo tick; fi; sleep 0.2; done";
+    pods.create(&pod("keeper", node, script), &pp)
+        .await
+        .expect("create keeper");
+    pods.create(&pod("doomed", node, "echo $$$$ > pid; sleep 1000"), &pp)
+        .await
+        .expect("create doomed");
+    wait_running(&pods, "keeper").await;
+    wait_running(&pods, "doomed").await;
+    let container_root = |p: &Pod| {
+        root.path()
+            .join("pods")
+            .join(p.metadata.uid.as_deref().expect("uid"))
+            .join("containers/main/root")
+    };
+    let keeper = pods.get("keeper").await.expect("keeper");
+    let doomed = pods.get("doomed").await.expect("doomed");
+    let read_pid = |dir: std::path::PathBuf| async move {
+        eventually("the pid file", || async {
+            std::fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        })
+        .await
+    };
+    let keeper_pid = read_pid(container_root(&keeper)).await;
+    let doomed_pid = read_pid(container_root(&doomed)).await;
+    let _guard = KillGroups(vec![keeper_pid, doomed_pid]);
+    let port_of = |n: Node| n.status?.daemon_endpoints?.kubelet_endpoint.map(|e| e.port);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let first_port = eventually("the first agent's endpoint", || async {
+        port_of(nodes.get_opt(node).await.ok()??)
+    })
+    .await;
+
+    // SIGKILL: nothing of the agent's shutdown runs; the pods go on.
+    agent.kill().await.expect("SIGKILL the agent");
+    assert!(alive(keeper_pid) && alive(doomed_pid));
+    // A pod deleted while no agent runs is stopped when one comes back.
+    pods.delete(
+        "doomed",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force-delete doomed");
+
+    let mut agent = node_process(&masters, root.path(), node);
+    eventually("the new agent's endpoint on the Node", || async {
+        let port = port_of(nodes.get_opt(node).await.ok()??)?;
+        (port != first_port).then_some(())
+    })
+    .await;
+    eventually("the deleted pod's process stopped", || async {
+        (!alive(doomed_pid)).then_some(())
+    })
+    .await;
+    // The same process, read on into the same log file.
+    std::fs::write(container_root(&keeper).join("tick"), b"").expect("tick");
+    eventually("the line written after the restart in the log", || async {
+        let (code, body) = http_get(
+            c.server(1).rest_addr,
+            "/api/v1/namespaces/default/pods/keeper/log",
+        )
+        .await;
+        (code == 200 && body == "start\ntick\n").then_some(())
+    })
+    .await;
+    assert!(alive(keeper_pid), "the adopted process still runs");
+    let now = pods.get("keeper").await.expect("keeper");
+    let (before, after) = (keeper.status.expect("status"), now.status.expect("status"));
+    assert_eq!(after.phase.as_deref(), Some("Running"));
+    assert_eq!(after.start_time, before.start_time);
+    let (b, a) = (
+        &before.container_statuses.expect("before")[0],
+        &after.container_statuses.expect("after")[0],
+    );
+    assert_eq!(a.container_id, b.container_id, "not started again");
+    assert_eq!(a.restart_count, b.restart_count);
+    assert_eq!(a.state, b.state, "still the same running instance");
+    assert!(a.ready);
+
+    // A clean stop stops the adopted pod too.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id().expect("pid") as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::time::timeout(WAIT, agent.wait()).await;
+    eventually("the adopted process stopped with its agent", || async {
+        (!alive(keeper_pid)).then_some(())
+    })
+    .await;
+    c.shutdown().await;
+}

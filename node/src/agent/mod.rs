@@ -109,6 +109,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// A delete that has not made the pod go away is sent again after this long.
 const FINISH_AGAIN: Duration = Duration::from_secs(5);
 const UPDATES: usize = 256;
+/// How long a container whose pod was deleted while no agent ran gets to
+/// stop (the pod's own grace is gone with it; kubelet's default).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 const EVENTS: usize = 1024;
 
 impl Agent {
@@ -162,12 +165,25 @@ impl Agent {
         worker.node_memory_bytes = info.memory_bytes;
         worker.node_ephemeral_bytes = info.ephemeral_bytes;
         let source = Arc::new(ApiObjects::new(client.clone()));
-        let manager = PodManager::new(PodWorker::new(
+        let mut manager = PodManager::new(PodWorker::new(
             config.runtime.clone(),
             source,
             emitter,
             worker,
         ));
+        // A restarted agent takes over the containers still running; the
+        // first snapshot says which pods they belong to.
+        match config.runtime.recover().await {
+            Ok(found) if !found.is_empty() => {
+                tracing::info!(
+                    containers = found.len(),
+                    "adopting containers still running"
+                );
+                manager.adopt(found);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for containers still running"),
+        }
 
         tokio::spawn(stream::run(
             config.masters.clone(),
@@ -223,6 +239,7 @@ impl Agent {
             finishing: HashMap::new(),
             statuses,
             directory,
+            runtime: config.runtime.clone(),
         };
         let span = tracing::info_span!("agent", node.name = %config.node_name);
         let task = tokio::spawn(state.run(updates, shutdown_rx, stop).instrument(span));
@@ -272,6 +289,7 @@ struct Loop {
     statuses: statuses::StatusWriter,
     /// What the log endpoint can read: republished when the set of pods changes.
     directory: watch::Sender<Arc<HashMap<String, log_service::LogTarget>>>,
+    runtime: Arc<dyn Runtime>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -311,11 +329,16 @@ impl Loop {
                 grace = &mut shutdown => break grace.unwrap_or(None),
                 update = updates.recv() => {
                     let Some(update) = update else { break None };
+                    let mut snapshot = matches!(update, stream::Update::Snapshot { .. });
                     self.apply(update);
                     while let Ok(u) = updates.try_recv() {
+                        snapshot |= matches!(u, stream::Update::Snapshot { .. });
                         self.apply(u);
                     }
                     self.sync();
+                    if snapshot {
+                        self.stop_orphans();
+                    }
                 }
                 _ = tick.tick() => self.tick().await,
             }
@@ -354,6 +377,23 @@ impl Loop {
             .collect();
         self.manager.sync(&desired);
         self.publish();
+    }
+
+    /// Containers recovered at start whose pods no longer run here (deleted
+    /// while no agent ran): stopped, and their pods' files removed.
+    fn stop_orphans(&mut self) {
+        for r in self.manager.orphans() {
+            let runtime = self.runtime.clone();
+            tokio::spawn(async move {
+                tracing::info!(pod = %r.pod, container = %r.container, "stopping a container whose pod is gone");
+                if let Err(e) = runtime.stop(&r.id, ORPHAN_GRACE).await {
+                    tracing::warn!(pod = %r.pod, error = %e, "stopping an orphaned container");
+                }
+                let _ = runtime.remove(&r.id).await;
+                let _ = runtime.remove_sandbox(&r.pod).await;
+                let _ = runtime.remove_logs(&r.pod).await;
+            });
+        }
     }
 
     fn publish(&self) {
