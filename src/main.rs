@@ -138,6 +138,10 @@ struct NodeArgs {
     /// pod's terminationGracePeriodSeconds).
     #[arg(long)]
     shutdown_grace: Option<u64>,
+    /// On SIGTERM/SIGINT leave the pods running (kubelet's way); an agent
+    /// started again on the same --root adopts them.
+    #[arg(long)]
+    leave_pods_running: bool,
     /// Exit when the parent process is gone (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -170,6 +174,7 @@ fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
         host_ip: args.host_ip,
         log_port: args.log_port,
         grace: args.shutdown_grace.map(Duration::from_secs),
+        leave_pods: args.leave_pods_running,
         exit_with_parent: args.exit_with_parent,
     })
 }

@@ -48,6 +48,9 @@ pub struct NodeOptions {
     pub log_port: u16,
     /// Stop pods with this grace on shutdown (each pod's own when `None`).
     pub grace: Option<Duration>,
+    /// On SIGTERM/SIGINT leave the pods running (a later agent on the same
+    /// root adopts them) instead of stopping them.
+    pub leave_pods: bool,
     /// Exit when the process that started this one is gone (`balsa up`).
     pub exit_with_parent: bool,
 }
@@ -135,7 +138,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping node agents and their pods");
-    futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
+    if opts.leave_pods {
+        tracing::info!("stopping node agents, leaving their pods running");
+        futures::future::join_all(agents.into_iter().map(|a| a.leave())).await;
+    } else {
+        tracing::info!("stopping node agents and their pods");
+        futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
+    }
     Ok(())
 }

@@ -173,6 +173,21 @@ impl PodManager {
         out
     }
 
+    /// Stop every worker without stopping its containers (the agent goes,
+    /// the pods stay for the next one to adopt).
+    ///
+    /// Waits until every worker is gone, so none sees the runtime's
+    /// supervision end with the process (it would take that for an exit
+    /// and clean the instance up).
+    pub async fn abandon(mut self) {
+        for m in self.pods.values() {
+            m.handle.abandon();
+        }
+        for (_, m) in self.pods.drain() {
+            m.handle.finished().await;
+        }
+    }
+
     /// Stop every pod (agent shutdown) and wait for them. Logs stay.
     pub async fn shutdown(mut self, grace: Option<Duration>) {
         for m in self.pods.values() {

@@ -119,6 +119,12 @@ impl PodHandle {
         });
     }
 
+    /// End the worker at once, leaving its containers as they are (they
+    /// are adopted by the next agent).
+    pub fn abandon(&self) {
+        self.task.abort();
+    }
+
     /// Whether the worker has ended (terminal phase reached or terminated).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()

@@ -473,7 +473,12 @@ async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
 }
 
 /// A `balsa node` process (a real one: the test kills it with SIGKILL).
-fn node_process(masters: &[String], root: &std::path::Path, name: &str) -> tokio::process::Child {
+fn node_process(
+    masters: &[String],
+    root: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> tokio::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -484,6 +489,7 @@ fn node_process(masters: &[String], root: &std::path::Path, name: &str) -> tokio
         .arg("--root")
         .arg(root)
         .args(["--shutdown-grace", "5"])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -519,7 +525,7 @@ async fn a_restarted_agent_adopts_its_running_pods() {
     let root = tempfile::tempdir().expect("root");
     let node = "node-adopt";
     let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
-    let mut agent = node_process(&masters, root.path(), node);
+    let mut agent = node_process(&masters, root.path(), node, &[]);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
     // `$$$$` is the shell's `$$` once the API's `$(VAR)` expansion has run.
@@ -572,10 +578,10 @@ async fn a_restarted_agent_adopts_its_running_pods() {
     .await
     .expect("force-delete doomed");
 
-    let mut agent = node_process(&masters, root.path(), node);
-    eventually("the new agent's endpoint on the Node", || async {
+    let agent = node_process(&masters, root.path(), node, &["--leave-pods-running"]);
+    let second_port = eventually("the new agent's endpoint on the Node", || async {
         let port = port_of(nodes.get_opt(node).await.ok()??)?;
-        (port != first_port).then_some(())
+        (port != first_port).then_some(port)
     })
     .await;
     eventually("the deleted pod's process stopped", || async {
@@ -595,7 +601,10 @@ async fn a_restarted_agent_adopts_its_running_pods() {
     .await;
     assert!(alive(keeper_pid), "the adopted process still runs");
     let now = pods.get("keeper").await.expect("keeper");
-    let (before, after) = (keeper.status.expect("status"), now.status.expect("status"));
+    let (before, after) = (
+        keeper.status.clone().expect("status"),
+        now.status.expect("status"),
+    );
     assert_eq!(after.phase.as_deref(), Some("Running"));
     assert_eq!(after.start_time, before.start_time);
     let (b, a) = (
@@ -607,11 +616,47 @@ async fn a_restarted_agent_adopts_its_running_pods() {
     assert_eq!(a.state, b.state, "still the same running instance");
     assert!(a.ready);
 
-    // A clean stop stops the adopted pod too.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id().expect("pid") as i32),
-        nix::sys::signal::Signal::SIGTERM,
+    // A clean stop with --leave-pods-running leaves it too, for the next.
+    let sigterm = |agent: &tokio::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.id().expect("pid") as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    let mut agent = agent;
+    sigterm(&agent);
+    let exited = tokio::time::timeout(WAIT, agent.wait()).await;
+    assert!(matches!(exited, Ok(Ok(s)) if s.success()), "{exited:?}");
+    assert!(alive(keeper_pid), "left running");
+    let mut agent = node_process(&masters, root.path(), node, &[]);
+    eventually("the third agent's endpoint on the Node", || async {
+        let port = port_of(nodes.get_opt(node).await.ok()??)?;
+        (port != second_port).then_some(())
+    })
+    .await;
+    std::fs::write(container_root(&keeper).join("tick"), b"").expect("tick");
+    eventually("the second tick in the log", || async {
+        let (code, body) = http_get(
+            c.server(2).rest_addr,
+            "/api/v1/namespaces/default/pods/keeper/log",
+        )
+        .await;
+        (code == 200 && body == "start\ntick\ntick\n").then_some(())
+    })
+    .await;
+    let again = pods.get("keeper").await.expect("keeper");
+    assert_eq!(
+        again
+            .status
+            .expect("status")
+            .container_statuses
+            .expect("cs")[0]
+            .container_id,
+        a.container_id
     );
+
+    // A clean stop without the flag stops the adopted pod.
+    sigterm(&agent);
     let _ = tokio::time::timeout(WAIT, agent.wait()).await;
     eventually("the adopted process stopped with its agent", || async {
         (!alive(keeper_pid)).then_some(())

@@ -98,7 +98,7 @@ pub enum AgentError {
 
 /// A running agent. Dropping it does not stop it: call [`Agent::stop`].
 pub struct Agent {
-    shutdown: oneshot::Sender<Option<Duration>>,
+    shutdown: oneshot::Sender<Shutdown>,
     stream: watch::Receiver<StreamState>,
     task: JoinHandle<()>,
 }
@@ -259,9 +259,25 @@ impl Agent {
     /// Stops the agent and its pods (with `grace`, or each pod's own grace
     /// period when `None`); the pods' API objects are left as they are.
     pub async fn stop(self, grace: Option<Duration>) {
-        let _ = self.shutdown.send(grace);
+        let _ = self.shutdown.send(Shutdown::StopPods(grace));
         let _ = self.task.await;
     }
+
+    /// Stops the agent and leaves its pods running (kubelet's way when it
+    /// is stopped): an agent started later on the same root adopts them.
+    /// Only for a process about to exit: the runtime's supervision of the
+    /// containers ends with it.
+    pub async fn leave(self) {
+        let _ = self.shutdown.send(Shutdown::LeavePods);
+        let _ = self.task.await;
+    }
+}
+
+/// What an agent does with its pods when it stops.
+enum Shutdown {
+    /// Stop them, with this grace (each pod's own when `None`).
+    StopPods(Option<Duration>),
+    LeavePods,
 }
 
 /// Runs an agent until `shutdown` completes, then stops its pods with `grace`.
@@ -319,16 +335,16 @@ impl Loop {
     async fn run(
         mut self,
         mut updates: mpsc::Receiver<stream::Update>,
-        mut shutdown: oneshot::Receiver<Option<Duration>>,
+        mut shutdown: oneshot::Receiver<Shutdown>,
         stop: watch::Sender<bool>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let grace = loop {
+        let how = loop {
             tokio::select! {
-                grace = &mut shutdown => break grace.unwrap_or(None),
+                how = &mut shutdown => break how.unwrap_or(Shutdown::StopPods(None)),
                 update = updates.recv() => {
-                    let Some(update) = update else { break None };
+                    let Some(update) = update else { break Shutdown::StopPods(None) };
                     let mut snapshot = matches!(update, stream::Update::Snapshot { .. });
                     self.apply(update);
                     while let Ok(u) = updates.try_recv() {
@@ -345,7 +361,13 @@ impl Loop {
         };
         tracing::info!(pods = self.manager.len(), "node agent stopping");
         let _ = stop.send(true);
-        self.manager.shutdown(grace).await;
+        match how {
+            Shutdown::StopPods(grace) => self.manager.shutdown(grace).await,
+            Shutdown::LeavePods => {
+                tracing::info!("leaving the pods running for the next agent");
+                self.manager.abandon().await;
+            }
+        }
     }
 
     fn apply(&mut self, update: stream::Update) {
