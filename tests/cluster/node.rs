@@ -9,7 +9,7 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
 use balsa_api::registry::Reason;
 use balsa_node::agent::{Agent, AgentConfig, LEASE_NAMESPACE};
-use balsa_node::ProcessRuntime;
+use balsa_node::{ProcessRuntime, SimRuntime};
 use balsa_proto::node::node_agent_client::NodeAgentClient;
 use balsa_proto::node::{
     agent_message, master_message, AgentMessage, ChangeType, Hello, MasterMessage,
@@ -467,6 +467,41 @@ async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
         body.contains("container other is not valid for pod chatty"),
         "{body}"
     );
+
+    // A hollow (sim) container writes nothing: an empty log, not an error.
+    let sim_root = tempfile::tempdir().expect("sim root");
+    let sim: Arc<dyn balsa_node::Runtime> =
+        Arc::new(SimRuntime::new(sim_root.path(), Duration::ZERO));
+    let sim_config = AgentConfig::new(
+        "node-sim",
+        vec![c.server(1).api_addr.to_string()],
+        sim_root.path(),
+        sim,
+    );
+    let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("log listener");
+    let sim_agent = Agent::start_with_logs(sim_config, Some(listener))
+        .await
+        .expect("sim agent");
+    pods.create(
+        &pod("hollow", "node-sim", "ignored"),
+        &PostParams::default(),
+    )
+    .await
+    .expect("create hollow");
+    wait_running(&pods, "hollow").await;
+    let (code, body) = eventually("the sim node's endpoint", || async {
+        let got = http_get(
+            c.server(0).rest_addr,
+            "/api/v1/namespaces/default/pods/hollow/log",
+        )
+        .await;
+        (got.0 != 503).then_some(got)
+    })
+    .await;
+    assert_eq!((code, body.as_str()), (200, ""));
+    sim_agent.stop(Some(Duration::from_secs(5))).await;
 
     agent.stop(Some(Duration::from_secs(5))).await;
     c.shutdown().await;

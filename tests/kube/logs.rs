@@ -153,6 +153,23 @@ async fn kubectl_logs() {
         );
     }
     assert_eq!(k.run(&["logs", "talker", "--limit-bytes=6"]).1, "one\ntw");
+    assert_eq!(
+        k.run(&["logs", "talker", "--since=1h"]).1,
+        "one\ntwo\nthree\n"
+    );
+    let future = "--since-time=2099-01-01T00:00:00Z";
+    assert_eq!(k.run(&["logs", "talker", future]).1, "");
+    // kubectl refuses a --tail below -1 itself; the API's own check:
+    let (ok, _, err) = k.run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/talker/log?tailLines=-2",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("tailLines: Invalid value: -2: must be greater than or equal to 0"),
+        "{err}"
+    );
     let (ok, _, err) = k.run(&["logs", "talker", "--previous"]);
     assert!(!ok);
     assert!(
