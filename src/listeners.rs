@@ -1,5 +1,5 @@
-//! Every listening socket a master opens, opened here and nowhere else, so TLS
-//! and address policy have one place to live.
+//! Every listening socket a master or a node agent opens, opened here and
+//! nowhere else, so TLS and address policy have one place to live.
 
 use std::net::SocketAddr;
 
@@ -49,6 +49,11 @@ impl Listeners {
             self.rest.local_addr()?,
         ))
     }
+}
+
+/// A node agent's log endpoint (`NodeLogs`, kubelet's port).
+pub async fn bind_node_logs(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    bind_one("node log", addr).await
 }
 
 /// Accepted connections for a gRPC server. Small request/response messages

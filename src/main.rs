@@ -129,10 +129,19 @@ struct NodeArgs {
     /// The node's InternalIP (and the pods' IP on the process runtime).
     #[arg(long, default_value = "127.0.0.1")]
     host_ip: String,
+    /// The port of the node's log endpoint (kubelet's --port), on the
+    /// --host-ip; 0 picks a free one. The Node publishes it, so every master
+    /// serves `kubectl logs` for this node's pods.
+    #[arg(long, default_value_t = 0)]
+    log_port: u16,
     /// Seconds pods get to stop when the agent shuts down (default: each
     /// pod's terminationGracePeriodSeconds).
     #[arg(long)]
     shutdown_grace: Option<u64>,
+    /// On SIGTERM/SIGINT leave the pods running (kubelet's way); an agent
+    /// started again on the same --root adopts them.
+    #[arg(long)]
+    leave_pods_running: bool,
     /// Exit when the parent process is gone (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -163,7 +172,9 @@ fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
         count: args.count,
         sim_delay: Duration::from_millis(args.sim_delay_ms),
         host_ip: args.host_ip,
+        log_port: args.log_port,
         grace: args.shutdown_grace.map(Duration::from_secs),
+        leave_pods: args.leave_pods_running,
         exit_with_parent: args.exit_with_parent,
     })
 }

@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 use balsa_node::agent::{Agent, AgentConfig};
 use balsa_node::{ProcessRuntime, Runtime, SimRuntime};
 
+use crate::listeners;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
     /// Each container's command as a supervised local process.
@@ -42,8 +44,13 @@ pub struct NodeOptions {
     /// Sim only: how long a hollow container takes to start.
     pub sim_delay: Duration,
     pub host_ip: String,
+    /// The log endpoint's port on `host_ip` (0: any free one).
+    pub log_port: u16,
     /// Stop pods with this grace on shutdown (each pod's own when `None`).
     pub grace: Option<Duration>,
+    /// On SIGTERM/SIGINT leave the pods running (a later agent on the same
+    /// root adopts them) instead of stopping them.
+    pub leave_pods: bool,
     /// Exit when the process that started this one is gone (`balsa up`).
     pub exit_with_parent: bool,
 }
@@ -68,6 +75,9 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
     }
     if opts.count > 1 && opts.runtime != RuntimeKind::Sim {
         bail!("--count is for the sim runtime: real runtimes run one node per process");
+    }
+    if opts.count > 1 && opts.log_port != 0 {
+        bail!("--log-port with --count: the nodes cannot share one port; leave it 0");
     }
     let names: Vec<String> = if opts.count == 1 {
         vec![opts.name.clone()]
@@ -95,10 +105,15 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
     let parent = std::os::unix::process::parent_id();
     let mut agents = Vec::new();
+    let ip: std::net::IpAddr = opts
+        .host_ip
+        .parse()
+        .with_context(|| format!("--host-ip {:?} is not an IP address", opts.host_ip))?;
     for config in configs(&opts)? {
         let name = config.node_name.clone();
+        let logs = listeners::bind_node_logs((ip, opts.log_port).into()).await?;
         agents.push(
-            Agent::start(config)
+            Agent::start_with_logs(config, Some(logs))
                 .await
                 .with_context(|| format!("starting node {name}"))?,
         );
@@ -123,7 +138,12 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping node agents and their pods");
-    futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
+    if opts.leave_pods {
+        tracing::info!("stopping node agents, leaving their pods running");
+        futures::future::join_all(agents.into_iter().map(|a| a.leave())).await;
+    } else {
+        tracing::info!("stopping node agents and their pods");
+        futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
+    }
     Ok(())
 }

@@ -12,8 +12,10 @@
 //! container states and reasons, probes, crash-loop back-off, graceful
 //! termination), the container runtimes, the machine's capacity and node
 //! status, and the agent loop (`agent`): the assignment stream from the
-//! masters, and the API writes (pod statuses, events, Node, Lease). Only
-//! `agent` talks to the masters; the rest is driven by it and by tests.
+//! masters, the API writes (pod statuses, events, Node, Lease), and the log
+//! endpoint the masters call for `pods/log`. Only `agent` talks to the
+//! masters; the rest is driven by it and by tests. A restarted agent adopts
+//! the containers still running ([`runtime::Runtime::recover`]).
 //!
 //! Rules: it may depend only on `balsa-api` and `balsa-proto` among our crates
 //! (never on controllers or the scheduler). Kubernetes-level decisions live in

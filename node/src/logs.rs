@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
@@ -22,6 +23,92 @@ pub struct LogOptions {
     pub timestamps: bool,
     pub since_time: Option<Timestamp>,
     pub limit_bytes: Option<usize>,
+}
+
+/// Which instance of a container a log request reads: the number of the
+/// attempt whose file to read (see [`crate::runtime::Runtime::log_path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub attempt: u32,
+    /// The attempt to read instead when `attempt`'s file does not exist. A
+    /// terminated state is ambiguous: it is the last instance (attempt
+    /// `restartCount`), or, for the moment between an exit and an immediate
+    /// restart, the one before (the count already moved on, the new
+    /// instance has no file yet).
+    pub fallback: Option<u32>,
+    /// Still running: `follow` waits for more.
+    pub running: bool,
+}
+
+/// kubelet's `validateContainerLogStatus`: which instance of `container`
+/// to read (the current one, or with `previous` the last terminated one),
+/// or kubelet's words for why there is none (answered as HTTP 400).
+pub fn instance(
+    pod: &str,
+    status: &PodStatus,
+    container: &str,
+    previous: bool,
+) -> Result<Instance, String> {
+    let find = |list: &Option<Vec<ContainerStatus>>| {
+        list.iter().flatten().find(|c| c.name == container).cloned()
+    };
+    let cs = find(&status.container_statuses)
+        .or_else(|| find(&status.init_container_statuses))
+        .ok_or_else(|| format!("container {container:?} in pod {pod:?} is not available"))?;
+    let n = cs.restart_count.max(0) as u32;
+    let state = cs.state.clone().unwrap_or_default();
+    let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    let last_id = last.is_some_and(|t| t.container_id.as_deref().is_some_and(|id| !id.is_empty()));
+    let at = |attempt: u32, fallback: Option<u32>, running: bool| Instance {
+        attempt,
+        fallback,
+        running,
+    };
+    if previous {
+        if !last_id {
+            return Err(format!(
+                "previous terminated container {container:?} in pod {pod:?} not found"
+            ));
+        }
+        let fallback = state.terminated.is_some().then(|| n.saturating_sub(2));
+        return Ok(at(n.saturating_sub(1), fallback, false));
+    }
+    if state.running.is_some() {
+        return Ok(at(n, None, true));
+    }
+    if let Some(t) = &state.terminated {
+        if t.container_id.as_deref().is_some_and(|id| !id.is_empty()) {
+            return Ok(at(n, Some(n.saturating_sub(1)), false));
+        }
+        if last_id {
+            return Ok(at(n.saturating_sub(1), None, false));
+        }
+        return Err(format!(
+            "container {container:?} in pod {pod:?} is terminated"
+        ));
+    }
+    if last.is_some() {
+        if !last_id {
+            return Err(format!(
+                "container {container:?} in pod {pod:?} is terminated"
+            ));
+        }
+        return Ok(at(n.saturating_sub(1), None, false));
+    }
+    match state.waiting.and_then(|w| w.reason) {
+        Some(reason) => Err(match reason.as_str() {
+            "ErrImagePull" => format!(
+                "container {container:?} in pod {pod:?} is waiting to start: image can't be pulled"
+            ),
+            "ImagePullBackOff" => format!(
+                "container {container:?} in pod {pod:?} is waiting to start: trying and failing to pull image"
+            ),
+            _ => format!("container {container:?} in pod {pod:?} is waiting to start: {reason}"),
+        }),
+        None => Err(format!(
+            "container {container:?} in pod {pod:?} is waiting to start - no logs yet"
+        )),
+    }
 }
 
 /// Whole records of `raw` as log lines: `(time of the first piece, line with
@@ -153,6 +240,8 @@ pub async fn follow(
         }
         tokio::select! {
             _ = &mut done => finished = true,
+            // Nobody reads any more (`kubectl logs -f` interrupted).
+            _ = out.closed() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
@@ -219,6 +308,70 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(render(&raw, &limit), b"one\nt");
+    }
+
+    fn container(state: serde_json::Value, last: serde_json::Value, restarts: i32) -> PodStatus {
+        serde_json::from_value(serde_json::json!({"containerStatuses": [{
+            "name": "app", "image": "x", "imageID": "", "ready": false,
+            "restartCount": restarts, "state": state, "lastState": last,
+        }]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn instances_are_chosen_as_kubelet_does() {
+        let id = serde_json::json!({"exitCode": 1, "containerID": "process://x"});
+        let running = serde_json::json!({"running": {}});
+        let creating = serde_json::json!({"waiting": {"reason": "ContainerCreating"}});
+        let crash = serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        let none = serde_json::json!({});
+        let s = container(creating.clone(), none.clone(), 0);
+        assert_eq!(
+            instance("web", &s, "app", false).unwrap_err(),
+            r#"container "app" in pod "web" is waiting to start: ContainerCreating"#
+        );
+        assert_eq!(
+            instance("web", &s, "other", false).unwrap_err(),
+            r#"container "other" in pod "web" is not available"#
+        );
+        let s = container(running.clone(), none.clone(), 0);
+        assert_eq!(
+            instance("web", &s, "app", false).unwrap(),
+            Instance {
+                attempt: 0,
+                fallback: None,
+                running: true
+            }
+        );
+        assert_eq!(
+            instance("web", &s, "app", true).unwrap_err(),
+            r#"previous terminated container "app" in pod "web" not found"#
+        );
+        let s = container(running, serde_json::json!({"terminated": id.clone()}), 2);
+        assert_eq!(instance("web", &s, "app", true).unwrap().attempt, 1);
+        assert_eq!(instance("web", &s, "app", false).unwrap().attempt, 2);
+        // Crash-looping: both read the instance that ended.
+        let s = container(crash, serde_json::json!({"terminated": id.clone()}), 3);
+        assert_eq!(instance("web", &s, "app", false).unwrap().attempt, 2);
+        assert_eq!(instance("web", &s, "app", true).unwrap().attempt, 2);
+        let s = container(serde_json::json!({"terminated": id}), none, 0);
+        assert_eq!(
+            instance("web", &s, "app", false).unwrap(),
+            Instance {
+                attempt: 0,
+                fallback: Some(0),
+                running: false
+            }
+        );
+        let s = container(
+            serde_json::json!({"terminated": {"exitCode": 128}}),
+            serde_json::json!({}),
+            0,
+        );
+        assert_eq!(
+            instance("web", &s, "app", false).unwrap_err(),
+            r#"container "app" in pod "web" is terminated"#
+        );
     }
 
     #[tokio::test]

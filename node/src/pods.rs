@@ -9,18 +9,24 @@
 //!   `deletionGracePeriodSeconds`;
 //! - a pod no longer listed (force-deleted) → terminated with its spec's
 //!   grace, then its logs are removed once the worker ends.
+//!
+//! After an agent restart, the instances the runtime recovered are handed
+//! to their pods' new workers ([`PodManager::adopt`]); those of pods no
+//! longer bound here are the agent's to stop ([`PodManager::orphans`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
-use crate::runtime::PodKey;
+use crate::runtime::{PodKey, Recovered};
 use crate::worker::{PodHandle, PodWorker};
 
 pub struct PodManager {
     worker: PodWorker,
     pods: HashMap<String, Managed>,
+    /// Recovered instances not yet handed to a worker, by pod uid.
+    adopted: HashMap<String, Vec<Recovered>>,
 }
 
 struct Managed {
@@ -55,7 +61,23 @@ impl PodManager {
         Self {
             worker,
             pods: HashMap::new(),
+            adopted: HashMap::new(),
         }
+    }
+
+    /// Instances still running from before an agent restart: the next
+    /// [`PodManager::sync`] that lists their pod takes them over instead of
+    /// starting containers.
+    pub fn adopt(&mut self, found: Vec<Recovered>) {
+        for r in found {
+            self.adopted.entry(r.pod.uid.clone()).or_default().push(r);
+        }
+    }
+
+    /// Recovered instances no listed pod took (deleted while no agent ran,
+    /// or being deleted): call after a sync with every pod bound here.
+    pub fn orphans(&mut self) -> Vec<Recovered> {
+        self.adopted.drain().flat_map(|(_, v)| v).collect()
     }
 
     /// Make the running set match `desired` (every pod bound to this node).
@@ -74,7 +96,8 @@ impl PodManager {
                 }
                 None if deleting => {}
                 None => {
-                    let handle = self.worker.spawn(pod.clone());
+                    let adopted = self.adopted.remove(&uid).unwrap_or_default();
+                    let handle = self.worker.spawn_adopting(pod.clone(), adopted);
                     self.pods.insert(
                         uid,
                         Managed {
@@ -105,6 +128,14 @@ impl PodManager {
     /// updates as they happen.
     pub fn watch(&self, uid: &str) -> Option<tokio::sync::watch::Receiver<PodStatus>> {
         self.pods.get(uid).map(|m| m.handle.status())
+    }
+
+    /// Every pod's key and status watch (for the log endpoint).
+    pub fn watches(&self) -> Vec<(PodKey, tokio::sync::watch::Receiver<PodStatus>)> {
+        self.pods
+            .values()
+            .map(|m| (m.handle.key().clone(), m.handle.status()))
+            .collect()
     }
 
     /// Whether the pod has a worker here (running or ended, not yet reaped).
@@ -140,6 +171,21 @@ impl PodManager {
             }
         }
         out
+    }
+
+    /// Stop every worker without stopping its containers (the agent goes,
+    /// the pods stay for the next one to adopt).
+    ///
+    /// Waits until every worker is gone, so none sees the runtime's
+    /// supervision end with the process (it would take that for an exit
+    /// and clean the instance up).
+    pub async fn abandon(mut self) {
+        for m in self.pods.values() {
+            m.handle.abandon();
+        }
+        for (_, m) in self.pods.drain() {
+            m.handle.finished().await;
+        }
     }
 
     /// Stop every pod (agent shutdown) and wait for them. Logs stay.

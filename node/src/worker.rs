@@ -17,8 +17,11 @@
 //! last published status is final. Logs stay until the agent calls
 //! [`Runtime::remove_logs`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerStateTerminated, ContainerStatus, HostIP, Pod, PodIP, PodSpec, PodStatus,
@@ -33,8 +36,8 @@ pub use crate::events::{Emitter, EventType, PodEvent};
 use crate::objects::ObjectSource;
 use crate::probe::{self, ProbeContext, ProbeState, Target};
 use crate::runtime::{
-    ContainerConfig, ContainerId, ExitStatus, ImageOutcome, Limits, PodKey, PullPolicy, Runtime,
-    RuntimeError,
+    ContainerConfig, ContainerId, ExitStatus, ImageOutcome, Limits, PodKey, PullPolicy, Recovered,
+    Runtime, RuntimeError,
 };
 use crate::status;
 use crate::volumes::{self, VolumePaths};
@@ -116,6 +119,12 @@ impl PodHandle {
         });
     }
 
+    /// End the worker at once, leaving its containers as they are (they
+    /// are adopted by the next agent).
+    pub fn abandon(&self) {
+        self.task.abort();
+    }
+
     /// Whether the worker has ended (terminal phase reached or terminated).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -165,6 +174,15 @@ impl PodWorker {
     /// Start running `pod` (already bound to this node). The first status is
     /// published before this returns.
     pub fn spawn(&self, pod: Pod) -> PodHandle {
+        self.spawn_adopting(pod, Vec::new())
+    }
+
+    /// As [`PodWorker::spawn`], taking over `adopted`: this pod's container
+    /// instances still running from before an agent restart
+    /// ([`Runtime::recover`]). They are not started again; their restart
+    /// counts go on, init containers (done before) do not run again, and
+    /// the pod's status starts from what the API holds.
+    pub fn spawn_adopting(&self, pod: Pod, adopted: Vec<Recovered>) -> PodHandle {
         let key = pod_key(&pod);
         let spec = pod.spec.clone().unwrap_or_default();
         let mut initial = PodStatus {
@@ -206,6 +224,19 @@ impl PodWorker {
             now,
         );
         status::recompute(&spec, &mut initial, false, now);
+        if !adopted.is_empty() {
+            if let Some(known) = pod
+                .status
+                .clone()
+                .filter(|s| s.container_statuses.is_some())
+            {
+                initial = known;
+            }
+        }
+        let adopted: HashMap<String, Recovered> = adopted
+            .into_iter()
+            .map(|r| (r.container.clone(), r))
+            .collect();
         let (status_tx, status_rx) = watch::channel(initial);
         let (terminate_tx, terminate_rx) = watch::channel(None);
         let terminate_tx_inner = terminate_tx.clone();
@@ -216,6 +247,7 @@ impl PodWorker {
             let _ = tracing::Instrument::instrument(
                 worker.run(
                     pod,
+                    adopted,
                     spec,
                     task_key,
                     status_tx,
@@ -236,6 +268,7 @@ impl PodWorker {
     async fn run(
         self,
         pod: Pod,
+        adopted: HashMap<String, Recovered>,
         spec: PodSpec,
         key: PodKey,
         status_tx: watch::Sender<PodStatus>,
@@ -271,8 +304,15 @@ impl PodWorker {
                 fired
             })
         });
-        self.run_pod(pod, spec.clone(), key.clone(), status_tx.clone(), terminate)
-            .await;
+        self.run_pod(
+            pod,
+            adopted,
+            spec.clone(),
+            key.clone(),
+            status_tx.clone(),
+            terminate,
+        )
+        .await;
         let deadline_exceeded = match deadline {
             // `true` only if the deadline is what stopped the pod.
             Some(timer) if timer.is_finished() => timer.await.unwrap_or(false),
@@ -290,6 +330,7 @@ impl PodWorker {
     async fn run_pod(
         &self,
         pod: Pod,
+        adopted: HashMap<String, Recovered>,
         spec: PodSpec,
         key: PodKey,
         status_tx: Arc<watch::Sender<PodStatus>>,
@@ -319,7 +360,8 @@ impl PodWorker {
             st.pod_ips = Some(vec![PodIP {
                 ip: sandbox.ip.clone(),
             }]);
-            st.start_time = Some(Time(start_time));
+            // An adopted pod keeps the start time it had.
+            st.start_time.get_or_insert(Time(start_time));
             status::set_condition(
                 st,
                 "PodReadyToStartContainers",
@@ -361,9 +403,20 @@ impl PodWorker {
             downward,
             pod_ip: sandbox.ip,
             grace,
+            adopted: std::sync::Mutex::new(adopted),
         });
 
-        for index in 0..spec.init_containers.as_ref().map_or(0, Vec::len) {
+        let init_done = !shared
+            .adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        let inits = if init_done {
+            0
+        } else {
+            spec.init_containers.as_ref().map_or(0, Vec::len)
+        };
+        for index in 0..inits {
             match run_container(shared.clone(), Kind::Init, index, terminate.clone()).await {
                 End::Succeeded => {}
                 End::Failed | End::Terminated => return,
@@ -466,6 +519,9 @@ struct Shared {
     downward: Downward,
     pod_ip: String,
     grace: Duration,
+    /// Instances found running after an agent restart, by container name;
+    /// each is taken once by its container's runner.
+    adopted: std::sync::Mutex<HashMap<String, Recovered>>,
 }
 
 impl Shared {
@@ -504,6 +560,13 @@ impl Shared {
     fn runtime(&self) -> &dyn Runtime {
         self.worker.runtime.as_ref()
     }
+
+    fn take_adopted(&self, container: &str) -> Option<Recovered> {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(container)
+    }
 }
 
 fn limits_of(c: &Container) -> Limits {
@@ -522,7 +585,9 @@ fn limits_of(c: &Container) -> Limits {
 /// message to show before retrying, or a start error (an instance that
 /// "ran" and ended with exit code 128).
 enum Prepared {
-    Started(ContainerId),
+    /// Running: started now, or (with its start time) found still running
+    /// after an agent restart.
+    Started(ContainerId, Option<Timestamp>),
     Waiting(&'static str, String),
     StartError(String),
 }
@@ -576,7 +641,7 @@ async fn prepare_and_start(
         limits: limits_of(c),
     };
     match shared.runtime().start(config).await {
-        Ok(id) => Prepared::Started(id),
+        Ok(id) => Prepared::Started(id, None),
         Err(RuntimeError::Exec(message)) => Prepared::StartError(message),
         Err(e) => Prepared::Waiting("RunContainerError", e.to_string()),
     }
@@ -789,11 +854,24 @@ async fn run_container(
     let mut backoff = Backoff::new(config.backoff);
     let mut restart_count: i32 = 0;
     let mut last_terminated: Option<ContainerStateTerminated> = None;
+    // An instance still running from before an agent restart is taken over
+    // instead of starting one.
+    let mut adopted = match kind {
+        Kind::Regular => shared.take_adopted(&c.name),
+        Kind::Init => None,
+    };
     loop {
         if terminate.borrow().is_some() {
             return End::Terminated;
         }
-        let ended = match prepare_and_start(&shared, &c, &field_path, restart_count as u32).await {
+        let prepared = match adopted.take() {
+            Some(r) => {
+                restart_count = r.attempt as i32;
+                Prepared::Started(r.id, Some(r.started_at))
+            }
+            None => prepare_and_start(&shared, &c, &field_path, restart_count as u32).await,
+        };
+        let ended = match prepared {
             Prepared::Waiting(reason, message) => {
                 shared.emit(
                     &field_path,
@@ -832,21 +910,23 @@ async fn run_container(
                     terminated: false,
                 }
             }
-            Prepared::Started(id) => {
+            Prepared::Started(id, adopted_at) => {
                 let started = Instant::now();
-                let now = crate::clock::now();
-                shared.emit(
-                    &field_path,
-                    EventType::Normal,
-                    "Created",
-                    format!("Created container {}", c.name),
-                );
-                shared.emit(
-                    &field_path,
-                    EventType::Normal,
-                    "Started",
-                    format!("Started container {}", c.name),
-                );
+                let now = adopted_at.unwrap_or_else(crate::clock::now);
+                if adopted_at.is_none() {
+                    shared.emit(
+                        &field_path,
+                        EventType::Normal,
+                        "Created",
+                        format!("Created container {}", c.name),
+                    );
+                    shared.emit(
+                        &field_path,
+                        EventType::Normal,
+                        "Started",
+                        format!("Started container {}", c.name),
+                    );
+                }
                 let runtime_name = shared.runtime().name();
                 let has_startup = kind == Kind::Regular && c.startup_probe.is_some();
                 let ready_now =
@@ -855,10 +935,14 @@ async fn run_container(
                 shared.update(kind, index, |cs| {
                     cs.container_id = Some(format!("{runtime_name}://{id}"));
                     cs.state = Some(status::running(now));
-                    cs.last_state = last.map(status::terminated);
                     cs.restart_count = restart_count;
-                    cs.started = Some(!has_startup);
-                    cs.ready = ready_now;
+                    // An adopted instance keeps what the API last showed
+                    // (its last state, readiness); probes go on from there.
+                    if adopted_at.is_none() {
+                        cs.last_state = last.map(status::terminated);
+                        cs.started = Some(!has_startup);
+                        cs.ready = ready_now;
+                    }
                 });
                 let outcome =
                     supervise(&shared, kind, index, &c, &id, &field_path, &mut terminate).await;

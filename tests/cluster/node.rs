@@ -9,7 +9,7 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
 use balsa_api::registry::Reason;
 use balsa_node::agent::{Agent, AgentConfig, LEASE_NAMESPACE};
-use balsa_node::ProcessRuntime;
+use balsa_node::{ProcessRuntime, SimRuntime};
 use balsa_proto::node::node_agent_client::NodeAgentClient;
 use balsa_proto::node::{
     agent_message, master_message, AgentMessage, ChangeType, Hello, MasterMessage,
@@ -368,5 +368,334 @@ async fn agent_runs_bound_pods_and_survives_losing_its_master() {
     .await;
 
     agent.stop(Some(Duration::from_secs(1))).await;
+    c.shutdown().await;
+}
+
+/// A plain HTTP/1.1 GET (the REST API); (status code, body with chunked
+/// transfer decoded).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (code, body.to_string());
+    }
+    let mut rest = body;
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    (code, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-logs";
+    // Attached to master 0 only.
+    let masters = vec![c.server(0).api_addr.to_string()];
+    let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
+    let mut config = AgentConfig::new(node, masters, root.path(), runtime);
+    config.heartbeat = Duration::from_millis(500);
+    let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("log listener");
+    let port = listener.local_addr().expect("port").port();
+    let agent = Agent::start_with_logs(config, Some(listener))
+        .await
+        .expect("agent");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &pod("chatty", node, "echo hello; echo world; sleep 1000"),
+        &PostParams::default(),
+    )
+    .await
+    .expect("create");
+    wait_running(&pods, "chatty").await;
+    // The Node publishes where its log endpoint is.
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the kubelet endpoint on the Node", || async {
+        let n = nodes.get_opt(node).await.ok().flatten()?;
+        let published = n.status?.daemon_endpoints?.kubelet_endpoint?.port;
+        (published == i32::from(port)).then_some(())
+    })
+    .await;
+    for i in [1, 2] {
+        let rest = c.server(i).rest_addr;
+        let got = eventually(&format!("logs from master {i}"), || async {
+            let (code, body) = http_get(rest, "/api/v1/namespaces/default/pods/chatty/log").await;
+            (code == 200 && body == "hello\nworld\n").then_some(body)
+        })
+        .await;
+        assert_eq!(got, "hello\nworld\n");
+        let (code, body) = http_get(
+            rest,
+            "/api/v1/namespaces/default/pods/chatty/log?tailLines=1",
+        )
+        .await;
+        assert_eq!((code, body.as_str()), (200, "world\n"));
+    }
+    let (code, body) = http_get(
+        c.server(2).rest_addr,
+        "/api/v1/namespaces/default/pods/chatty/log?container=other",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("container other is not valid for pod chatty"),
+        "{body}"
+    );
+
+    // A hollow (sim) container writes nothing: an empty log, not an error.
+    let sim_root = tempfile::tempdir().expect("sim root");
+    let sim: Arc<dyn balsa_node::Runtime> =
+        Arc::new(SimRuntime::new(sim_root.path(), Duration::ZERO));
+    let sim_config = AgentConfig::new(
+        "node-sim",
+        vec![c.server(1).api_addr.to_string()],
+        sim_root.path(),
+        sim,
+    );
+    let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("log listener");
+    let sim_agent = Agent::start_with_logs(sim_config, Some(listener))
+        .await
+        .expect("sim agent");
+    pods.create(
+        &pod("hollow", "node-sim", "ignored"),
+        &PostParams::default(),
+    )
+    .await
+    .expect("create hollow");
+    wait_running(&pods, "hollow").await;
+    let (code, body) = eventually("the sim node's endpoint", || async {
+        let got = http_get(
+            c.server(0).rest_addr,
+            "/api/v1/namespaces/default/pods/hollow/log",
+        )
+        .await;
+        (got.0 != 503).then_some(got)
+    })
+    .await;
+    assert_eq!((code, body.as_str()), (200, ""));
+    sim_agent.stop(Some(Duration::from_secs(5))).await;
+
+    agent.stop(Some(Duration::from_secs(5))).await;
+    c.shutdown().await;
+}
+
+/// A `balsa node` process (a real one: the test kills it with SIGKILL).
+fn node_process(
+    masters: &[String],
+    root: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("agent.log"))
+        .expect("agent log");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_balsa"))
+        .args(["node", "--name", name, "--masters", &masters.join(",")])
+        .arg("--root")
+        .arg(root)
+        .args(["--shutdown-grace", "5"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("balsa node")
+}
+
+/// Kills the process groups of the pods a test started, whatever happens
+/// to the test (they outlive their agent by design).
+struct KillGroups(Vec<i32>);
+
+impl Drop for KillGroups {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_adopts_its_running_pods() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-adopt";
+    let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
+    let mut agent = node_process(&masters, root.path(), node, &[]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    // `$$$$` is the shell's `$$` once the API's `$(VAR)` expansion has run.
+    let script = "echo $$$$ > pid; echo start; while true; do if [ -e tick ]; then rm tick; echo tick; fi; sleep 0.2; done";
+    pods.create(&pod("keeper", node, script), &pp)
+        .await
+        .expect("create keeper");
+    pods.create(&pod("doomed", node, "echo $$$$ > pid; sleep 1000"), &pp)
+        .await
+        .expect("create doomed");
+    wait_running(&pods, "keeper").await;
+    wait_running(&pods, "doomed").await;
+    let container_root = |p: &Pod| {
+        root.path()
+            .join("pods")
+            .join(p.metadata.uid.as_deref().expect("uid"))
+            .join("containers/main/root")
+    };
+    let keeper = pods.get("keeper").await.expect("keeper");
+    let doomed = pods.get("doomed").await.expect("doomed");
+    let read_pid = |dir: std::path::PathBuf| async move {
+        eventually("the pid file", || async {
+            std::fs::read_to_string(dir.join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        })
+        .await
+    };
+    let keeper_pid = read_pid(container_root(&keeper)).await;
+    let doomed_pid = read_pid(container_root(&doomed)).await;
+    let _guard = KillGroups(vec![keeper_pid, doomed_pid]);
+    let port_of = |n: Node| n.status?.daemon_endpoints?.kubelet_endpoint.map(|e| e.port);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let first_port = eventually("the first agent's endpoint", || async {
+        port_of(nodes.get_opt(node).await.ok()??)
+    })
+    .await;
+
+    // SIGKILL: nothing of the agent's shutdown runs; the pods go on.
+    agent.kill().await.expect("SIGKILL the agent");
+    assert!(alive(keeper_pid) && alive(doomed_pid));
+    // A pod deleted while no agent runs is stopped when one comes back.
+    pods.delete(
+        "doomed",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force-delete doomed");
+
+    let agent = node_process(&masters, root.path(), node, &["--leave-pods-running"]);
+    let second_port = eventually("the new agent's endpoint on the Node", || async {
+        let port = port_of(nodes.get_opt(node).await.ok()??)?;
+        (port != first_port).then_some(port)
+    })
+    .await;
+    eventually("the deleted pod's process stopped", || async {
+        (!alive(doomed_pid)).then_some(())
+    })
+    .await;
+    // The same process, read on into the same log file.
+    std::fs::write(container_root(&keeper).join("tick"), b"").expect("tick");
+    eventually("the line written after the restart in the log", || async {
+        let (code, body) = http_get(
+            c.server(1).rest_addr,
+            "/api/v1/namespaces/default/pods/keeper/log",
+        )
+        .await;
+        (code == 200 && body == "start\ntick\n").then_some(())
+    })
+    .await;
+    assert!(alive(keeper_pid), "the adopted process still runs");
+    let now = pods.get("keeper").await.expect("keeper");
+    let (before, after) = (
+        keeper.status.clone().expect("status"),
+        now.status.expect("status"),
+    );
+    assert_eq!(after.phase.as_deref(), Some("Running"));
+    assert_eq!(after.start_time, before.start_time);
+    let (b, a) = (
+        &before.container_statuses.expect("before")[0],
+        &after.container_statuses.expect("after")[0],
+    );
+    assert_eq!(a.container_id, b.container_id, "not started again");
+    assert_eq!(a.restart_count, b.restart_count);
+    assert_eq!(a.state, b.state, "still the same running instance");
+    assert!(a.ready);
+
+    // A clean stop with --leave-pods-running leaves it too, for the next.
+    let sigterm = |agent: &tokio::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent.id().expect("pid") as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    let mut agent = agent;
+    sigterm(&agent);
+    let exited = tokio::time::timeout(WAIT, agent.wait()).await;
+    assert!(matches!(exited, Ok(Ok(s)) if s.success()), "{exited:?}");
+    assert!(alive(keeper_pid), "left running");
+    let mut agent = node_process(&masters, root.path(), node, &[]);
+    eventually("the third agent's endpoint on the Node", || async {
+        let port = port_of(nodes.get_opt(node).await.ok()??)?;
+        (port != second_port).then_some(())
+    })
+    .await;
+    std::fs::write(container_root(&keeper).join("tick"), b"").expect("tick");
+    eventually("the second tick in the log", || async {
+        let (code, body) = http_get(
+            c.server(2).rest_addr,
+            "/api/v1/namespaces/default/pods/keeper/log",
+        )
+        .await;
+        (code == 200 && body == "start\ntick\ntick\n").then_some(())
+    })
+    .await;
+    let again = pods.get("keeper").await.expect("keeper");
+    assert_eq!(
+        again
+            .status
+            .expect("status")
+            .container_statuses
+            .expect("cs")[0]
+            .container_id,
+        a.container_id
+    );
+
+    // A clean stop without the flag stops the adopted pod.
+    sigterm(&agent);
+    let _ = tokio::time::timeout(WAIT, agent.wait()).await;
+    eventually("the adopted process stopped with its agent", || async {
+        (!alive(keeper_pid)).then_some(())
+    })
+    .await;
     c.shutdown().await;
 }

@@ -3,6 +3,7 @@
 
 mod kube_rs;
 mod kubectl;
+mod logs;
 mod python;
 mod sets;
 

@@ -11,6 +11,7 @@
 //! the kinds table.
 
 mod discovery;
+mod logs;
 mod negotiate;
 mod route;
 mod table;
@@ -325,6 +326,9 @@ async fn dispatch(
                 }
             };
             Ok(json_response(StatusCode::OK, &out, &[]))
+        }
+        (&Method::GET, Some(name), Some("log")) if kind.kind == "Pod" => {
+            logs::serve(reg, ns.unwrap_or("default"), name, q).await
         }
         (&Method::GET, Some(name), Some("scale")) => Ok(json_response(
             StatusCode::OK,

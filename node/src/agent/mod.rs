@@ -8,6 +8,7 @@
 //!                                                      ├─► finish graceful deletes (grace 0)
 //!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
 //!  registration (every heartbeat) ─────────────────────┴─► Node + nodes/status, Lease
+//!  masters ══ NodeLogs.PodLog ══► log_service ◄── directory (pods, published by the loop)
 //! ```
 //!
 //! One task owns the desired set and the [`PodManager`]; the stream, the
@@ -19,6 +20,7 @@
 //! client (any master), not the stream: see `proto/proto/balsa/node.proto`.
 
 mod events;
+pub mod log_service;
 mod objects;
 mod registration;
 mod statuses;
@@ -96,7 +98,7 @@ pub enum AgentError {
 
 /// A running agent. Dropping it does not stop it: call [`Agent::stop`].
 pub struct Agent {
-    shutdown: oneshot::Sender<Option<Duration>>,
+    shutdown: oneshot::Sender<Shutdown>,
     stream: watch::Receiver<StreamState>,
     task: JoinHandle<()>,
 }
@@ -107,13 +109,25 @@ const TICK: Duration = Duration::from_millis(100);
 /// A delete that has not made the pod go away is sent again after this long.
 const FINISH_AGAIN: Duration = Duration::from_secs(5);
 const UPDATES: usize = 256;
+/// How long a container whose pod was deleted while no agent ran gets to
+/// stop (the pod's own grace is gone with it; kubelet's default).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 const EVENTS: usize = 1024;
 
 impl Agent {
     /// Registers the node and attaches to a master, in the background; errors
     /// here are configuration errors only (a master that cannot be reached is
-    /// retried for ever).
+    /// retried for ever). No log endpoint: see [`Agent::start_with_logs`].
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        Self::start_with_logs(config, None).await
+    }
+
+    /// As [`Agent::start`], serving `NodeLogs` (the masters' way to pod logs)
+    /// on `logs`, whose port the Node publishes as its kubelet endpoint.
+    pub async fn start_with_logs(
+        config: AgentConfig,
+        logs: Option<tokio::net::TcpListener>,
+    ) -> Result<Self, AgentError> {
         if config.node_name.is_empty() {
             return Err(AgentError::Config("a node needs a name".into()));
         }
@@ -131,6 +145,14 @@ impl Agent {
         // several agents share one machine.
         info.hostname = config.node_name.clone();
         let client = Client::new(config.masters.clone()).map_err(AgentError::Client)?;
+        let log_port = match &logs {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|e| AgentError::Config(format!("the log listener: {e}")))?
+                    .port(),
+            ),
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let (stream_state, stream_rx) = watch::channel(StreamState::default());
         let (updates_tx, updates) = mpsc::channel(UPDATES);
@@ -143,12 +165,25 @@ impl Agent {
         worker.node_memory_bytes = info.memory_bytes;
         worker.node_ephemeral_bytes = info.ephemeral_bytes;
         let source = Arc::new(ApiObjects::new(client.clone()));
-        let manager = PodManager::new(PodWorker::new(
+        let mut manager = PodManager::new(PodWorker::new(
             config.runtime.clone(),
             source,
             emitter,
             worker,
         ));
+        // A restarted agent takes over the containers still running; the
+        // first snapshot says which pods they belong to.
+        match config.runtime.recover().await {
+            Ok(found) if !found.is_empty() => {
+                tracing::info!(
+                    containers = found.len(),
+                    "adopting containers still running"
+                );
+                manager.adopt(found);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for containers still running"),
+        }
 
         tokio::spawn(stream::run(
             config.masters.clone(),
@@ -172,9 +207,28 @@ impl Agent {
                 root: config.root.clone(),
                 thresholds: config.thresholds,
                 every: config.heartbeat,
+                log_port,
             }
             .run(stop_rx.clone()),
         );
+        let (directory, directory_rx) = watch::channel(Arc::new(HashMap::new()));
+        if let Some(listener) = logs {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = log_service::LogService::server(directory_rx, config.runtime.clone());
+            let mut stopped = stop_rx.clone();
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the log endpoint stopped");
+                }
+            });
+        }
         let statuses = statuses::StatusWriter::spawn(client.clone(), stop_rx);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let state = Loop {
@@ -184,6 +238,8 @@ impl Agent {
             pushed: HashMap::new(),
             finishing: HashMap::new(),
             statuses,
+            directory,
+            runtime: config.runtime.clone(),
         };
         let span = tracing::info_span!("agent", node.name = %config.node_name);
         let task = tokio::spawn(state.run(updates, shutdown_rx, stop).instrument(span));
@@ -203,9 +259,25 @@ impl Agent {
     /// Stops the agent and its pods (with `grace`, or each pod's own grace
     /// period when `None`); the pods' API objects are left as they are.
     pub async fn stop(self, grace: Option<Duration>) {
-        let _ = self.shutdown.send(grace);
+        let _ = self.shutdown.send(Shutdown::StopPods(grace));
         let _ = self.task.await;
     }
+
+    /// Stops the agent and leaves its pods running (kubelet's way when it
+    /// is stopped): an agent started later on the same root adopts them.
+    /// Only for a process about to exit: the runtime's supervision of the
+    /// containers ends with it.
+    pub async fn leave(self) {
+        let _ = self.shutdown.send(Shutdown::LeavePods);
+        let _ = self.task.await;
+    }
+}
+
+/// What an agent does with its pods when it stops.
+enum Shutdown {
+    /// Stop them, with this grace (each pod's own when `None`).
+    StopPods(Option<Duration>),
+    LeavePods,
 }
 
 /// Runs an agent until `shutdown` completes, then stops its pods with `grace`.
@@ -231,6 +303,9 @@ struct Loop {
     /// Graceful deletions being finished, by uid: when the delete was sent.
     finishing: HashMap<String, Instant>,
     statuses: statuses::StatusWriter,
+    /// What the log endpoint can read: republished when the set of pods changes.
+    directory: watch::Sender<Arc<HashMap<String, log_service::LogTarget>>>,
+    runtime: Arc<dyn Runtime>,
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -239,6 +314,10 @@ fn key_of(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+fn pod_path(key: &crate::runtime::PodKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
 }
 
 fn uid_of(pod: &Pod) -> &str {
@@ -256,28 +335,39 @@ impl Loop {
     async fn run(
         mut self,
         mut updates: mpsc::Receiver<stream::Update>,
-        mut shutdown: oneshot::Receiver<Option<Duration>>,
+        mut shutdown: oneshot::Receiver<Shutdown>,
         stop: watch::Sender<bool>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let grace = loop {
+        let how = loop {
             tokio::select! {
-                grace = &mut shutdown => break grace.unwrap_or(None),
+                how = &mut shutdown => break how.unwrap_or(Shutdown::StopPods(None)),
                 update = updates.recv() => {
-                    let Some(update) = update else { break None };
+                    let Some(update) = update else { break Shutdown::StopPods(None) };
+                    let mut snapshot = matches!(update, stream::Update::Snapshot { .. });
                     self.apply(update);
                     while let Ok(u) = updates.try_recv() {
+                        snapshot |= matches!(u, stream::Update::Snapshot { .. });
                         self.apply(u);
                     }
                     self.sync();
+                    if snapshot {
+                        self.stop_orphans();
+                    }
                 }
                 _ = tick.tick() => self.tick().await,
             }
         };
         tracing::info!(pods = self.manager.len(), "node agent stopping");
         let _ = stop.send(true);
-        self.manager.shutdown(grace).await;
+        match how {
+            Shutdown::StopPods(grace) => self.manager.shutdown(grace).await,
+            Shutdown::LeavePods => {
+                tracing::info!("leaving the pods running for the next agent");
+                self.manager.abandon().await;
+            }
+        }
     }
 
     fn apply(&mut self, update: stream::Update) {
@@ -308,6 +398,43 @@ impl Loop {
             .cloned()
             .collect();
         self.manager.sync(&desired);
+        self.publish();
+    }
+
+    /// Containers recovered at start whose pods no longer run here (deleted
+    /// while no agent ran): stopped, and their pods' files removed.
+    fn stop_orphans(&mut self) {
+        for r in self.manager.orphans() {
+            let runtime = self.runtime.clone();
+            tokio::spawn(async move {
+                tracing::info!(pod = %r.pod, container = %r.container, "stopping a container whose pod is gone");
+                if let Err(e) = runtime.stop(&r.id, ORPHAN_GRACE).await {
+                    tracing::warn!(pod = %r.pod, error = %e, "stopping an orphaned container");
+                }
+                let _ = runtime.remove(&r.id).await;
+                let _ = runtime.remove_sandbox(&r.pod).await;
+                let _ = runtime.remove_logs(&r.pod).await;
+            });
+        }
+    }
+
+    fn publish(&self) {
+        let watches = self.manager.watches();
+        let same = {
+            let current = self.directory.borrow();
+            current.len() == watches.len()
+                && watches
+                    .iter()
+                    .all(|(k, _)| current.get(&pod_path(k)).is_some_and(|t| t.key == *k))
+        };
+        if same {
+            return;
+        }
+        let map = watches
+            .into_iter()
+            .map(|(key, status)| (pod_path(&key), log_service::LogTarget { key, status }))
+            .collect();
+        self.directory.send_replace(Arc::new(map));
     }
 
     async fn tick(&mut self) {
@@ -341,7 +468,11 @@ impl Loop {
             tokio::spawn(finish(self.client.clone(), pod.clone()));
         }
         self.finishing.retain(|uid, _| live.contains(uid.as_str()));
-        for (key, _) in self.manager.reap().await {
+        let reaped = self.manager.reap().await;
+        if !reaped.is_empty() {
+            self.publish();
+        }
+        for (key, _) in reaped {
             self.pushed.remove(&key.uid);
         }
     }

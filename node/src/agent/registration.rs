@@ -13,7 +13,7 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, Patch, PatchParams, PostParams};
 use balsa_api::registry::{ApiError, Reason};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{DaemonEndpoint, Node, NodeDaemonEndpoints, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use serde_json::json;
 use tokio::sync::watch;
@@ -35,6 +35,8 @@ pub struct Registration {
     pub root: PathBuf,
     pub thresholds: Thresholds,
     pub every: Duration,
+    /// The log endpoint's port, published as the kubelet endpoint.
+    pub log_port: Option<u16>,
 }
 
 impl Registration {
@@ -88,7 +90,7 @@ impl Beat {
                 pids_max: u64::MAX,
             }
         });
-        machine::node_status(
+        let mut status = machine::node_status(
             &r.info,
             &signals,
             &r.thresholds,
@@ -96,7 +98,14 @@ impl Beat {
             KUBELET_VERSION,
             self.previous.as_ref(),
             crate::clock::now(),
-        )
+        );
+        // Where masters reach this node's log endpoint (with the InternalIP).
+        status.daemon_endpoints = r.log_port.map(|port| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(port),
+            }),
+        });
+        status
     }
 
     async fn node(&mut self) -> Result<(), ApiError> {

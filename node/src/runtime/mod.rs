@@ -239,6 +239,25 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Delete a pod's logs (after the pod object is gone).
     async fn remove_logs(&self, pod: &PodKey) -> Result<(), RuntimeError>;
+
+    /// Container instances still running from before this agent started
+    /// (a restarted agent), supervised again from now on: `wait`, `stop`
+    /// and `exec` work on them as on instances this runtime started, and
+    /// their output goes on into the same log files. Default: none.
+    async fn recover(&self) -> Result<Vec<Recovered>, RuntimeError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A running container instance found by [`Runtime::recover`].
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub pod: PodKey,
+    pub container: String,
+    /// Its restart count (the attempt number its log file is named by).
+    pub attempt: u32,
+    pub id: ContainerId,
+    pub started_at: Timestamp,
 }
 
 /// kubelet's log directory layout: `<root>/<ns>_<name>_<uid>/<container>/<attempt>.log`.

@@ -20,6 +20,16 @@
 //!   the process joins its cgroup before `exec`, and the `oom_kill` counter
 //!   decides `OOMKilled`.
 //! - **Logs** in CRI format at kubelet's path layout (see [`super::cri_log`]).
+//! - **A life beyond the agent's.** stdout and stderr are FIFOs, not pipes
+//!   (`<root>/pods/<uid>/run/<id>/`): the container holds each open for
+//!   reading and writing, so its writes never meet a closed pipe when the
+//!   agent dies (they wait, 64 KiB later, for a reader), and the agent reads
+//!   them. Beside them `state.json` (pid, its start time, attempt, env,
+//!   working directory) lets a restarted agent find the instance again
+//!   ([`Runtime::recover`]), read on into the same log file and watch for
+//!   its exit. Such an instance is not the agent's child: its exit code is
+//!   unknown (reported as 137, kubelet's code for a container whose status
+//!   was lost, or 128+signal after a stop).
 //!
 //! The executable is looked up (in the container's `PATH`) before anything is
 //! spawned, so a missing one is reported as a start error with runc's words,
@@ -30,22 +40,25 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use serde_json::json;
+use tokio::net::unix::pipe;
+use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use super::cgroup::{Cgroups, Leaf};
 use super::cri_log::{self, Stream};
 use super::{
     ContainerConfig, ContainerId, ExecOutcome, ExitStatus, ImageOutcome, PodKey, PullPolicy,
-    Runtime, RuntimeError, Sandbox,
+    Recovered, Runtime, RuntimeError, Sandbox,
 };
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -55,6 +68,11 @@ const CGROUP_WRAPPER: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > 
 /// grandchildren that escaped the process group) before the log is closed.
 const DRAIN: Duration = Duration::from_secs(2);
 const EXEC_OUTPUT_LIMIT: usize = 10 * 1024;
+/// How often a recovered instance (not our child: no SIGCHLD) is checked.
+const POLL_EXIT: Duration = Duration::from_millis(250);
+/// The exit code of a recovered instance that ended on its own (kubelet's
+/// for a container whose status was lost).
+const UNKNOWN_EXIT: i32 = 137;
 
 /// See the module doc.
 #[derive(Clone)]
@@ -73,6 +91,9 @@ struct Inner {
 struct Entry {
     pod_uid: String,
     pgid: Pid,
+    /// The last signal `stop` sent (0: none): a recovered instance's exit
+    /// code when it ends after one.
+    signalled: Arc<AtomicI32>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
     exit: watch::Receiver<Option<ExitStatus>>,
@@ -110,7 +131,9 @@ impl ProcessRuntime {
                 host_ip: host_ip.into(),
                 cgroups,
                 containers: Mutex::new(HashMap::new()),
-                seq: AtomicU64::new(0),
+                // Ids stay unique across agent restarts (recovered instances
+                // keep theirs).
+                seq: AtomicU64::new(crate::clock::now().as_millisecond().max(0) as u64),
             }),
         }
     }
@@ -122,6 +145,16 @@ impl ProcessRuntime {
 
     fn pod_dir(&self, pod: &PodKey) -> PathBuf {
         self.inner.root.join("pods").join(&pod.uid)
+    }
+
+    /// An instance's FIFOs and `state.json`.
+    fn run_dir(&self, pod_uid: &str, id: &ContainerId) -> PathBuf {
+        self.inner
+            .root
+            .join("pods")
+            .join(pod_uid)
+            .join("run")
+            .join(&id.0)
     }
 
     fn logs_root(&self) -> PathBuf {
@@ -224,10 +257,15 @@ fn place_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     std::os::unix::fs::symlink(target, link)
 }
 
-/// Owns one running process: copies its output to the log, reaps it, kills
-/// what it left behind, then publishes how it ended.
+/// How an instance's main process ended: `(code, signal)`.
+type Exit = std::pin::Pin<Box<dyn std::future::Future<Output = (i32, Option<i32>)> + Send>>;
+
+/// Owns one running instance: copies its output to the log, waits for its
+/// main process (`exit`), kills what it left behind, then publishes how it
+/// ended.
 async fn supervise(
-    mut child: Child,
+    exit: Exit,
+    outputs: Vec<(pipe::Receiver, Stream)>,
     pgid: Pid,
     leaf: Option<Leaf>,
     log: PathBuf,
@@ -236,23 +274,12 @@ async fn supervise(
 ) {
     let (records, rx) = mpsc::channel(256);
     let writer = tokio::spawn(cri_log::write_file(log.clone(), rx));
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(cri_log::pump(
-            out,
-            Stream::Stdout,
-            records.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(cri_log::pump(
-            err,
-            Stream::Stderr,
-            records.clone(),
-        )));
-    }
+    let pumps: Vec<_> = outputs
+        .into_iter()
+        .map(|(reader, stream)| tokio::spawn(cri_log::pump(reader, stream, records.clone())))
+        .collect();
     drop(records);
-    let status = child.wait().await;
+    let (code, signal) = exit.await;
     let finished_at = crate::clock::now();
     let _ = killpg(pgid, Signal::SIGKILL);
     if let Some(leaf) = &leaf {
@@ -275,13 +302,6 @@ async fn supervise(
     if let Some(leaf) = &leaf {
         leaf.remove().await;
     }
-    let (code, signal) = match status {
-        Ok(status) => exit_code(status),
-        Err(e) => {
-            tracing::warn!(error = %e, "waiting for container process");
-            (-1, None)
-        }
-    };
     let _ = done.send(Some(ExitStatus {
         code,
         signal,
@@ -291,11 +311,121 @@ async fn supervise(
     }));
 }
 
+/// A process's start time (`/proc/PID/stat` field 22, in clock ticks since
+/// boot): with the pid, it names one process (pids are reused).
+fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); a zombie has exited.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Waits until the process `pid` that started at `start_time` is gone.
+async fn gone(pid: i32, start_time: u64) {
+    while proc_start_time(pid) == Some(start_time) {
+        tokio::time::sleep(POLL_EXIT).await;
+    }
+}
+
+/// Opens the agent's (read-only) end of an instance's output FIFO. Only
+/// once the container holds its end: a FIFO without writers reads as EOF.
+fn open_output(path: &Path) -> Result<pipe::Receiver, RuntimeError> {
+    pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(|e| RuntimeError::io(format!("opening {}", path.display()), e))
+}
+
 async fn wait_exit(mut rx: watch::Receiver<Option<ExitStatus>>) -> Option<ExitStatus> {
     rx.wait_for(|s| s.is_some())
         .await
         .ok()
         .and_then(|s| s.clone())
+}
+
+/// `state.json` in `run`, replaced atomically; readable by the agent only
+/// (it holds the container's environment).
+fn write_state(run: &Path, state: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = run.join("state.json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(state.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, run.join("state.json"))
+}
+
+impl ProcessRuntime {
+    /// One instance from its run directory, if its process still runs: its
+    /// output is read again and its exit watched.
+    fn recover_one(&self, run: &Path) -> Option<Recovered> {
+        let text = std::fs::read_to_string(run.join("state.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let pid = i32::try_from(v["pid"].as_i64()?).ok()?;
+        let start_time = v["startTime"].as_u64()?;
+        if proc_start_time(pid) != Some(start_time) {
+            return None;
+        }
+        let pod = PodKey {
+            namespace: s("namespace")?,
+            name: s("name")?,
+            uid: s("uid")?,
+        };
+        let id = ContainerId(s("id")?);
+        let started_at: Timestamp = s("startedAt")?.parse().ok()?;
+        let env: Vec<(String, String)> = serde_json::from_value(v["env"].clone()).ok()?;
+        let container = s("container")?;
+        let attempt = u32::try_from(v["attempt"].as_u64()?).ok()?;
+        let log = PathBuf::from(s("log")?);
+        let cwd = PathBuf::from(s("cwd")?);
+        let outputs = vec![
+            (open_output(&run.join("stdout")).ok()?, Stream::Stdout),
+            (open_output(&run.join("stderr")).ok()?, Stream::Stderr),
+        ];
+        let pgid = Pid::from_raw(pid);
+        let signalled = Arc::new(AtomicI32::new(0));
+        let sent = signalled.clone();
+        let exit: Exit = Box::pin(async move {
+            gone(pid, start_time).await;
+            match sent.load(Ordering::Relaxed) {
+                0 => (UNKNOWN_EXIT, None),
+                sig => (128 + sig, Some(sig)),
+            }
+        });
+        let (done, exit_rx) = watch::channel(None);
+        tokio::spawn(supervise(exit, outputs, pgid, None, log, started_at, done));
+        let entry = Entry {
+            pod_uid: pod.uid.clone(),
+            pgid,
+            signalled,
+            env,
+            cwd,
+            exit: exit_rx,
+        };
+        self.inner
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::new(entry));
+        tracing::info!(container = %id, pid, "recovered a running container");
+        Some(Recovered {
+            pod,
+            container,
+            attempt,
+            id,
+            started_at,
+        })
+    }
 }
 
 #[async_trait]
@@ -408,6 +538,31 @@ impl Runtime for ProcessRuntime {
 
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = ContainerId(format!("{}-{}-{}-{seq}", c.pod.uid, c.name, c.attempt));
+        let run = self.run_dir(&c.pod.uid, &id);
+        std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+        let fifos = [run.join("stdout"), run.join("stderr")];
+        let mut ends = Vec::new();
+        for fifo in &fifos {
+            nix::unistd::mkfifo(fifo, Mode::S_IRUSR | Mode::S_IWUSR)
+                .map_err(|e| RuntimeError::io(format!("creating {}", fifo.display()), e.into()))?;
+            // Read-write: the container is a reader too, so a write never
+            // fails for want of one (the agent may be gone).
+            let end = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(fifo)
+                .map_err(io(format!("opening {}", fifo.display())))?;
+            ends.push(end);
+        }
+        // The child gets copies; ours stay open until the agent's read ends
+        // are: a FIFO that nobody holds open loses what is buffered in it
+        // (a quick command may have written and exited by then).
+        let child_end = |i: usize| {
+            ends[i]
+                .try_clone()
+                .map_err(io(format!("duplicating {}", fifos[i].display())))
+        };
+        let (stdout_end, stderr_end) = (child_end(0)?, child_end(1)?);
         let leaf = match (&self.inner.cgroups, c.limits == Default::default()) {
             (Some(cgroups), false) => Some(
                 cgroups
@@ -440,10 +595,14 @@ impl Runtime for ProcessRuntime {
             .current_dir(&cwd)
             .process_group(0)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(stdout_end))
+            .stderr(Stdio::from(stderr_end))
             .kill_on_drop(false);
-        let child = match cmd.spawn() {
+        let spawned = cmd.spawn();
+        // Our copies of the write ends go: the output ends when the
+        // container's processes have all closed theirs.
+        drop(cmd);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 if let Some(leaf) = &leaf {
@@ -462,14 +621,45 @@ impl Runtime for ProcessRuntime {
             ));
         };
         let pgid = Pid::from_raw(pid as i32);
-        let (done, exit) = watch::channel(None);
-        tokio::spawn(supervise(child, pgid, leaf, log, crate::clock::now(), done));
+        let started_at = crate::clock::now();
+        let outputs = match (open_output(&fifos[0]), open_output(&fifos[1])) {
+            (Ok(out), Ok(err)) => {
+                drop(ends);
+                vec![(out, Stream::Stdout), (err, Stream::Stderr)]
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                return Err(e);
+            }
+        };
+        let state = json!({
+            "namespace": c.pod.namespace, "name": c.pod.name, "uid": c.pod.uid,
+            "container": c.name, "attempt": c.attempt, "id": id.0,
+            "pid": pid, "startTime": proc_start_time(pid as i32),
+            "startedAt": started_at.to_string(), "env": env, "cwd": cwd, "log": log,
+        });
+        if let Err(e) = write_state(&run, &state) {
+            tracing::warn!(container = %id, error = %e, "writing container state; an agent restart will not find it");
+        }
+        let exit: Exit = Box::pin(async move {
+            match child.wait().await {
+                Ok(status) => exit_code(status),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for container process");
+                    (-1, None)
+                }
+            }
+        });
+        let (done, exit_rx) = watch::channel(None);
+        tokio::spawn(supervise(exit, outputs, pgid, leaf, log, started_at, done));
         let entry = Entry {
             pod_uid: c.pod.uid.clone(),
             pgid,
+            signalled: Arc::new(AtomicI32::new(0)),
             env,
             cwd,
-            exit,
+            exit: exit_rx,
         };
         self.inner
             .containers
@@ -491,10 +681,16 @@ impl Runtime for ProcessRuntime {
         if let Some(status) = entry.exit.borrow().clone() {
             return Ok(status);
         }
+        entry
+            .signalled
+            .store(Signal::SIGTERM as i32, Ordering::Relaxed);
         let _ = killpg(entry.pgid, Signal::SIGTERM);
         let exited = match tokio::time::timeout(grace, wait_exit(entry.exit.clone())).await {
             Ok(status) => status,
             Err(_) => {
+                entry
+                    .signalled
+                    .store(Signal::SIGKILL as i32, Ordering::Relaxed);
                 let _ = killpg(entry.pgid, Signal::SIGKILL);
                 wait_exit(entry.exit.clone()).await
             }
@@ -552,12 +748,38 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
-        self.inner
+        let entry = self
+            .inner
             .containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        if let Some(entry) = entry {
+            let _ = tokio::fs::remove_dir_all(self.run_dir(&entry.pod_uid, id)).await;
+        }
         Ok(())
+    }
+
+    async fn recover(&self) -> Result<Vec<Recovered>, RuntimeError> {
+        let mut found = Vec::new();
+        let pods = self.inner.root.join("pods");
+        let Ok(pod_dirs) = std::fs::read_dir(&pods) else {
+            return Ok(found);
+        };
+        for run in pod_dirs
+            .flatten()
+            .filter_map(|p| std::fs::read_dir(p.path().join("run")).ok())
+            .flat_map(|r| r.flatten().map(|e| e.path()))
+        {
+            match self.recover_one(&run) {
+                Some(r) => found.push(r),
+                // Ended while no agent watched (or unreadable): forget it.
+                None => {
+                    let _ = std::fs::remove_dir_all(&run);
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn log_path(&self, pod: &PodKey, container: &str, attempt: u32) -> PathBuf {
@@ -579,6 +801,79 @@ impl Runtime for ProcessRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Limits;
+
+    fn config(pod: &PodKey, script: &str) -> ContainerConfig {
+        ContainerConfig {
+            pod: pod.clone(),
+            name: "app".into(),
+            attempt: 2,
+            image: "x".into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            args: Vec::new(),
+            env: vec![("GREETING".into(), "hello".into())],
+            working_dir: None,
+            mounts: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn another_runtime_on_the_same_root_recovers_a_running_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodKey {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        let first = ProcessRuntime::with_cgroups(dir.path(), "127.0.0.1", None);
+        first.create_sandbox(&pod).await.unwrap();
+        let script =
+            "echo $GREETING; while [ ! -e go ]; do sleep 0.1; done; echo after; sleep 1000";
+        let id = first.start(config(&pod, script)).await.unwrap();
+        let log = first.log_path(&pod, "app", 2);
+        let has = |want: &'static str| {
+            let log = log.clone();
+            async move {
+                for _ in 0..300 {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains(want) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("{want:?} never reached the log");
+            }
+        };
+        has("hello").await;
+
+        // A second runtime (a restarted agent) finds it; the first stops
+        // watching it as a dead agent would.
+        let second = ProcessRuntime::with_cgroups(dir.path(), "127.0.0.1", None);
+        let found = second.recover().await.unwrap();
+        assert_eq!(found.len(), 1);
+        let r = &found[0];
+        assert_eq!((&r.id, r.attempt, r.container.as_str()), (&id, 2, "app"));
+        assert_eq!(r.pod, pod);
+        drop(first);
+        let root = dir.path().join("pods/u1/containers/app/root");
+        std::fs::write(root.join("go"), b"").unwrap();
+        has("after").await;
+        let out = second
+            .exec(
+                &id,
+                &["sh".into(), "-c".into(), "echo $GREETING".into()],
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.output, "hello\n");
+        // Not our child: the code is the signal that stopped it.
+        let exit = second.stop(&id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(exit.code, 128 + 15);
+        second.remove(&id).await.unwrap();
+        assert!(second.recover().await.unwrap().is_empty());
+    }
 
     #[test]
     fn executables_are_found_like_execve() {
