@@ -45,9 +45,13 @@ enum Cmd {
         /// Node agents to run (node-1..node-N), each its own process.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
-        /// The agents' container runtime.
-        #[arg(long, value_enum, default_value = "process")]
-        runtime: RuntimeKind,
+        /// The agents' container runtime (default: cri when containerd
+        /// answers on --cri-socket, else process).
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeKind>,
+        /// containerd's CRI socket, for the cri runtime.
+        #[arg(long, default_value = balsa_node::runtime::cri::DEFAULT_SOCKET)]
+        cri_socket: PathBuf,
     },
     /// Run a node agent (Balsa's kubelet): the pods bound to the node, from any master.
     Node(NodeArgs),
@@ -129,6 +133,9 @@ struct NodeArgs {
     /// The node's InternalIP (and the pods' IP on the process runtime).
     #[arg(long, default_value = "127.0.0.1")]
     host_ip: String,
+    /// Cri runtime only: containerd's (any CRI runtime's) socket.
+    #[arg(long, default_value = balsa_node::runtime::cri::DEFAULT_SOCKET)]
+    cri_socket: PathBuf,
     /// Seconds pods get to stop when the agent shuts down (default: each
     /// pod's terminationGracePeriodSeconds).
     #[arg(long)]
@@ -163,6 +170,7 @@ fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
         count: args.count,
         sim_delay: Duration::from_millis(args.sim_delay_ms),
         host_ip: args.host_ip,
+        cri_socket: args.cri_socket,
         grace: args.shutdown_grace.map(Duration::from_secs),
         exit_with_parent: args.exit_with_parent,
     })
@@ -331,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             masters,
             nodes,
             runtime,
+            cri_socket,
         } => {
             abort_on_panic();
             let binary = std::env::current_exe().context("locating the balsa binary")?;
@@ -340,7 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 binary,
                 server_args: Vec::new(),
             };
-            up::run(opts, nodes, runtime).await
+            up::run(opts, nodes, runtime, cri_socket).await
         }
         Cmd::Node(args) => {
             abort_on_panic();

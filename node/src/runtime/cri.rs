@@ -770,12 +770,9 @@ impl CriRuntime {
     }
 }
 
-/// The CRI socket `balsa up` and `balsa node` use when none is given:
-/// containerd's default, if something is listening there.
-pub fn default_socket() -> Option<PathBuf> {
-    let path = Path::new("/run/containerd/containerd.sock");
-    socket_answers(path).then(|| path.to_path_buf())
-}
+/// containerd's socket unless configured otherwise; `balsa up` and
+/// `balsa node` use it when no `--cri-socket` is given.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 
 /// Whether a Unix socket at `path` accepts connections.
 pub fn socket_answers(path: &Path) -> bool {
