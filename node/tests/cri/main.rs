@@ -213,8 +213,9 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
     assert_eq!(container(&st, "c").map(|c| c.restart_count), Some(0));
 
     let (sandboxes, containers) = containerd.counts().await.expect("CRI lists");
+    // web's container at least (crash's may be between two instances).
     assert!(
-        sandboxes >= 4 && containers >= 2,
+        sandboxes >= 4 && containers >= 1,
         "{sandboxes} {containers}"
     );
     for handle in [web, crash, missing, never] {
