@@ -30,14 +30,20 @@ pub struct Containerd {
     child: Option<Child>,
 }
 
+/// `scripts/<name>` of the repository (this file is compiled into tests of
+/// the node crate and of the root crate).
 fn repo_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts")
-        .join(name)
+        .ancestors()
+        .map(|d| d.join("scripts").join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("scripts").join(name))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output()?;
+    let out = cmd
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {cmd:?}: {e}"))?;
     anyhow::ensure!(
         out.status.success(),
         "{cmd:?}: {}{}",
