@@ -150,6 +150,16 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
         }]}
     })));
 
+    // Over its memory limit: the kernel's OOM killer, reported by containerd.
+    let oom = worker.spawn(pod(json!({
+        "metadata": {"name": "oom"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": BUSYBOX_IMAGE,
+            "command": ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+            "resources": {"limits": {"memory": "20Mi"}}
+        }]}
+    })));
+
     let st = wait_for(&web, "web Running and Ready", |s| {
         s.phase.as_deref() == Some("Running") && ready(s)
     })
@@ -179,6 +189,45 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
         path.display()
     );
 
+    // Another runtime on the same containerd (an agent after a restart)
+    // finds the pod's sandbox and the running container by their labels.
+    let again = containerd.runtime(&node_root);
+    let before = containerd.counts().await.expect("CRI lists");
+    let sandbox = again.create_sandbox(web.key()).await.expect("sandbox");
+    assert_eq!(sandbox.ip, ip, "the same sandbox");
+    assert_eq!(containerd.counts().await.expect("CRI lists").0, before.0);
+    let id = balsa_node::runtime::ContainerId(
+        c.container_id.as_deref().unwrap_or_default()["cri://".len()..].to_string(),
+    );
+    let out = again
+        .exec(
+            &id,
+            &["cat".into(), "/data/file".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec through the other runtime");
+    assert_eq!((out.exit_code, out.output.as_str()), (Some(0), "kept\n"));
+
+    let st = wait_for(&oom, "OOMKilled", |s| {
+        container(s, "c").is_some_and(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some()
+        })
+    })
+    .await;
+    let t = container(&st, "c")
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .expect("terminated");
+    assert_eq!(
+        (t.reason.as_deref(), t.exit_code),
+        (Some("OOMKilled"), 137),
+        "{t:?}"
+    );
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+
     let st = wait_for(&crash, "two restarts", |s| {
         container(s, "c").is_some_and(|c| c.restart_count >= 2)
     })
@@ -188,6 +237,14 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
         .and_then(|l| l.terminated.clone())
         .expect("lastState.terminated");
     assert_eq!(last.exit_code, 3, "{last:?}");
+    // The previous instance's log outlives its container (`logs --previous`).
+    let previous = logs::read(
+        &runtime.log_path(crash.key(), "c", 1),
+        &LogOptions::default(),
+    )
+    .await
+    .expect("previous log");
+    assert_eq!(String::from_utf8_lossy(&previous), "attempt\n");
     assert_eq!(last.reason.as_deref(), Some("Error"), "{last:?}");
 
     wait_for(&missing, "ErrImagePull", |s| {
@@ -213,12 +270,15 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
     assert_eq!(container(&st, "c").map(|c| c.restart_count), Some(0));
 
     let (sandboxes, containers) = containerd.counts().await.expect("CRI lists");
-    // web's container at least (crash's may be between two instances).
+    // A sandbox per pod that still runs or waits (oom's pod has finished:
+    // its sandbox went with it, as kubelet's does); web's container at least
+    // (the worker removes an instance once it ended; crash's may be between
+    // two).
     assert!(
-        sandboxes >= 4 && containers >= 1,
+        sandboxes == 4 && containers >= 1,
         "{sandboxes} {containers}"
     );
-    for handle in [web, crash, missing, never] {
+    for handle in [web, crash, missing, never, oom] {
         let key = handle.key().clone();
         handle.terminate(Some(Duration::from_secs(2)));
         tokio::time::timeout(T, handle.finished())
