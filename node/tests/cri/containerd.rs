@@ -108,6 +108,9 @@ state = "{state}"
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
   disable_tcp_service = true
+  # Pod network namespaces under our state dir, not /run/netns: unmounted
+  # with the rest of our directory even if a sandbox was not removed.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
