@@ -56,6 +56,11 @@ const CPU_PERIOD_US: i64 = 100_000;
 const SHARES_PER_CPU: i64 = 1024;
 const MIN_SHARES: i64 = 2;
 const EXEC_OUTPUT_LIMIT: usize = 10 * 1024;
+/// kubelet's `--runtime-request-timeout` default, for ordinary calls.
+const RPC_TIMEOUT: Duration = Duration::from_secs(120);
+/// An image pull may take this long (kubelet has no hard deadline; this only
+/// keeps a stuck pull from blocking a container for ever).
+const PULL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// kubelet gives StopContainer at least this long.
 const MIN_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -66,8 +71,12 @@ pub struct CriRuntime {
 }
 
 struct Inner {
+    /// Every call has [`RPC_TIMEOUT`].
     runtime: RuntimeServiceClient<Channel>,
+    /// No default deadline: each call sets its own.
+    runtime_long: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    images_long: ImageServiceClient<Channel>,
     root: PathBuf,
     host_ip: String,
     /// Sandboxes this agent made or adopted, by pod uid.
@@ -92,24 +101,17 @@ impl CriRuntime {
         host_ip: impl Into<String>,
     ) -> Result<Self, RuntimeError> {
         let socket: PathBuf = socket.into();
-        // The URI is required by tonic and ignored by the connector.
-        let endpoint = Endpoint::from_static("http://cri.sock")
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300));
-        let path = socket.clone();
-        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(
-            move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(&path).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            },
-        ));
+        // Calls that may take long by design (stopping with a grace period,
+        // pulling an image) go on a channel without the default deadline and
+        // carry their own.
+        let bounded = channel(&socket, Some(RPC_TIMEOUT));
+        let unbounded = channel(&socket, None);
         Ok(Self {
             inner: Arc::new(Inner {
-                runtime: RuntimeServiceClient::new(channel.clone()),
-                images: ImageServiceClient::new(channel),
+                runtime: RuntimeServiceClient::new(bounded.clone()),
+                runtime_long: RuntimeServiceClient::new(unbounded.clone()),
+                images: ImageServiceClient::new(bounded),
+                images_long: ImageServiceClient::new(unbounded),
                 root: root.into(),
                 host_ip: host_ip.into(),
                 sandboxes: Mutex::new(HashMap::new()),
@@ -385,6 +387,31 @@ impl CriRuntime {
     }
 }
 
+/// A lazily connected channel to the Unix socket at `socket`.
+fn channel(socket: &Path, timeout: Option<Duration>) -> Channel {
+    // The URI is required by tonic and ignored by the connector.
+    let mut endpoint =
+        Endpoint::from_static("http://cri.sock").connect_timeout(Duration::from_secs(10));
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    let path = socket.to_path_buf();
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&path).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    }))
+}
+
+/// `message` with a deadline (sent to the runtime as `grpc-timeout`).
+fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
 /// How an exited container ended, from its CRI status; `None` while it runs.
 fn exit_of(s: &cri::ContainerStatus) -> Option<ExitStatus> {
     if s.state != cri::ContainerState::ContainerExited as i32 {
@@ -549,12 +576,15 @@ impl Runtime for CriRuntime {
         }
         let began = Instant::now();
         self.inner
-            .images
+            .images_long
             .clone()
-            .pull_image(cri::PullImageRequest {
-                image: spec(),
-                sandbox_config: None,
-            })
+            .pull_image(with_deadline(
+                cri::PullImageRequest {
+                    image: spec(),
+                    sandbox_config: None,
+                },
+                PULL_TIMEOUT,
+            ))
             .await
             .map_err(|s| RuntimeError::ImagePull {
                 image: image.into(),
@@ -655,11 +685,16 @@ impl Runtime for CriRuntime {
             return Ok(exit);
         }
         let timeout = grace.max(MIN_STOP_GRACE).as_secs_f64().ceil() as i64;
-        self.rt()
-            .stop_container(cri::StopContainerRequest {
-                container_id: id.0.clone(),
-                timeout,
-            })
+        self.inner
+            .runtime_long
+            .clone()
+            .stop_container(with_deadline(
+                cri::StopContainerRequest {
+                    container_id: id.0.clone(),
+                    timeout,
+                },
+                Duration::from_secs(timeout as u64) + RPC_TIMEOUT,
+            ))
             .await
             .or_else(not_found_ok)
             .map_err(rpc("StopContainer"))?;
@@ -683,12 +718,15 @@ impl Runtime for CriRuntime {
             return Err(RuntimeError::Exec("exec: empty command".into()));
         }
         let secs = timeout.as_secs_f64().ceil().max(1.0) as i64;
-        let mut client = self.rt();
-        let call = client.exec_sync(cri::ExecSyncRequest {
-            container_id: id.0.clone(),
-            cmd: command.to_vec(),
-            timeout: secs,
-        });
+        let mut client = self.inner.runtime_long.clone();
+        let call = client.exec_sync(with_deadline(
+            cri::ExecSyncRequest {
+                container_id: id.0.clone(),
+                cmd: command.to_vec(),
+                timeout: secs,
+            },
+            timeout + RPC_TIMEOUT,
+        ));
         // containerd enforces the timeout; the local one only guards
         // against a runtime that never answers.
         let resp = match tokio::time::timeout(timeout + Duration::from_secs(5), call).await {

@@ -208,6 +208,21 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
         .await
         .expect("exec through the other runtime");
     assert_eq!((out.exit_code, out.output.as_str()), (Some(0), "kept\n"));
+    let out = again
+        .exec(
+            &id,
+            &["sh".into(), "-c".into(), "exit 7".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, Some(7));
+    // Past its timeout an exec has no exit code (a probe counts it failed).
+    let out = again
+        .exec(&id, &["sleep".into(), "30".into()], Duration::from_secs(1))
+        .await
+        .expect("exec that times out");
+    assert_eq!(out.exit_code, None, "{out:?}");
 
     let st = wait_for(&oom, "OOMKilled", |s| {
         container(s, "c").is_some_and(|c| {
