@@ -70,10 +70,7 @@ impl Containerd {
         anyhow::ensure!(nix::unistd::geteuid().is_root(), "containerd needs root");
         // Short: the socket path must fit sun_path, the bridge name IFNAMSIZ.
         let dir = tempfile::Builder::new().prefix("bcri").tempdir_in("/tmp")?;
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let n = std::process::id() % 200 + SEQ.fetch_add(1, Ordering::Relaxed) * 7 % 50;
-        let bridge = format!("bcri{}", std::process::id() % 100_000 + n);
-        let subnet = format!("10.{}.{}.0/24", 200 + n % 50, n % 250);
+        let (bridge, subnet) = free_network();
         let d = dir.path();
         let socket = d.join("c.sock");
         let conf_dir = d.join("cni");
@@ -388,6 +385,37 @@ impl Drop for Containerd {
         })
         .join();
     }
+}
+
+/// A bridge name and a /24 no interface on this machine uses yet (tests
+/// run in parallel, each with its containerd): tried from a per-process
+/// starting point, so two tests rarely even try the same one.
+fn free_network() -> (String, String) {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let addrs = Command::new("ip")
+        .args(["-o", "addr"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let start = std::process::id() * 31 + SEQ.fetch_add(1, Ordering::Relaxed) * 7919;
+    (0..10_000u32)
+        .map(|i| (start + i) % 10_000)
+        .map(|n| {
+            (
+                format!("bcri{n}"),
+                format!("10.{}.{}", 200 + n / 250 % 50, n % 250),
+            )
+        })
+        .find(|(bridge, net)| {
+            !addrs.contains(&format!(" {net}.")) && !links.contains(&format!(" {bridge}:"))
+        })
+        .map(|(bridge, net)| (bridge, format!("{net}.0/24")))
+        .unwrap_or_else(|| ("bcri0".into(), "10.200.0.0/24".into()))
 }
 
 /// A failed test's pod workers may still be removing what we remove.
