@@ -5,7 +5,8 @@
 //! ```text
 //!   create_sandbox ─► RunPodSandbox (labels: pod uid/name/namespace,
 //!                     log_directory = <root>/logs/<ns>_<name>_<uid>)
-//!                     PodSandboxStatus ─► pod IP (the host's when empty)
+//!                     PodSandboxStatus ─► pod IP (the host's when empty;
+//!                     host network when the runtime's NetworkReady is false)
 //!   ensure_image   ─► ImageStatus, PullImage per imagePullPolicy
 //!   start          ─► CreateContainer (log_path <name>/<attempt>.log, env,
 //!                     bind mounts, LinuxContainerResources) + StartContainer
@@ -146,7 +147,24 @@ impl CriRuntime {
         self.inner.root.join("logs")
     }
 
-    fn sandbox_config(&self, pod: &PodKey) -> cri::PodSandboxConfig {
+    /// Whether the runtime can give pods their own network: its
+    /// `NetworkReady` condition (false when containerd has no CNI config).
+    pub async fn network_ready(&self) -> Result<bool, RuntimeError> {
+        let status = self
+            .rt()
+            .status(cri::StatusRequest { verbose: false })
+            .await
+            .map_err(rpc("Status"))?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        Ok(status
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status))
+    }
+
+    fn sandbox_config(&self, pod: &PodKey, host_network: bool) -> cri::PodSandboxConfig {
         let labels = HashMap::from([
             (LABEL_POD_UID.to_string(), pod.uid.clone()),
             (LABEL_POD_NAME.to_string(), pod.name.clone()),
@@ -159,7 +177,13 @@ impl CriRuntime {
                 namespace: pod.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: pod.name.clone(),
+            // kubelet sets none for a host-network pod: it has the host's
+            // UTS namespace (runc refuses to set one there).
+            hostname: if host_network {
+                String::new()
+            } else {
+                pod.name.clone()
+            },
             log_directory: super::pod_log_dir(&self.logs_root(), pod)
                 .display()
                 .to_string(),
@@ -169,7 +193,11 @@ impl CriRuntime {
                 cgroup_parent: String::new(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
-                        network: cri::NamespaceMode::Pod as i32,
+                        network: if host_network {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
                         pid: cri::NamespaceMode::Container as i32,
                         ipc: cri::NamespaceMode::Pod as i32,
                     }),
@@ -487,18 +515,24 @@ impl Runtime for CriRuntime {
             .map_err(|e| {
                 RuntimeError::io(format!("creating pod directory {}", dir.display()), e)
             })?;
-        let config = self.sandbox_config(pod);
-        let log_dir = PathBuf::from(&config.log_directory);
+        let log_dir = super::pod_log_dir(&self.logs_root(), pod);
         tokio::fs::create_dir_all(&log_dir).await.map_err(|e| {
             RuntimeError::io(format!("creating log directory {}", log_dir.display()), e)
         })?;
         let known = self.lock_sandboxes().get(&pod.uid).cloned();
         let ready = cri::PodSandboxState::SandboxReady as i32;
-        let id = match known {
-            Some(s) => s.id,
+        let entry = match known {
+            Some(s) => s,
             None => {
+                // Without a pod network (no CNI config) pods share the
+                // host's, as on the process runtime, rather than never start.
+                let host_network = !self.network_ready().await?;
+                if host_network {
+                    tracing::warn!(pod = %pod, "the CRI runtime reports no pod network: the pod uses the host's");
+                }
+                let config = self.sandbox_config(pod, host_network);
                 let existing = self.sandboxes_of(&pod.uid).await?;
-                match existing.iter().find(|s| s.state == ready) {
+                let id = match existing.iter().find(|s| s.state == ready) {
                     // An earlier agent's sandbox for this pod: keep it.
                     Some(s) => s.id.clone(),
                     None => {
@@ -515,16 +549,12 @@ impl Runtime for CriRuntime {
                             .into_inner()
                             .pod_sandbox_id
                     }
-                }
+                };
+                SandboxEntry { id, config }
             }
         };
-        self.lock_sandboxes().insert(
-            pod.uid.clone(),
-            SandboxEntry {
-                id: id.clone(),
-                config,
-            },
-        );
+        let id = entry.id.clone();
+        self.lock_sandboxes().insert(pod.uid.clone(), entry);
         let ip = self.sandbox_ip(&id).await?;
         Ok(Sandbox { dir, ip })
     }

@@ -54,9 +54,16 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 impl Containerd {
-    /// Start containerd with the pause and busybox images imported; fails
-    /// with what is missing (`scripts/setup` installs it all).
+    /// Start containerd with the pause and busybox images imported and a
+    /// CNI bridge network; fails with what is missing (`scripts/setup`
+    /// installs it all).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// As [`Containerd::start`]; without `pod_network` containerd has no CNI
+    /// config (as a stock install), so its `NetworkReady` is false.
+    pub async fn start_with(pod_network: bool) -> anyhow::Result<Self> {
         for bin in ["containerd", "ctr", "runc", "busybox"] {
             anyhow::ensure!(
                 which(bin),
@@ -75,20 +82,22 @@ impl Containerd {
         let socket = d.join("c.sock");
         let conf_dir = d.join("cni");
         std::fs::create_dir_all(&conf_dir)?;
-        std::fs::write(
-            conf_dir.join("10-balsa.conflist"),
-            serde_json::json!({
-                "cniVersion": "0.4.0",
-                "name": "balsa-test",
-                "plugins": [
-                    {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                              "dataDir": d.join("ipam")}},
-                    {"type": "loopback"}
-                ]
-            })
-            .to_string(),
-        )?;
+        if pod_network {
+            std::fs::write(
+                conf_dir.join("10-balsa.conflist"),
+                serde_json::json!({
+                    "cniVersion": "0.4.0",
+                    "name": "balsa-test",
+                    "plugins": [
+                        {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                                  "dataDir": d.join("ipam")}},
+                        {"type": "loopback"}
+                    ]
+                })
+                .to_string(),
+            )?;
+        }
         let config = format!(
             r#"version = 2
 root = "{root}"

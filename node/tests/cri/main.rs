@@ -311,3 +311,56 @@ async fn busybox_pods_run_restart_fail_to_pull_and_go_away_under_containerd() {
     );
     containerd.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pod_network_pods_use_the_hosts() {
+    let mut containerd = Containerd::start_with(false)
+        .await
+        .expect("starting containerd");
+    let node_root = containerd.dir.path().join("node");
+    let runtime = Arc::new(containerd.runtime(&node_root));
+    assert!(!runtime.network_ready().await.expect("CRI status"));
+    let (emitter, _events) = Emitter::channel(256);
+    let worker = PodWorker::new(
+        runtime.clone(),
+        Arc::new(StaticObjects::new()),
+        emitter,
+        config(),
+    );
+    // The network namespace's identity, as the container will print it.
+    let host_netns = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+    let hostnet = worker.spawn(pod(json!({
+        "metadata": {"name": "hostnet"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": BUSYBOX_IMAGE,
+            "command": ["sh", "-c", "readlink /proc/self/ns/net; exec sleep 1000"]
+        }]}
+    })));
+    let st = wait_for(&hostnet, "Running", |s| {
+        s.phase.as_deref() == Some("Running")
+    })
+    .await;
+    assert_eq!(st.pod_ip.as_deref(), Some("127.0.0.1"), "the host's IP");
+    let path = runtime.log_path(hostnet.key(), "c", 0);
+    let deadline = Instant::now() + T;
+    let log = loop {
+        let log = logs::read(&path, &LogOptions::default())
+            .await
+            .expect("log");
+        if !log.is_empty() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&log).trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        log,
+        host_netns.display().to_string(),
+        "the host's network namespace"
+    );
+    hostnet.terminate(Some(Duration::from_secs(1)));
+    tokio::time::timeout(T, hostnet.finished())
+        .await
+        .expect("pod worker finished");
+    assert_eq!(containerd.counts().await.expect("CRI lists"), (0, 0));
+    containerd.cleanup().await;
+}
