@@ -1,5 +1,5 @@
 //! Compiles the .proto files with protox (no system protoc needed):
-//! Balsa's own into tonic code, and the Kubernetes kinds Balsa accepts as
+//! Balsa's own and the CRI subset the node's `cri` runtime speaks into tonic code, and the Kubernetes kinds Balsa accepts as
 //! protobuf request bodies into a bare `FileDescriptorSet` (no generated code;
 //! `balsa-api` reads objects with prost-reflect).
 //!
@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/balsa/peer.proto",
         "proto/balsa/objects.proto",
         "proto/balsa/node.proto",
+        "proto/cri/api.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

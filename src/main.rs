@@ -45,9 +45,13 @@ enum Cmd {
         /// Node agents to run (node-1..node-N), each its own process.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
-        /// The agents' container runtime.
-        #[arg(long, value_enum, default_value = "process")]
-        runtime: RuntimeKind,
+        /// The agents' container runtime (default: cri when containerd
+        /// answers on --cri-socket, else process).
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeKind>,
+        /// containerd's CRI socket, for the cri runtime.
+        #[arg(long, default_value = balsa_node::runtime::cri::DEFAULT_SOCKET)]
+        cri_socket: PathBuf,
     },
     /// Run a node agent (Balsa's kubelet): the pods bound to the node, from any master.
     Node(NodeArgs),
@@ -134,6 +138,9 @@ struct NodeArgs {
     /// serves `kubectl logs` for this node's pods.
     #[arg(long, default_value_t = 0)]
     log_port: u16,
+    /// Cri runtime only: containerd's (any CRI runtime's) socket.
+    #[arg(long, default_value = balsa_node::runtime::cri::DEFAULT_SOCKET)]
+    cri_socket: PathBuf,
     /// Seconds pods get to stop when the agent shuts down (default: each
     /// pod's terminationGracePeriodSeconds).
     #[arg(long)]
@@ -173,6 +180,7 @@ fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
         sim_delay: Duration::from_millis(args.sim_delay_ms),
         host_ip: args.host_ip,
         log_port: args.log_port,
+        cri_socket: args.cri_socket,
         grace: args.shutdown_grace.map(Duration::from_secs),
         leave_pods: args.leave_pods_running,
         exit_with_parent: args.exit_with_parent,
@@ -342,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             masters,
             nodes,
             runtime,
+            cri_socket,
         } => {
             abort_on_panic();
             let binary = std::env::current_exe().context("locating the balsa binary")?;
@@ -351,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 binary,
                 server_args: Vec::new(),
             };
-            up::run(opts, nodes, runtime).await
+            up::run(opts, nodes, runtime, cri_socket).await
         }
         Cmd::Node(args) => {
             abort_on_panic();

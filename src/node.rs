@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa_node::agent::{Agent, AgentConfig};
-use balsa_node::{ProcessRuntime, Runtime, SimRuntime};
+use balsa_node::{CriRuntime, ProcessRuntime, Runtime, SimRuntime};
 
 use crate::listeners;
 
@@ -18,7 +18,7 @@ pub enum RuntimeKind {
     Process,
     /// Hollow containers: nothing runs, pods become Running after a delay.
     Sim,
-    /// containerd's CRI socket (not built yet).
+    /// containerd (any CRI runtime) over its CRI socket (`--cri-socket`).
     Cri,
 }
 
@@ -46,6 +46,8 @@ pub struct NodeOptions {
     pub host_ip: String,
     /// The log endpoint's port on `host_ip` (0: any free one).
     pub log_port: u16,
+    /// Cri only: the CRI runtime's socket.
+    pub cri_socket: PathBuf,
     /// Stop pods with this grace on shutdown (each pod's own when `None`).
     pub grace: Option<Duration>,
     /// On SIGTERM/SIGINT leave the pods running (a later agent on the same
@@ -59,9 +61,16 @@ fn runtime(opts: &NodeOptions, root: &std::path::Path) -> anyhow::Result<Arc<dyn
     Ok(match opts.runtime {
         RuntimeKind::Process => Arc::new(ProcessRuntime::new(root, opts.host_ip.clone())),
         RuntimeKind::Sim => Arc::new(SimRuntime::new(root, opts.sim_delay)),
-        RuntimeKind::Cri => bail!(
-            "the cri runtime (containerd's CRI socket) is not built yet; use --runtime process or --runtime sim"
-        ),
+        RuntimeKind::Cri => {
+            let socket = &opts.cri_socket;
+            if !balsa_node::runtime::cri::socket_answers(socket) {
+                bail!(
+                    "the cri runtime: nothing answers on {} (is containerd running? --cri-socket names another socket)",
+                    socket.display()
+                );
+            }
+            Arc::new(CriRuntime::new(socket, root, opts.host_ip.clone())?)
+        }
     })
 }
 

@@ -373,6 +373,7 @@ pub fn start_agents(
     opts: &UpOptions,
     nodes: usize,
     runtime: RuntimeKind,
+    cri_socket: &Path,
 ) -> anyhow::Result<Agents> {
     let mut children = Vec::new();
     for i in 1..=nodes {
@@ -390,6 +391,8 @@ pub fn start_agents(
             .arg("--root")
             .arg(opts.dir.join(&name))
             .args(["--shutdown-grace", "5", "--exit-with-parent"])
+            .arg("--cri-socket")
+            .arg(cri_socket)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -428,24 +431,42 @@ impl Agents {
     }
 }
 
-/// Runs `balsa up` until Ctrl-C / SIGTERM, with `nodes` node agents.
-pub async fn run(opts: UpOptions, nodes: usize, runtime: RuntimeKind) -> anyhow::Result<()> {
-    if runtime == RuntimeKind::Cri {
-        bail!("the cri runtime (containerd) is not built yet; use --runtime process or sim");
+/// The runtime `balsa up` gives its agents: the one asked for, else `cri`
+/// when something answers on the CRI socket (containerd), else `process`;
+/// with the reason, for the user.
+pub fn choose_runtime(asked: Option<RuntimeKind>, cri_socket: &Path) -> (RuntimeKind, String) {
+    match asked {
+        Some(kind) => (kind, "as asked".into()),
+        None if balsa_node::runtime::cri::socket_answers(cri_socket) => (
+            RuntimeKind::Cri,
+            format!("containerd answers on {}", cri_socket.display()),
+        ),
+        None => (
+            RuntimeKind::Process,
+            format!(
+                "no containerd socket at {}; --runtime cri --cri-socket PATH to use one",
+                cri_socket.display()
+            ),
+        ),
     }
+}
+
+/// Runs `balsa up` until Ctrl-C / SIGTERM, with `nodes` node agents.
+pub async fn run(
+    opts: UpOptions,
+    nodes: usize,
+    runtime: Option<RuntimeKind>,
+    cri_socket: PathBuf,
+) -> anyhow::Result<()> {
+    let (runtime, why) = choose_runtime(runtime, &cri_socket);
     let started = Instant::now();
     let mut cluster = start(&opts).await?;
     print_members(&cluster.file, &opts.dir, started.elapsed());
-    let mut agents = start_agents(&opts, nodes, runtime)?;
+    let mut agents = start_agents(&opts, nodes, runtime, &cri_socket)?;
     if nodes > 0 {
         println!(
-            "node agents:  {nodes} (node-1..node-{nodes}) on the {} runtime{}; logs in {}/node-<i>.log",
+            "node agents:  {nodes} (node-1..node-{nodes}) on the {} runtime ({why}); logs in {}/node-<i>.log",
             runtime.as_str(),
-            if runtime == RuntimeKind::Process {
-                " (cri, for containerd, is not built yet)"
-            } else {
-                ""
-            },
             opts.dir.display()
         );
     }
@@ -475,4 +496,24 @@ pub async fn run(opts: UpOptions, nodes: usize, runtime: RuntimeKind) -> anyhow:
     agents.stop(Duration::from_secs(10)).await;
     cluster.stop(Duration::from_secs(10)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_picks_cri_only_when_a_socket_answers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("containerd.sock");
+        let (kind, why) = choose_runtime(None, &socket);
+        assert_eq!(kind, RuntimeKind::Process);
+        assert!(why.contains("no containerd socket"), "{why}");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        assert_eq!(choose_runtime(None, &socket).0, RuntimeKind::Cri);
+        assert_eq!(
+            choose_runtime(Some(RuntimeKind::Process), &socket).0,
+            RuntimeKind::Process
+        );
+    }
 }

@@ -44,6 +44,7 @@ pub mod worker;
 
 pub use objects::{ObjectSource, StaticObjects};
 pub use pods::PodManager;
+pub use runtime::cri::CriRuntime;
 pub use runtime::process::ProcessRuntime;
 pub use runtime::sim::SimRuntime;
 pub use runtime::{Runtime, RuntimeError};

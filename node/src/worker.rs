@@ -852,6 +852,7 @@ async fn run_container(
         .unwrap_or_else(|| "Always".into());
     let config = shared.worker.config.clone();
     let mut backoff = Backoff::new(config.backoff);
+    let mut pull_backoff: Option<Duration> = None;
     let mut restart_count: i32 = 0;
     let mut last_terminated: Option<ContainerStateTerminated> = None;
     // An instance still running from before an agent restart is taken over
@@ -884,6 +885,21 @@ async fn run_container(
                 });
                 if wait_or_terminated(config.retry, &mut terminate).await {
                     return End::Terminated;
+                }
+                if reason == "ErrImagePull" {
+                    // kubelet's image back-off: the pull is not retried
+                    // until it expires (same numbers as the crash loop's).
+                    let delay = pull_backoff
+                        .map_or(config.backoff.initial, |d| (d * 2).min(config.backoff.max));
+                    pull_backoff = Some(delay);
+                    let message = format!("Back-off pulling image {:?}", image(&c));
+                    shared.emit(&field_path, EventType::Normal, "BackOff", message.clone());
+                    shared.update(kind, index, |cs| {
+                        cs.state = Some(status::waiting("ImagePullBackOff", Some(message)));
+                    });
+                    if wait_or_terminated(delay, &mut terminate).await {
+                        return End::Terminated;
+                    }
                 }
                 continue;
             }

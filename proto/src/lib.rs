@@ -1,6 +1,6 @@
 //! Balsa's wire contracts: the peer (Raft) service between masters, the
 //! Objects and Cluster services clients use, the NodeAgent stream to node
-//! agents, and the schema of the Kubernetes kinds kubectl may send as protobuf. Generated code and descriptors only; this
+//! agents, the CRI subset node agents speak to containerd, and the schema of the Kubernetes kinds kubectl may send as protobuf. Generated code and descriptors only; this
 //! crate depends on nothing of ours.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -24,9 +24,19 @@ pub mod balsa {
     }
 }
 
+/// The Kubernetes Container Runtime Interface (the subset the node agent's
+/// `cri` runtime uses), under upstream's package name so any CRI runtime
+/// (containerd) accepts it.
+pub mod runtime {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
+    }
+}
+
 pub use balsa::node::v1 as node;
 pub use balsa::objects::v1 as objects;
 pub use balsa::peer::v1 as peer;
+pub use runtime::v1 as cri;
 
 /// Kubernetes' own protobuf schema (API 1.32), as data rather than code.
 pub mod k8s {

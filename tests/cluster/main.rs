@@ -5,6 +5,7 @@
 
 mod client;
 mod controllers;
+mod cri;
 mod faults;
 mod harness;
 mod membership;

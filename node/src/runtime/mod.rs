@@ -8,15 +8,16 @@
 //! - [`process::ProcessRuntime`]: the container's command as a supervised local
 //!   process (process group, cgroup limits, CRI-format log file);
 //! - [`sim::SimRuntime`]: a hollow runtime for scale tests;
-//! - `cri` (later): containerd's CRI socket. The port already carries what it
-//!   needs: a sandbox per pod ([`Runtime::create_sandbox`]) and image pulls with
-//!   a pull policy ([`Runtime::ensure_image`]).
+//! - [`cri::CriRuntime`]: containerd (any CRI runtime) over its gRPC socket: a
+//!   sandbox per pod ([`Runtime::create_sandbox`]), images pulled per pull
+//!   policy ([`Runtime::ensure_image`]).
 //!
 //! Rules: a runtime never talks to the API and never decides about restarts;
 //! [`Runtime::wait`] may be called any number of times, concurrently with
 //! [`Runtime::stop`], and every caller sees the same [`ExitStatus`].
 
 pub mod cgroup;
+pub mod cri;
 pub mod cri_log;
 pub mod process;
 pub mod sim;
@@ -174,6 +175,13 @@ pub enum RuntimeError {
     ImagePull { image: String, message: String },
     #[error("container {0} not found")]
     NotFound(ContainerId),
+    /// A CRI call failed (the `cri` runtime).
+    #[error("CRI {step}: {}", source.message())]
+    Rpc {
+        step: &'static str,
+        #[source]
+        source: tonic::Status,
+    },
     #[error("{step}: {source}")]
     Io {
         step: String,
