@@ -3,7 +3,8 @@
 //! leads.
 //!
 //! Owns: the control loops that turn desired state (ReplicaSets, Deployments,
-//! ownerReferences, namespace deletion) into API writes. Must depend only on
+//! Jobs, CronJobs, ownerReferences, namespace deletion, finished Jobs' TTLs,
+//! pods nothing will finish) into API writes. Must depend only on
 //! `balsa-api` (never on the store, the scheduler or the node agent: they meet
 //! only through API objects).
 //!
@@ -12,14 +13,19 @@
 //! applies them through `Api<K>`; `manager` is the only place that builds
 //! informers and starts controllers.
 
+pub mod cronjob;
 pub mod deployment;
 mod error;
 pub mod garbage_collector;
+pub mod job;
 pub mod manager;
 pub mod namespace;
+pub mod own_writes;
 pub mod owners;
+pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod selector;
+pub mod ttl_after_finished;
 
 pub use error::Error;

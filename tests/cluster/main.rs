@@ -7,6 +7,7 @@ mod client;
 mod controllers;
 mod faults;
 mod harness;
+mod jobs;
 mod membership;
 mod node;
 mod processes;
