@@ -1087,3 +1087,153 @@ async fn finished_jobs_expire_and_pod_gc_cleans_up() {
     );
     c.shutdown().await;
 }
+
+fn script(command: &str) -> PodTemplateSpec {
+    let mut t = template("busybox");
+    if let Some(spec) = t.spec.as_mut() {
+        spec.termination_grace_period_seconds = Some(2);
+        spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), command.into()]);
+    }
+    t
+}
+
+/// The whole path: the scheduler binds the Job's pods to a node agent on
+/// the process runtime, whose phases (from the commands' exit codes) the
+/// Job controller counts; an Indexed pod reads its index from the env.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_run_on_a_node_agent() {
+    use balsa_node::agent::{Agent, AgentConfig};
+    use balsa_node::ProcessRuntime;
+
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "real").await;
+    let root = tempfile::tempdir().expect("root");
+    let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
+    let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
+    let mut config = AgentConfig::new("worker", masters, root.path(), runtime);
+    config.heartbeat = Duration::from_millis(500);
+    let agent = Agent::start(config).await.expect("agent");
+    let jobs = Api::<Job>::namespaced(client.clone(), "real");
+    let pods = Api::<Pod>::namespaced(client.clone(), "real");
+    let pp = PostParams::default();
+
+    let indexed = JobSpec {
+        completions: Some(3),
+        parallelism: Some(2),
+        completion_mode: Some("Indexed".into()),
+        template: script(r#"[ -n "$JOB_COMPLETION_INDEX" ] && echo "index $JOB_COMPLETION_INDEX""#),
+        ..Default::default()
+    };
+    jobs.create(&job("indexed", indexed), &pp).await.unwrap();
+    // kubectl waits for it as a user would.
+    let kubeconfig = root.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {{server: http://{}}}\n\
+             users:\n- name: b\n  user: {{}}\ncontexts:\n- name: b\n  context: {{cluster: b, user: b}}\n\
+             current-context: b\n",
+            c.server(0).rest_addr
+        ),
+    )
+    .expect("kubeconfig");
+    let home = root.path().to_path_buf();
+    let kubectl = move |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", &home)
+            .output()
+            .expect("kubectl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let wait = {
+        let kubectl = kubectl.clone();
+        tokio::task::spawn_blocking(move || {
+            kubectl(&[
+                "wait",
+                "--for=condition=complete",
+                "job/indexed",
+                "-n",
+                "real",
+                "--timeout=60s",
+            ])
+        })
+    };
+    let broken = JobSpec {
+        backoff_limit: Some(0),
+        template: script("exit 3"),
+        ..Default::default()
+    };
+    jobs.create(&job("broken", broken), &pp).await.unwrap();
+
+    let waited = wait.await.expect("kubectl wait");
+    assert!(
+        waited.contains("job.batch/indexed condition met"),
+        "{waited}"
+    );
+    let done = finished(&jobs, "indexed", "Complete").await;
+    let s = done.status.unwrap();
+    assert_eq!(
+        (s.succeeded, s.completed_indexes.as_deref()),
+        (Some(3), Some("0-2"))
+    );
+    let ran = pods_of(&pods, "indexed").await;
+    assert_eq!(ran.len(), 3);
+    for p in &ran {
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("worker")
+        );
+        assert_eq!(phase(p), "Succeeded");
+    }
+    no_finalizers_left(&ran);
+
+    let failed = finished(&jobs, "broken", "Failed").await;
+    assert_eq!(
+        condition(&failed, "Failed").and_then(|c| c.0).as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    assert_eq!(failed.status.unwrap().failed, Some(1));
+    let tried = pods_of(&pods, "broken").await;
+    assert_eq!(tried.len(), 1);
+    let exit = tried[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c[0].state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code);
+    assert_eq!(exit, Some(3));
+
+    // kubectl get jobs: kubectl's columns, from the server's Table.
+    let table = kubectl(&["get", "jobs", "-n", "real"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        "{table}"
+    );
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l[0] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(row("indexed")[1..3], ["Complete", "3/3"], "{table}");
+    assert_eq!(row("broken")[1..3], ["Failed", "0/1"], "{table}");
+
+    agent.stop(Some(Duration::from_secs(1))).await;
+    c.shutdown().await;
+}
