@@ -1,8 +1,9 @@
 //! Wall-clock timestamps for statuses, events and conditions, for every
 //! component, and the `Clock` controllers read so tests can move time.
 //!
-//! k8s-openapi builds `jiff` without its `std` feature, so `Timestamp::now`
-//! does not exist; this is the one place that reads the system clock for them.
+//! This is the one place that reads the system clock for them (not jiff's
+//! `Timestamp::now`, which k8s-openapi's build of jiff does not have unless
+//! another crate turns `std` on).
 
 use std::fmt;
 use std::sync::Arc;

@@ -919,7 +919,8 @@ async fn cronjobs_start_jobs_at_their_times_on_a_fake_clock() {
         cjs.get("every").await.ok()?.spec?.suspend?.then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Give the controller's cache a moment to see it too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let t5 = Timestamp::from_second(first.as_second() + 4 * 60).unwrap();
     clock.set(t5);
     let missed = format!("every-{}", minute(t5));
@@ -1235,5 +1236,53 @@ async fn jobs_run_on_a_node_agent() {
     assert_eq!(row("broken")[1..3], ["Failed", "0/1"], "{table}");
 
     agent.stop(Some(Duration::from_secs(1))).await;
+    c.shutdown().await;
+}
+
+/// The leader stops while a Job's pods are finishing: the next leader goes
+/// on from the Job's status and the pods' finalizers, and every finished pod
+/// is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_finishes_across_a_leader_change() {
+    let mut c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "failover").await;
+    let kubelet = fake_kubelet(client.clone());
+    let jobs = Api::<Job>::namespaced(client.clone(), "failover");
+    let pods = Api::<Pod>::namespaced(client.clone(), "failover");
+    let spec = JobSpec {
+        completions: Some(8),
+        parallelism: Some(2),
+        template: template("ok"),
+        ..Default::default()
+    };
+    jobs.create(&job("steady", spec), &PostParams::default())
+        .await
+        .unwrap();
+    eventually("the first completions", || async {
+        let s = jobs.get("steady").await.ok()?.status?;
+        (s.succeeded.unwrap_or(0) >= 2).then_some(())
+    })
+    .await;
+    let leader = c.wait_leader(&[]).await;
+    c.stop(leader).await;
+    c.wait_leader(&[leader]).await;
+
+    let done = finished(&jobs, "steady", "Complete").await;
+    let s = done.status.unwrap();
+    let ran = pods_of(&pods, "steady").await;
+    let succeeded = ran.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+    assert!(s.succeeded >= Some(8), "{:?}", s.succeeded);
+    assert_eq!(
+        s.succeeded,
+        Some(succeeded),
+        "each finished pod counted once"
+    );
+    assert_eq!(
+        s.uncounted_terminated_pods.unwrap_or_default().succeeded,
+        None
+    );
+    no_finalizers_left(&ran);
+    kubelet.abort();
     c.shutdown().await;
 }
