@@ -5,18 +5,19 @@
 //! are forwarded to the leader.
 
 use balsa_api::client::{Client, Leadership};
+use balsa_controllers::manager::Options;
 use tokio::task::JoinHandle;
 
 /// Runs the scheduler (`balsa_scheduler::driver`) and the controller manager
 /// (`balsa_controllers::manager`) against the API at `api_addr` until the
 /// task is aborted.
-pub fn spawn(api_addr: String, leadership: Leadership) -> JoinHandle<()> {
+pub fn spawn(api_addr: String, leadership: Leadership, options: Options) -> JoinHandle<()> {
     tokio::spawn(async move {
         match Client::new(vec![api_addr]) {
             Ok(client) => {
                 tokio::join!(
                     balsa_scheduler::driver::run(client.clone(), leadership.clone()),
-                    balsa_controllers::manager::run(client, leadership),
+                    balsa_controllers::manager::run(client, leadership, options),
                 );
             }
             Err(e) => tracing::error!(error = %e.message, "control loops not started"),

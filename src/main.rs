@@ -247,6 +247,11 @@ struct ServerArgs {
     /// Events kept in the watch window (at least; plus 5 minutes' worth).
     #[arg(long, default_value_t = 100_000)]
     watch_window: usize,
+    /// Terminated pods (Succeeded or Failed) kept before the pod garbage
+    /// collector deletes the oldest; 0 keeps them all (kube-controller-
+    /// manager's flag of the same name).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
     /// Shut down when the parent process exits (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -293,6 +298,7 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
         Duration::from_millis(a.election_max_ms),
     );
     opts.replica.snapshot_every = a.snapshot_every;
+    opts.controllers.pod_gc.terminated_threshold = a.terminated_pod_gc_threshold;
     opts.replica.window = WindowConfig {
         min_events: a.watch_window,
         ..WindowConfig::default()

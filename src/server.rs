@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub join: Option<String>,
     /// Id, data dir, Raft timings, snapshots, watch window, request timeout.
     pub replica: ReplicaConfig,
+    /// The controller manager's settings (its clock, pod GC threshold).
+    pub controllers: balsa_controllers::manager::Options,
 }
 
 impl ServerOptions {
@@ -45,6 +47,7 @@ impl ServerOptions {
             init: None,
             join: None,
             replica: ReplicaConfig::new(id, data_dir),
+            controllers: Default::default(),
         }
     }
 }
@@ -118,7 +121,11 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
-    let control = control::spawn(api_addr.to_string(), Leadership::new(replica.leadership()));
+    let control = control::spawn(
+        api_addr.to_string(),
+        Leadership::new(replica.leadership()),
+        opts.controllers.clone(),
+    );
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod clock;
 pub mod conformance;
+pub mod cron;
 pub mod grpc;
 pub mod k8s_protobuf;
 pub mod openapi;

@@ -3,8 +3,9 @@
 //! leads.
 //!
 //! Owns: the control loops that turn desired state (ReplicaSets, Deployments,
-//! DaemonSets, StatefulSets, ControllerRevisions, ownerReferences,
-//! namespace deletion) into API writes. Must depend only on
+//! DaemonSets, StatefulSets, ControllerRevisions, Jobs, CronJobs,
+//! ownerReferences, namespace deletion, finished Jobs' TTLs, pods nothing will
+//! finish) into API writes. Must depend only on
 //! `balsa-api` (never on the store, the scheduler or the node agent: they meet
 //! only through API objects).
 //!
@@ -13,18 +14,23 @@
 //! applies them through `Api<K>`; `manager` is the only place that builds
 //! informers and starts controllers.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 mod error;
 pub mod garbage_collector;
 pub mod history;
+pub mod job;
 pub mod manager;
 pub mod namespace;
 pub mod node_fit;
+pub mod own_writes;
 pub mod owners;
+pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod selector;
 pub mod statefulset;
+pub mod ttl_after_finished;
 
 pub use error::Error;

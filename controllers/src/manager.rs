@@ -4,9 +4,11 @@
 //! on every master so a new leader starts warm.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use balsa_api::client::events::Recorder;
 use balsa_api::client::{Api, Client, Controller, Informer, Leadership, Resource};
+use balsa_api::clock::Clock;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
@@ -20,7 +22,32 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
-use crate::{daemonset, deployment, namespace, replicaset, statefulset};
+use crate::{
+    cronjob, daemonset, deployment, job, namespace, pod_gc, replicaset, statefulset,
+    ttl_after_finished,
+};
+
+/// What kube-controller-manager takes as flags, and the clock tests move.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The time the Job, CronJob, TTL and pod GC controllers go by.
+    pub clock: Clock,
+    /// `--terminated-pod-gc-threshold`, the period and the orphan quarantine.
+    pub pod_gc: pod_gc::Config,
+    /// The Job pod-failure backoff: first delay and the most it doubles to
+    /// (10 s and 6 min, as the Kubernetes documentation states).
+    pub job_backoff: (Duration, Duration),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Clock::real(),
+            pod_gc: pod_gc::Config::default(),
+            job_backoff: (Duration::from_secs(10), Duration::from_secs(360)),
+        }
+    }
+}
 
 /// Starts the informer and wakes the garbage collector on its changes.
 fn informed<K: Resource>(
@@ -52,7 +79,7 @@ fn informed<K: Resource>(
 }
 
 /// Runs every controller; never returns unless dropped (which stops them all).
-pub async fn run(client: Client, leadership: Leadership) {
+pub async fn run(client: Client, leadership: Leadership, options: Options) {
     let mut tasks = JoinSet::new();
     let mut graphs: Vec<Arc<dyn Graph>> = Vec::new();
     let wake = Arc::new(Notify::new());
@@ -64,9 +91,9 @@ pub async fn run(client: Client, leadership: Leadership) {
     let statefulsets = informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
     let revisions = informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
     let claims = informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
+    let jobs = informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
+    let cronjobs = informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
     // Kinds only the garbage collector follows (owners and dependents).
-    informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
     informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
@@ -77,10 +104,12 @@ pub async fn run(client: Client, leadership: Leadership) {
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let ns = namespaces.clone();
     tasks.spawn(async move { ns.run().await });
-    // Where daemon pods run; cluster-scoped, so not the collector's.
+    // Where daemon pods run and which pods lost their node; cluster-scoped,
+    // so not the collector's.
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let n = nodes.clone();
     tasks.spawn(async move { n.run().await });
+    let clock = options.clock.clone();
 
     // One writer of Events for every controller, each under its upstream name.
     let (recorder, write_events) = Recorder::new(client.clone(), "controller-manager");
@@ -138,6 +167,54 @@ pub async fn run(client: Client, leadership: Leadership) {
     });
     let ns_controller = Controller::new("namespace", &namespaces);
     tasks.spawn(ns_controller.run(namespace::reconcile, ns_ctx, leadership.clone()));
+
+    let job_ctx = Arc::new(job::Ctx::new(
+        client.clone(),
+        pods.store(),
+        clock.clone(),
+        options.job_backoff,
+    ));
+    let job_controller = Controller::new("job", &jobs)
+        .owns(&pods)
+        .reconcile_all_on(clock.moves());
+    tasks.spawn(job_controller.run(job::reconcile, job_ctx, leadership.clone()));
+
+    let orphans_ctx = Arc::new(job::orphans::Ctx {
+        client: client.clone(),
+        jobs: jobs.store(),
+    });
+    let pod_store = pods.store();
+    let orphans = Controller::new("job-orphan-pods", &pods)
+        .watches(&jobs, move |j| job::orphans::pods_of(&pod_store, j));
+    tasks.spawn(orphans.run(job::orphans::reconcile, orphans_ctx, leadership.clone()));
+
+    let cj_ctx = Arc::new(cronjob::Ctx {
+        client: client.clone(),
+        jobs: jobs.store(),
+        clock: clock.clone(),
+        writes: Default::default(),
+    });
+    let cj_controller = Controller::new("cronjob", &cronjobs)
+        .owns(&jobs)
+        .reconcile_all_on(clock.moves());
+    tasks.spawn(cj_controller.run(cronjob::reconcile, cj_ctx, leadership.clone()));
+
+    let ttl_ctx = Arc::new(ttl_after_finished::Ctx {
+        client: client.clone(),
+        clock: clock.clone(),
+    });
+    let ttl_controller =
+        Controller::new("ttl-after-finished", &jobs).reconcile_all_on(clock.moves());
+    tasks.spawn(ttl_controller.run(ttl_after_finished::reconcile, ttl_ctx, leadership.clone()));
+
+    let gc = pod_gc::PodGc::new(
+        client.clone(),
+        pods.store(),
+        nodes.store(),
+        options.pod_gc.clone(),
+        clock,
+    );
+    tasks.spawn(gc.run(leadership.clone()));
 
     tasks.spawn(garbage_collector::run(graphs, wake, leadership));
 

@@ -21,13 +21,13 @@ use tokio::task::JoinHandle;
 
 use crate::harness::InProc;
 
-const DEADLINE: Duration = Duration::from_secs(40);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(40);
 
-fn client_of(c: &InProc) -> Client {
+pub(crate) fn client_of(c: &InProc) -> Client {
     Client::new((0..3).map(|i| c.server(i).api_addr.to_string()).collect()).expect("client")
 }
 
-async fn namespace(client: &Client, name: &str) {
+pub(crate) async fn namespace(client: &Client, name: &str) {
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -42,7 +42,7 @@ async fn namespace(client: &Client, name: &str) {
 }
 
 /// Polls `check` until it answers Some, or fails the test with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

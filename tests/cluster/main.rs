@@ -8,6 +8,7 @@ mod controllers;
 mod cri;
 mod faults;
 mod harness;
+mod jobs;
 mod membership;
 mod node;
 mod processes;

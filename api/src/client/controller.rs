@@ -150,6 +150,13 @@ impl<K: Resource> Controller<K> {
         self
     }
 
+    /// Reconciles every object each time `ticks` yields: a clock the
+    /// reconciler reads moved (`Clock::moves`), or a periodic resync.
+    pub fn reconcile_all_on(mut self, ticks: BoxStream<'static, ()>) -> Self {
+        self.triggers.push(ticks.map(|_| Trigger::All).boxed());
+        self
+    }
+
     /// The reconciler reads this cache: wait for it before reconciling.
     pub fn reads<C: Resource>(mut self, cache: &Store<C>) -> Self {
         self.ready.push(ready_of(cache.clone()));

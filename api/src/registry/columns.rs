@@ -547,6 +547,7 @@ pub static PERSISTENT_VOLUME_CLAIM: &[Column] = &[
     wide("VolumeMode", |v| str_or_empty(&v["spec"]["volumeMode"])),
 ];
 
+/// kubectl's job STATUS: the first condition that holds, in its order.
 fn job_status(v: &Value) -> Value {
     let conditions = v["status"]["conditions"].as_array();
     let has = |ty: &str| {
@@ -559,23 +560,36 @@ fn job_status(v: &Value) -> Value {
         "Complete"
     } else if has("Failed") {
         "Failed"
+    } else if !v["metadata"]["deletionTimestamp"].is_null() {
+        "Terminating"
     } else if has("Suspended") {
         "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
     } else {
         "Running"
+    })
+}
+
+/// `succeeded/completions`; a job without completions is done after one
+/// success, shown as `n/1` (`n/1 of p` with parallelism above 1).
+fn job_completions(v: &Value) -> Value {
+    let succeeded = v["status"]["succeeded"].as_i64().unwrap_or(0);
+    json!(match v["spec"]["completions"].as_i64() {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match v["spec"]["parallelism"].as_i64().unwrap_or(0) {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
     })
 }
 
 pub static JOB: &[Column] = &[
     col("Name", "string", name),
     col("Status", "string", job_status),
-    col("Completions", "string", |v| {
-        json!(format!(
-            "{}/{}",
-            v["status"]["succeeded"].as_i64().unwrap_or(0),
-            v["spec"]["completions"].as_i64().unwrap_or(1)
-        ))
-    }),
+    col("Completions", "string", job_completions),
     col("Duration", "string", |v| {
         let start = v["status"]["startTime"]
             .as_str()
@@ -623,6 +637,17 @@ pub static CRON_JOB: &[Column] = &[
         }
     }),
     col("Age", "string", age),
+    wide("Containers", |v| {
+        containers(&v["spec"]["jobTemplate"]["spec"]["template"])
+    }),
+    wide("Images", |v| {
+        images(&v["spec"]["jobTemplate"]["spec"]["template"])
+    }),
+    wide("Selector", |v| {
+        json!(selector_string(
+            &v["spec"]["jobTemplate"]["spec"]["selector"]
+        ))
+    }),
 ];
 
 #[cfg(test)]
@@ -640,6 +665,21 @@ mod tests {
         assert_eq!(d(9 * 3600), "9h");
         assert_eq!(d(3 * 86400 + 3600), "3d1h");
         assert_eq!(d(30 * 86400), "30d");
+    }
+
+    #[test]
+    fn job_columns_read_like_kubectl() {
+        let job = json!({"metadata":{},"spec":{"completions":3,"parallelism":2},
+            "status":{"succeeded":2,"conditions":[{"type":"SuccessCriteriaMet","status":"True"}]}});
+        assert_eq!(job_completions(&job), "2/3");
+        assert_eq!(job_status(&job), "SuccessCriteriaMet");
+        let job = json!({"metadata":{},"spec":{"parallelism":4},"status":{"conditions":[
+            {"type":"FailureTarget","status":"True"},{"type":"Failed","status":"True"}]}});
+        assert_eq!(job_completions(&job), "0/1 of 4");
+        assert_eq!(job_status(&job), "Failed");
+        let job = json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z"},"spec":{}});
+        assert_eq!(job_status(&job), "Terminating");
+        assert_eq!(job_completions(&job), "0/1");
     }
 
     #[test]

@@ -685,6 +685,15 @@ mod deletion {
                 if kind.group.is_empty() && kind.kind == "Namespace" {
                     new["status"]["phase"] = json!("Terminating");
                 }
+            } else if is_pod
+                && v["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .is_some_and(|g| g > 0)
+            {
+                // Its grace period is over (grace 0, or it finished) but a
+                // finalizer holds it (the job controller's): it goes as soon
+                // as the finalizers do, not at some later delete.
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             }
             return Some(new);
         }
@@ -721,5 +730,30 @@ mod tests {
         };
         let parsed: Value = serde_json::from_slice(&empty.to_json(cms)).unwrap();
         assert_eq!(parsed["items"], json!([]));
+    }
+
+    #[test]
+    fn a_forced_delete_of_a_pod_held_by_a_finalizer_ends_its_grace() {
+        let pods = kinds::by_kind("", "Pod").expect("Pod");
+        let running = json!({"metadata": {"name": "p", "finalizers": ["batch.kubernetes.io/job-tracking"]},
+            "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        // First a graceful delete: 30 s for the node agent.
+        let marked = deletion::mark(pods, &running, &DeleteOptions::default()).expect("marked");
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(prepare::terminating_gracefully(pods, &marked));
+        // The agent stopped it and deletes with grace 0: the finalizer keeps
+        // it, but no longer as gracefully terminating, so removing the
+        // finalizer removes the pod.
+        let forced = DeleteOptions {
+            grace_period: Some(0),
+            ..Default::default()
+        };
+        let held = deletion::mark(pods, &marked, &forced).expect("held by its finalizer");
+        assert_eq!(held["metadata"]["deletionGracePeriodSeconds"], 0);
+        assert!(!prepare::terminating_gracefully(pods, &held));
+        // Without finalizers the same delete removes it.
+        let mut bare = marked.clone();
+        bare["metadata"]["finalizers"] = json!([]);
+        assert!(deletion::mark(pods, &bare, &forced).is_none());
     }
 }

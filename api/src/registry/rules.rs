@@ -87,7 +87,7 @@ pub const JOB: Rules = Rules {
     validate: job_validate,
 };
 pub const CRON_JOB: Rules = Rules {
-    name: names::dns1123_subdomain,
+    name: cron_job_name,
     defaults: cron_job_defaults,
     validate: cron_job_validate,
 };
@@ -342,10 +342,32 @@ fn job_spec_defaults(spec: &mut Map<String, Value>) {
     set_default(spec, "backoffLimit", json!(6));
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
+    // Pods are replaced once terminating, unless a pod failure policy must
+    // see how they end (upstream's JobPodReplacementPolicy defaults).
+    let policy = if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    set_default(spec, "podReplacementPolicy", json!(policy));
 }
 
+/// The labels the job controller's pods carry, and the one its generated
+/// selector matches.
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+const LEGACY_CONTROLLER_UID: &str = "controller-uid";
+const LEGACY_JOB_NAME: &str = "job-name";
+
+fn manual_selector(spec: &Value) -> bool {
+    spec["manualSelector"] == json!(true)
+}
+
+/// Upstream's Job PrepareForCreate/generateSelector: unless
+/// `manualSelector`, the template gets the job's name and uid labels (those
+/// the user set are kept, and validation says if they are wrong) and the
+/// selector matches the uid label.
 fn job_defaults(v: &mut Value) {
-    // The job controller's selector: pods carry the job's uid.
     let uid = v["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
@@ -356,24 +378,20 @@ fn job_defaults(v: &mut Value) {
         .to_string();
     if let Some(spec) = obj_at(v, &["spec"]) {
         job_spec_defaults(spec);
-        let manual = spec.get("manualSelector") == Some(&json!(true));
-        if !manual && !uid.is_empty() && spec.get("selector").is_none_or(Value::is_null) {
-            spec.insert(
-                "selector".into(),
-                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
-            );
-        }
     }
-    if !uid.is_empty() {
+    if !manual_selector(&v["spec"]) && !uid.is_empty() {
         if let Some(labels) = obj_at(v, &["spec", "template", "metadata", "labels"]) {
             for (k, val) in [
-                ("batch.kubernetes.io/controller-uid", &uid),
-                ("batch.kubernetes.io/job-name", &name),
-                ("controller-uid", &uid),
-                ("job-name", &name),
+                (LEGACY_JOB_NAME, &name),
+                (JOB_NAME, &name),
+                (LEGACY_CONTROLLER_UID, &uid),
+                (JOB_CONTROLLER_UID, &uid),
             ] {
                 set_default(labels, k, json!(val));
             }
+        }
+        if let Some(match_labels) = obj_at(v, &["spec", "selector", "matchLabels"]) {
+            set_default(match_labels, JOB_CONTROLLER_UID, json!(uid));
         }
     }
     template_defaults(v, &["spec", "template", "spec"]);
@@ -599,6 +617,7 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
         "completions",
         "backoffLimit",
         "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
     ] {
         non_negative(spec, f, path, out);
     }
@@ -614,35 +633,204 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
         )),
         None => out.push(Cause::required(format!("{pod_path}.restartPolicy"))),
     }
+    match spec["completionMode"].as_str() {
+        None | Some("NonIndexed") => {}
+        Some("Indexed") => {
+            if spec["completions"].is_null() {
+                out.push(Cause {
+                    message: "Required value: when completion mode is Indexed".into(),
+                    ..Cause::required(format!("{path}.completions"))
+                });
+            }
+        }
+        Some(other) => out.push(Cause::not_supported(
+            format!("{path}.completionMode"),
+            other,
+            &["NonIndexed", "Indexed"],
+        )),
+    }
+    if !spec["podFailurePolicy"].is_null() {
+        pod_failure_policy_validate(spec, path, out);
+    }
 }
 
+/// The parts of upstream's pod failure policy validation Balsa's job
+/// controller relies on (no FailIndex: backoffLimitPerIndex is not built).
+fn pod_failure_policy_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    let policy = &spec["podFailurePolicy"];
+    let restart = spec["template"]["spec"]["restartPolicy"].as_str();
+    if let Some(r) = restart.filter(|r| *r != "Never") {
+        out.push(Cause::invalid(
+            format!("{path}.template.spec.restartPolicy"),
+            format!("{r:?}"),
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
+    }
+    let rules = policy["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if rules.len() > 20 {
+        out.push(Cause::invalid(
+            format!("{path}.podFailurePolicy.rules"),
+            rules.len(),
+            "must have at most 20 items",
+        ));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{path}.podFailurePolicy.rules[{i}]");
+        let actions = ["FailJob", "Ignore", "Count"];
+        match rule["action"].as_str() {
+            Some(a) if actions.contains(&a) => {}
+            Some(a) => out.push(Cause::not_supported(format!("{at}.action"), a, &actions)),
+            None => out.push(Cause::required(format!("{at}.action"))),
+        }
+        let codes = &rule["onExitCodes"];
+        let conditions = &rule["onPodConditions"];
+        match (codes.is_null(), conditions.is_null()) {
+            (true, true) => out.push(Cause::invalid(
+                at.clone(),
+                "{}",
+                "specifying one of OnExitCodes and OnPodConditions is required",
+            )),
+            (false, false) => out.push(Cause::invalid(
+                at.clone(),
+                "{}",
+                "specifying both OnExitCodes and OnPodConditions is not supported",
+            )),
+            _ => {}
+        }
+        if !codes.is_null() {
+            let ops = ["In", "NotIn"];
+            let op = codes["operator"].as_str().unwrap_or_default();
+            if !ops.contains(&op) {
+                out.push(Cause::not_supported(
+                    format!("{at}.onExitCodes.operator"),
+                    op,
+                    &ops,
+                ));
+            }
+            let values = codes["values"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if values.is_empty() {
+                out.push(Cause::required(format!("{at}.onExitCodes.values")));
+            }
+            let mut seen = Vec::new();
+            for (j, val) in values.iter().enumerate() {
+                if op == "In" && val.as_i64() == Some(0) {
+                    out.push(Cause::invalid(
+                        format!("{at}.onExitCodes.values[{j}]"),
+                        0,
+                        "must not be 0 for the In operator",
+                    ));
+                }
+                if seen.contains(&val) {
+                    out.push(Cause::duplicate(
+                        format!("{at}.onExitCodes.values[{j}]"),
+                        val,
+                    ));
+                }
+                seen.push(val);
+            }
+        }
+        for (j, c) in conditions.as_array().into_iter().flatten().enumerate() {
+            if c["type"].as_str().is_none_or(str::is_empty) {
+                out.push(Cause::required(format!("{at}.onPodConditions[{j}].type")));
+            }
+            let statuses = ["True", "False", "Unknown"];
+            let st = c["status"].as_str().unwrap_or("True");
+            if !statuses.contains(&st) {
+                out.push(Cause::not_supported(
+                    format!("{at}.onPodConditions[{j}].status"),
+                    st,
+                    &statuses,
+                ));
+            }
+        }
+    }
+}
+
+fn has_label(meta: &Value, key: &str, want: &str, out: &mut Vec<Cause>) {
+    let field = format!("spec.template.metadata.labels[{key}]");
+    match meta["labels"][key].as_str() {
+        None => out.push(Cause::required(field)),
+        Some(v) if v != want => out.push(Cause::invalid(
+            field,
+            format!("{v:?}"),
+            &format!("must be '{want}'"),
+        )),
+        Some(_) => {}
+    }
+}
+
+/// A Job's own rules on top of its spec's: a selector that selects its
+/// template, and (unless `manualSelector`) the generated labels and selector.
 fn job_validate(v: &Value, out: &mut Vec<Cause>) {
-    job_spec_validate(&v["spec"], "spec", out);
+    let spec = &v["spec"];
+    job_spec_validate(spec, "spec", out);
+    let selector = &spec["selector"];
+    let labels = &spec["template"]["metadata"]["labels"];
+    if selector.is_null() {
+        out.push(Cause::required("spec.selector"));
+        return;
+    }
+    if !labels_match(selector, labels) {
+        out.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            labels,
+            "`selector` does not match template `labels`",
+        ));
+    }
+    if manual_selector(spec) {
+        return;
+    }
+    let uid = v["metadata"]["uid"].as_str().unwrap_or_default();
+    let name = v["metadata"]["name"].as_str().unwrap_or_default();
+    let meta = &spec["template"]["metadata"];
+    has_label(meta, LEGACY_CONTROLLER_UID, uid, out);
+    has_label(meta, LEGACY_JOB_NAME, name, out);
+    has_label(meta, JOB_CONTROLLER_UID, uid, out);
+    has_label(meta, JOB_NAME, name, out);
+    if !labels_match(selector, &json!({ JOB_CONTROLLER_UID: uid })) {
+        out.push(Cause::invalid(
+            "spec.selector",
+            selector,
+            "`selector` not auto-generated",
+        ));
+    }
+}
+
+/// A CronJob's name leaves room for the `-<minutes>` its Jobs append.
+fn cron_job_name(name: &str) -> Result<(), String> {
+    names::dns1123_subdomain(name)?;
+    if name.len() > 52 {
+        return Err("must be no more than 52 characters".into());
+    }
+    Ok(())
 }
 
 fn cron_job_validate(v: &Value, out: &mut Vec<Cause>) {
     let spec = &v["spec"];
     match spec["schedule"].as_str() {
         None | Some("") => out.push(Cause::required("spec.schedule")),
+        Some(s) if s.contains("TZ") => out.push(Cause::invalid(
+            "spec.schedule",
+            format!("{s:?}"),
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        )),
         Some(s) => {
-            let macro_ok = [
-                "@yearly",
-                "@annually",
-                "@monthly",
-                "@weekly",
-                "@daily",
-                "@midnight",
-                "@hourly",
-            ]
-            .contains(&s);
-            let fields = s.split_whitespace().count();
-            if !macro_ok && fields != 5 {
+            if let Err(e) = crate::cron::Schedule::parse(s) {
                 out.push(Cause::invalid(
                     "spec.schedule",
                     format!("{s:?}"),
-                    &format!("expected exactly 5 fields, found {fields}"),
+                    &e.to_string(),
                 ));
             }
+        }
+    }
+    if let Some(tz) = spec["timeZone"].as_str() {
+        if let Err(e) = crate::cron::time_zone(Some(tz)) {
+            out.push(Cause::invalid(
+                "spec.timeZone",
+                format!("{tz:?}"),
+                &e.to_string(),
+            ));
         }
     }
     if let Some(policy) = spec["concurrencyPolicy"].as_str() {
@@ -650,6 +838,13 @@ fn cron_job_validate(v: &Value, out: &mut Vec<Cause>) {
         if !ok.contains(&policy) {
             out.push(Cause::not_supported("spec.concurrencyPolicy", policy, &ok));
         }
+    }
+    for f in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(spec, f, "spec", out);
     }
     job_spec_validate(&spec["jobTemplate"]["spec"], "spec.jobTemplate.spec", out);
 }
@@ -787,7 +982,7 @@ mod tests {
             "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}}});
         assert_eq!(
             causes(CRON_JOB, &cj),
-            vec!["spec.schedule: Invalid value: \"* * *\": expected exactly 5 fields, found 3"]
+            vec!["spec.schedule: Invalid value: \"* * *\": expected exactly 5 fields (minute hour day-of-month month day-of-week), found 3"]
         );
         let svc = json!({"spec":{"ports":[{"port":80},{"port":0,"name":"b"}]}});
         assert_eq!(causes(SERVICE, &svc).len(), 2);
@@ -817,5 +1012,149 @@ mod tests {
         persistent_volume_claim_defaults(&mut block);
         assert_eq!(block["spec"]["volumeMode"], "Block");
         assert_eq!(block["status"]["phase"], "Bound");
+    }
+
+    fn job(extra: Value) -> Value {
+        let mut j = json!({"metadata":{"name":"pi","uid":"u1"},"spec":{"template":{"spec":{
+            "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}});
+        json_patch::merge(&mut j, &extra);
+        j
+    }
+
+    #[test]
+    fn jobs_get_a_generated_selector_unless_manual() {
+        let mut j = job(json!({}));
+        job_defaults(&mut j);
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        assert_eq!(
+            j["spec"]["template"]["metadata"]["labels"],
+            json!({"batch.kubernetes.io/controller-uid": "u1", "batch.kubernetes.io/job-name": "pi",
+                "controller-uid": "u1", "job-name": "pi"})
+        );
+        assert_eq!(j["spec"]["podReplacementPolicy"], "TerminatingOrFailed");
+        assert!(causes(JOB, &j).is_empty(), "{:?}", causes(JOB, &j));
+
+        // A selector of one's own needs manualSelector, as upstream.
+        let mut j = job(json!({"spec":{"selector":{"matchLabels":{"app":"x"}},
+            "template":{"metadata":{"labels":{"app":"x"}}}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            j["spec"]["selector"]["matchLabels"],
+            json!({"app": "x", "batch.kubernetes.io/controller-uid": "u1"})
+        );
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"x\",\"batch.kubernetes.io/controller-uid\":\"u1\"}}: `selector` not auto-generated"]
+        );
+
+        // ... and one naming another uid is refused.
+        let mut j = job(json!({"spec":{"selector":{"matchLabels":{
+            "batch.kubernetes.io/controller-uid":"other"}}}}));
+        job_defaults(&mut j);
+        let c = causes(JOB, &j);
+        assert!(
+            c.contains(&"spec.selector: Invalid value: {\"matchLabels\":{\"batch.kubernetes.io/controller-uid\":\"other\"}}: `selector` not auto-generated".to_string()),
+            "{c:?}"
+        );
+
+        // manualSelector: the labels and selector are the user's own.
+        let mut j = job(json!({"spec":{"manualSelector":true,
+            "selector":{"matchLabels":{"app":"x"}},
+            "template":{"metadata":{"labels":{"app":"x"}}}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            j["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "x"})
+        );
+        assert_eq!(j["spec"]["selector"], json!({"matchLabels": {"app": "x"}}));
+        assert!(causes(JOB, &j).is_empty());
+        let mut j = job(json!({"spec":{"manualSelector":true,
+            "selector":{"matchLabels":{"app":"y"}},
+            "template":{"metadata":{"labels":{"app":"x"}}}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.template.metadata.labels: Invalid value: {\"app\":\"x\"}: `selector` does not match template `labels`"]
+        );
+        let mut j = job(json!({"spec":{"manualSelector":true}}));
+        job_defaults(&mut j);
+        assert_eq!(causes(JOB, &j), vec!["spec.selector: Required value"]);
+    }
+
+    #[test]
+    fn job_modes_and_pod_failure_policies_are_checked() {
+        let mut j = job(json!({"spec":{"completionMode":"Indexed","parallelism":2}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.completions: Required value: when completion mode is Indexed"]
+        );
+        let mut j = job(json!({"spec":{"completionMode":"Sometimes"}}));
+        job_defaults(&mut j);
+        assert_eq!(causes(JOB, &j).len(), 1);
+
+        let policy = json!({"rules":[
+            {"action":"FailJob","onExitCodes":{"operator":"In","values":[42]}},
+            {"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget","status":"True"}]},
+            {"action":"Count","onExitCodes":{"operator":"NotIn","values":[0, 1]}}]});
+        let mut j = job(json!({"spec":{"podFailurePolicy": policy}}));
+        job_defaults(&mut j);
+        assert_eq!(j["spec"]["podReplacementPolicy"], "Failed");
+        assert!(causes(JOB, &j).is_empty(), "{:?}", causes(JOB, &j));
+
+        let bad = json!({"rules":[
+            {"action":"Retry","onExitCodes":{"operator":"In","values":[0, 3, 3]}},
+            {"action":"Ignore"}]});
+        let mut j = job(json!({"spec":{"podFailurePolicy": bad,
+            "template":{"spec":{"restartPolicy":"OnFailure"}}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec![
+                "spec.template.spec.restartPolicy: Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified",
+                "spec.podFailurePolicy.rules[0].action: Unsupported value: \"Retry\": supported values: \"FailJob\", \"Ignore\", \"Count\"",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Duplicate value: 3",
+                "spec.podFailurePolicy.rules[1]: Invalid value: {}: specifying one of OnExitCodes and OnPodConditions is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_schedules_and_time_zones_are_checked() {
+        let cj = |schedule: &str, tz: Option<&str>| {
+            json!({"spec":{"schedule":schedule,"timeZone":tz,"jobTemplate":{"spec":{"template":{"spec":{
+                "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}}})
+        };
+        for ok in [
+            "*/5 * * * *",
+            "0 9 * JAN-MAR mon-fri",
+            "@hourly",
+            "@weekly",
+            "30 2 1,15 * ?",
+        ] {
+            assert!(causes(CRON_JOB, &cj(ok, None)).is_empty(), "{ok}");
+        }
+        assert_eq!(
+            causes(CRON_JOB, &cj("61 * * * *", None)),
+            vec!["spec.schedule: Invalid value: \"61 * * * *\": minute field \"61\": 61 is above the maximum 59"]
+        );
+        assert_eq!(
+            causes(CRON_JOB, &cj("TZ=UTC 0 * * * *", None)),
+            vec!["spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"]
+        );
+        assert!(causes(CRON_JOB, &cj("0 9 * * *", Some("Asia/Tokyo"))).is_empty());
+        assert_eq!(
+            causes(CRON_JOB, &cj("0 9 * * *", Some("Mars/Olympus"))),
+            vec!["spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"]
+        );
+        assert!(cron_job_name(&"a".repeat(52)).is_ok());
+        assert_eq!(
+            cron_job_name(&"a".repeat(53)),
+            Err("must be no more than 52 characters".to_string())
+        );
     }
 }
