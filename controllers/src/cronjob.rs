@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::clock::Clock;
 use balsa_api::cron::{self, Schedule};
 use jiff::tz::TimeZone;
@@ -48,6 +49,8 @@ pub struct Ctx {
     pub jobs: Store<Job>,
     pub clock: Clock,
     pub writes: OwnWrites,
+    /// Records as `cronjob-controller`.
+    pub recorder: Recorder,
 }
 
 // ---- pure decisions ----------------------------------------------------
@@ -410,6 +413,12 @@ async fn schedule(
             .unwrap_or(Timestamp::MAX);
         if latest_start < now {
             tracing::info!(cronjob = %key, %scheduled, "missed the starting deadline");
+            ctx.recorder.event(
+                object_ref(cj),
+                EventType::Warning,
+                "MissSchedule",
+                format!("Missed scheduled time to start a job: {scheduled}"),
+            );
             return (next(cj), None);
         }
     }
@@ -429,6 +438,12 @@ async fn schedule(
     match spec.concurrency_policy.as_deref() {
         Some("Forbid") if !active.is_empty() => {
             tracing::info!(cronjob = %key, %scheduled, "not starting: the previous run is active and concurrencyPolicy is Forbid");
+            ctx.recorder.event(
+                object_ref(cj),
+                EventType::Normal,
+                "JobAlreadyActive",
+                "Not starting job because prior execution is running and concurrency policy is Forbid",
+            );
             return (next(cj), None);
         }
         Some("Replace") => {
@@ -446,6 +461,12 @@ async fn schedule(
                 }
                 active.retain(|x| x.uid != r.uid);
                 tracing::info!(cronjob = %key, job = ?r.name, "replaced the running job");
+                ctx.recorder.event(
+                    object_ref(cj),
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted job {}", r.name.as_deref().unwrap_or_default()),
+                );
             }
         }
         _ => {}
@@ -458,6 +479,12 @@ async fn schedule(
     let created = match jobs_api.create(&want, &pp).await {
         Ok(j) => {
             tracing::info!(cronjob = %key, job = %name, %scheduled, "created job");
+            ctx.recorder.event(
+                object_ref(cj),
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Created job {name}"),
+            );
             j
         }
         Err(e) if e.code() == 409 => {

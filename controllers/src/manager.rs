@@ -173,6 +173,7 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         pods.store(),
         clock.clone(),
         options.job_backoff,
+        recorder.named("job-controller"),
     ));
     let job_controller = Controller::new("job", &jobs)
         .owns(&pods)
@@ -193,6 +194,7 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         jobs: jobs.store(),
         clock: clock.clone(),
         writes: Default::default(),
+        recorder: recorder.named("cronjob-controller"),
     });
     let cj_controller = Controller::new("cronjob", &cronjobs)
         .owns(&jobs)

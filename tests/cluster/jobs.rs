@@ -492,6 +492,23 @@ async fn jobs_complete_within_parallelism_indexed_and_after_suspension() {
             Some("Reached expected number of succeeded pods".into())
         ))
     );
+    // `kubectl describe job` shows the job controller's words.
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "batch");
+    eventually("job events recorded", || async {
+        let list = events.list().await.ok()?.items;
+        let said = |reason: &str, prefix: &str| {
+            list.iter().any(|e| {
+                e.involved_object.name.as_deref() == Some("pi")
+                    && e.source.as_ref().and_then(|s| s.component.as_deref())
+                        == Some("job-controller")
+                    && e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.starts_with(prefix))
+            })
+        };
+        (said("SuccessfulCreate", "Created pod: pi-") && said("Completed", "Job completed"))
+            .then_some(())
+    })
+    .await;
     let pi_pods = pods_of(&pods, "pi").await;
     assert_eq!(pi_pods.len(), 5, "one pod per completion");
     assert!(pi_pods.iter().all(|p| phase(p) == "Succeeded"));

@@ -36,6 +36,7 @@ use std::time::Duration;
 use balsa_api::client::{
     Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, PostParams, Store,
 };
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
@@ -69,6 +70,8 @@ pub struct Ctx {
     pub clock: Clock,
     /// The pod-failure backoff: first delay and the most it doubles to.
     pub backoff: (Duration, Duration),
+    /// Records as `job-controller`.
+    pub recorder: Recorder,
     expectations: Expectations,
     writes: OwnWrites,
     /// Per job, pod uids whose finalizer this controller removed and the
@@ -83,12 +86,14 @@ impl Ctx {
         pods: Store<Pod>,
         clock: Clock,
         backoff: (Duration, Duration),
+        recorder: Recorder,
     ) -> Self {
         Self {
             client,
             pods,
             clock,
             backoff,
+            recorder,
             expectations: Expectations::default(),
             writes: OwnWrites::default(),
             removed: Mutex::default(),
@@ -811,6 +816,21 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let written = write_status(&jobs, &current, &status).await?;
         ctx.writes.wrote(&written);
     }
+    if let Some(c) = done.as_ref().filter(|_| finishing) {
+        // Upstream's words: "Completed" / "Job completed", or the failure's
+        // reason and message (BackoffLimitExceeded, DeadlineExceeded, ...).
+        if c.type_ == "Complete" {
+            ctx.recorder
+                .event(object_ref(&current), EventType::Normal, "Completed", "Job completed");
+        } else {
+            ctx.recorder.event(
+                object_ref(&current),
+                EventType::Warning,
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.clone().unwrap_or_default(),
+            );
+        }
+    }
     if finishing {
         tracing::info!(job = %key, condition = %done.as_ref().map(|c| c.type_.as_str()).unwrap_or_default(),
             succeeded = status.succeeded.unwrap_or(0), failed = status.failed.unwrap_or(0), "job finished");
@@ -1062,6 +1082,22 @@ async fn manage(
         vec![None; diff]
     };
     let (created, err) = create_pods(job, api, &slots).await;
+    for name in &created {
+        ctx.recorder.event(
+            object_ref(job),
+            EventType::Normal,
+            "SuccessfulCreate",
+            format!("Created pod: {name}"),
+        );
+    }
+    if let Some(e) = &err {
+        ctx.recorder.event(
+            object_ref(job),
+            EventType::Warning,
+            "FailedCreate",
+            format!("Error creating: {e}"),
+        );
+    }
     out.active += created.len() as i32;
     ctx.expectations.expect(&key, created, vec![]);
     out.error = err;
