@@ -10,13 +10,17 @@ use tokio::task::JoinHandle;
 /// Runs the scheduler (`balsa_scheduler::driver`) and the controller manager
 /// (`balsa_controllers::manager`) against the API at `api_addr` until the
 /// task is aborted.
-pub fn spawn(api_addr: String, leadership: Leadership) -> JoinHandle<()> {
+pub fn spawn(
+    api_addr: String,
+    leadership: Leadership,
+    controllers: balsa_controllers::manager::Options,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         match Client::new(vec![api_addr]) {
             Ok(client) => {
                 tokio::join!(
                     balsa_scheduler::driver::run(client.clone(), leadership.clone()),
-                    balsa_controllers::manager::run(client, leadership),
+                    balsa_controllers::manager::run(client, leadership, controllers),
                 );
             }
             Err(e) => tracing::error!(error = %e.message, "control loops not started"),

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub join: Option<String>,
     /// Id, data dir, Raft timings, snapshots, watch window, request timeout.
     pub replica: ReplicaConfig,
+    /// The controller manager's flags (node monitor grace period, ...).
+    pub controllers: balsa_controllers::manager::Options,
 }
 
 impl ServerOptions {
@@ -45,6 +47,7 @@ impl ServerOptions {
             init: None,
             join: None,
             replica: ReplicaConfig::new(id, data_dir),
+            controllers: Default::default(),
         }
     }
 }
@@ -74,6 +77,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         api_addr: api_addr.to_string(),
     };
     let (id, data_dir) = (opts.replica.id, opts.replica.data_dir.clone());
+    let controllers = opts.controllers.clone();
     let replica = Replica::open(opts.replica, me.clone(), faults)
         .await
         .with_context(|| format!("opening replica {id} in {}", data_dir.display()))?;
@@ -118,7 +122,11 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
     }
-    let control = control::spawn(api_addr.to_string(), Leadership::new(replica.leadership()));
+    let control = control::spawn(
+        api_addr.to_string(),
+        Leadership::new(replica.leadership()),
+        controllers,
+    );
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,

@@ -17,9 +17,13 @@ mod error;
 pub mod garbage_collector;
 pub mod manager;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
 pub mod selector;
+pub mod service_account;
+pub mod taint_eviction;
+pub mod taints;
 
 pub use error::Error;

@@ -5,20 +5,29 @@
 
 use std::sync::Arc;
 
-use balsa_api::client::{Api, Client, Controller, Informer, Leadership, Resource};
+use balsa_api::client::{Api, Client, Controller, Informer, Leadership, ObjectKey, Resource};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
-use crate::{deployment, namespace, replicaset};
+use crate::{deployment, namespace, node_lifecycle, replicaset, service_account, taint_eviction};
+
+/// What `balsa server` passes to the controllers (upstream's
+/// kube-controller-manager flags).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub node_lifecycle: node_lifecycle::Options,
+}
 
 /// Starts the informer and wakes the garbage collector on its changes.
 fn informed<K: Resource>(
@@ -50,7 +59,7 @@ fn informed<K: Resource>(
 }
 
 /// Runs every controller; never returns unless dropped (which stops them all).
-pub async fn run(client: Client, leadership: Leadership) {
+pub async fn run(client: Client, leadership: Leadership, opts: Options) {
     let mut tasks = JoinSet::new();
     let mut graphs: Vec<Arc<dyn Graph>> = Vec::new();
     let wake = Arc::new(Notify::new());
@@ -69,7 +78,7 @@ pub async fn run(client: Client, leadership: Leadership) {
     informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
     informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
+    let accounts = informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
     informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
 
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
@@ -96,6 +105,47 @@ pub async fn run(client: Client, leadership: Leadership) {
     });
     let ns_controller = Controller::new("namespace", &namespaces);
     tasks.spawn(ns_controller.run(namespace::reconcile, ns_ctx, leadership.clone()));
+
+    let sa_ctx = Arc::new(service_account::Ctx {
+        client: client.clone(),
+        accounts: accounts.store(),
+    });
+    let sa_controller = Controller::new("serviceaccount", &namespaces)
+        .watches(&accounts, service_account::namespace_of);
+    tasks.spawn(sa_controller.run(service_account::reconcile, sa_ctx, leadership.clone()));
+
+    let nodes = Informer::new(Api::<Node>::all(client.clone()));
+    let n = nodes.clone();
+    tasks.spawn(async move { n.run().await });
+    let leases = Informer::new(Api::<Lease>::namespaced(
+        client.clone(),
+        node_lifecycle::LEASE_NAMESPACE,
+    ));
+    let l = leases.clone();
+    tasks.spawn(async move { l.run().await });
+    let nl_ctx = Arc::new(node_lifecycle::Ctx::new(
+        client.clone(),
+        opts.node_lifecycle.clone(),
+        nodes.store(),
+        leases.store(),
+        pods.store(),
+    ));
+    let nl_controller = Controller::new("node-lifecycle", &nodes)
+        .watches(&leases, |l| {
+            l.metadata
+                .name
+                .iter()
+                .map(|n| ObjectKey::new(None, n))
+                .collect()
+        })
+        .reads(&pods.store());
+    tasks.spawn(nl_controller.run(node_lifecycle::reconcile, nl_ctx, leadership.clone()));
+
+    let te_ctx = Arc::new(taint_eviction::Ctx::new(client.clone(), nodes.store()));
+    let pod_store = pods.store();
+    let te_controller = Controller::new("taint-eviction", &pods)
+        .watches(&nodes, move |n| taint_eviction::pods_on(&pod_store, n));
+    tasks.spawn(te_controller.run(taint_eviction::reconcile, te_ctx, leadership.clone()));
 
     tasks.spawn(garbage_collector::run(graphs, wake, leadership));
 

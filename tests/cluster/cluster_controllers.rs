@@ -1,0 +1,414 @@
+//! The cluster-level controllers on a real three-master cluster: node
+//! lifecycle and taint-based eviction, ServiceAccounts, Endpoints and
+//! EndpointSlices, ResourceQuota and LimitRange, disruption budgets. No node
+//! agent runs: the tests play the agents (Node status, Lease renewal, pod
+//! status) themselves, so they can stop a heartbeat at will.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use balsa_api::client::{Api, Client, DeleteParams, PostParams};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, Node, NodeCondition, NodeStatus, Pod, PodSpec, ServiceAccount, Taint,
+    Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use tokio::task::JoinHandle;
+
+use crate::harness::InProc;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
+
+fn client_of(c: &InProc) -> Client {
+    Client::new((0..3).map(|i| c.server(i).api_addr.to_string()).collect()).expect("client")
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+async fn namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &Namespace {
+                metadata: meta(name),
+                ..Default::default()
+            },
+            &PostParams::default(),
+        )
+        .await
+        .expect("create namespace");
+}
+
+/// Polls `check` until it answers Some, or fails the test with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pod(name: &str, node: Option<&str>, tolerations: Vec<Toleration>) -> Pod {
+    Pod {
+        metadata: meta(name),
+        spec: Some(PodSpec {
+            node_name: node.map(str::to_string),
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            tolerations: Some(tolerations),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn unreachable_for(secs: Option<i64>) -> Toleration {
+    Toleration {
+        key: Some(UNREACHABLE.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        toleration_seconds: secs,
+        value: None,
+    }
+}
+
+fn ready(status: &str) -> NodeCondition {
+    let now = Time(balsa_controllers::pods::now());
+    NodeCondition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: Some("KubeletReady".into()),
+        message: Some("test agent".into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
+}
+
+/// Posts the node's Ready condition, as its agent would.
+async fn post_ready(nodes: &Api<Node>, name: &str, status: &str) {
+    eventually("posting node status", || async {
+        let mut n = nodes.get(name).await.ok()?;
+        n.status = Some(NodeStatus {
+            conditions: Some(vec![ready(status)]),
+            ..Default::default()
+        });
+        nodes.replace_status(&n, &PostParams::default()).await.ok()
+    })
+    .await;
+}
+
+/// A stand-in agent: registers the node Ready and renews its Lease every
+/// 300 ms while `alive` is set.
+async fn fake_agent(client: &Client, name: &str, alive: Arc<AtomicBool>) -> JoinHandle<()> {
+    let nodes = Api::<Node>::all(client.clone());
+    nodes
+        .create(
+            &Node {
+                metadata: meta(name),
+                ..Default::default()
+            },
+            &PostParams::default(),
+        )
+        .await
+        .expect("create node");
+    post_ready(&nodes, name, "True").await;
+    let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
+    let lease = Lease {
+        metadata: meta(name),
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.into()),
+            lease_duration_seconds: Some(40),
+            renew_time: Some(MicroTime(balsa_controllers::pods::now())),
+            ..Default::default()
+        }),
+    };
+    leases
+        .create(&lease, &PostParams::default())
+        .await
+        .expect("create lease");
+    let name = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if !alive.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let Ok(mut l) = leases.get(&name).await {
+                if let Some(s) = l.spec.as_mut() {
+                    s.renew_time = Some(MicroTime(balsa_api::clock::now()));
+                }
+                let _ = leases.replace(&l, &PostParams::default()).await;
+            }
+        }
+    })
+}
+
+fn taints(n: &Node) -> Vec<(String, String)> {
+    let mut t: Vec<(String, String)> = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.effect))
+        .collect();
+    t.sort();
+    t
+}
+
+fn pair(k: &str, e: &str) -> (String, String) {
+    (k.to_string(), e.to_string())
+}
+
+/// Deleted, or marked for deletion.
+async fn evicted(pods: &Api<Pod>, name: &str) -> bool {
+    match pods.get_opt(name).await {
+        Ok(None) => true,
+        Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_node_is_tainted_and_its_pods_evicted() {
+    let c = InProc::start(3, |o| {
+        o.controllers.node_lifecycle.grace_period = Duration::from_secs(3);
+        o.controllers.node_lifecycle.monitor_period = Duration::from_millis(500);
+    })
+    .await;
+    let client = client_of(&c);
+    namespace(&client, "nl").await;
+    let nodes = Api::<Node>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), "nl");
+    let (good_alive, bad_alive) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    // Two nodes: with one alone, its zone (and so every zone) would be
+    // fully disrupted, and then nothing is evicted.
+    let good = fake_agent(&client, "good", good_alive.clone()).await;
+    let bad = fake_agent(&client, "bad", bad_alive.clone()).await;
+
+    // DefaultTolerationSeconds admission: 300 s for both taints.
+    let pp = PostParams::default();
+    let plain = pods
+        .create(&pod("plain", Some("bad"), vec![]), &pp)
+        .await
+        .expect("create pod");
+    let tols: BTreeMap<String, (String, Option<i64>)> = plain
+        .spec
+        .unwrap()
+        .tolerations
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.key.unwrap_or_default(),
+                (t.effect.unwrap_or_default(), t.toleration_seconds),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tols,
+        BTreeMap::from([
+            (NOT_READY.to_string(), ("NoExecute".to_string(), Some(300))),
+            (
+                UNREACHABLE.to_string(),
+                ("NoExecute".to_string(), Some(300))
+            ),
+        ])
+    );
+    for (name, node, tol) in [
+        ("at-once", "bad", Some(0)),
+        ("short", "bad", Some(3)),
+        ("long", "bad", Some(3600)),
+        ("forever", "bad", None),
+        ("elsewhere", "good", Some(0)),
+    ] {
+        pods.create(&pod(name, Some(node), vec![unreachable_for(tol)]), &pp)
+            .await
+            .expect("create pod");
+    }
+    // Healthy nodes: no taints, nothing evicted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in ["good", "bad"] {
+        assert_eq!(taints(&nodes.get(n).await.unwrap()), vec![], "{n}");
+    }
+    assert!(!evicted(&pods, "at-once").await);
+
+    // The bad node goes silent.
+    bad_alive.store(false, Ordering::SeqCst);
+    let n = eventually("the silent node marked Unknown and tainted", || async {
+        let n = nodes.get("bad").await.ok()?;
+        (taints(&n).len() == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        taints(&n),
+        vec![
+            pair(UNREACHABLE, "NoExecute"),
+            pair(UNREACHABLE, "NoSchedule")
+        ]
+    );
+    let cond = n.status.unwrap().conditions.unwrap();
+    let r = cond.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(r.status, "Unknown");
+    assert_eq!(r.reason.as_deref(), Some("NodeStatusUnknown"));
+    assert_eq!(
+        r.message.as_deref(),
+        Some("Kubelet stopped posting node status.")
+    );
+    for t in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+        assert!(cond.iter().any(|c| c.type_ == t && c.status == "Unknown"));
+    }
+    // tolerationSeconds: 0 goes at once, 3 a little later.
+    for name in ["at-once", "short"] {
+        eventually(&format!("{name} evicted"), || async {
+            evicted(&pods, name).await.then_some(())
+        })
+        .await;
+    }
+    for name in ["long", "forever", "plain", "elsewhere"] {
+        assert!(!evicted(&pods, name).await, "{name} was evicted");
+    }
+    assert_eq!(taints(&nodes.get("good").await.unwrap()), vec![]);
+
+    // The agent comes back: taints go.
+    bad_alive.store(true, Ordering::SeqCst);
+    post_ready(&nodes, "bad", "True").await;
+    eventually("taints removed", || async {
+        taints(&nodes.get("bad").await.ok()?)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    // Ready=False (the agent says so): not-ready taints.
+    post_ready(&nodes, "bad", "False").await;
+    let n = eventually("not-ready taints", || async {
+        let n = nodes.get("bad").await.ok()?;
+        (taints(&n).len() == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        taints(&n),
+        vec![pair(NOT_READY, "NoExecute"), pair(NOT_READY, "NoSchedule")]
+    );
+    // Admission gave every pod 300 s of not-ready: none goes yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["long", "forever", "plain"] {
+        assert!(!evicted(&pods, name).await, "{name} was evicted");
+    }
+    // A NoExecute taint a pod does not tolerate at all evicts it at once.
+    eventually("tainting the good node", || async {
+        let mut n = nodes.get("good").await.ok()?;
+        n.spec.get_or_insert_with(Default::default).taints = Some(vec![Taint {
+            key: "dedicated".into(),
+            value: Some("db".into()),
+            effect: "NoExecute".into(),
+            time_added: None,
+        }]);
+        nodes.replace(&n, &PostParams::default()).await.ok()
+    })
+    .await;
+    eventually("elsewhere evicted by an untolerated taint", || async {
+        evicted(&pods, "elsewhere").await.then_some(())
+    })
+    .await;
+    good.abort();
+    bad.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_silent_evicts_nothing() {
+    let c = InProc::start(3, |o| {
+        o.controllers.node_lifecycle.grace_period = Duration::from_secs(2);
+        o.controllers.node_lifecycle.monitor_period = Duration::from_millis(500);
+    })
+    .await;
+    let client = client_of(&c);
+    namespace(&client, "fd").await;
+    let nodes = Api::<Node>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), "fd");
+    let alive = Arc::new(AtomicBool::new(true));
+    let a = fake_agent(&client, "only", alive.clone()).await;
+    pods.create(
+        &pod("p", Some("only"), vec![unreachable_for(Some(0))]),
+        &PostParams::default(),
+    )
+    .await
+    .expect("create pod");
+    alive.store(false, Ordering::SeqCst);
+    // The only zone is fully disrupted: NoSchedule, but no NoExecute.
+    eventually("unreachable NoSchedule", || async {
+        let n = nodes.get("only").await.ok()?;
+        (taints(&n) == vec![pair(UNREACHABLE, "NoSchedule")]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        taints(&nodes.get("only").await.unwrap()),
+        vec![pair(UNREACHABLE, "NoSchedule")]
+    );
+    assert!(!evicted(&pods, "p").await);
+    a.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_namespace_has_a_default_service_account() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "sa").await;
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), "sa");
+    let first = eventually("default service account", || async {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    // The built-in namespaces have one too.
+    let system = Api::<ServiceAccount>::namespaced(client.clone(), "kube-system");
+    eventually("kube-system's", || async {
+        system.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    // Deleted: made again.
+    accounts
+        .delete("default", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("default service account re-created", || async {
+        let sa = accounts.get_opt("default").await.ok().flatten()?;
+        (sa.metadata.uid != first.metadata.uid).then_some(())
+    })
+    .await;
+    // Pods run as it unless they name another.
+    let p = Api::<Pod>::namespaced(client.clone(), "sa")
+        .create(&pod("p", None, vec![]), &PostParams::default())
+        .await
+        .expect("create pod");
+    assert_eq!(
+        p.spec.unwrap().service_account_name.as_deref(),
+        Some("default")
+    );
+}
