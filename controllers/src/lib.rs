@@ -13,6 +13,8 @@
 //! informers and starts controllers.
 
 pub mod deployment;
+pub mod endpoint_slice;
+pub mod endpoints;
 mod error;
 pub mod garbage_collector;
 pub mod manager;
@@ -23,6 +25,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod selector;
 pub mod service_account;
+pub mod service_pods;
 pub mod taint_eviction;
 pub mod taints;
 

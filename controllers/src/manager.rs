@@ -20,7 +20,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
-use crate::{deployment, namespace, node_lifecycle, replicaset, service_account, taint_eviction};
+use crate::{
+    deployment, endpoint_slice, endpoints, namespace, node_lifecycle, replicaset, service_account,
+    service_pods, taint_eviction,
+};
 
 /// What `balsa server` passes to the controllers (upstream's
 /// kube-controller-manager flags).
@@ -75,9 +78,9 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
     informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
     informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
+    let services = informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
+    let endpoints = informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
+    let slices = informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
     let accounts = informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
     informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
 
@@ -113,6 +116,35 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
     let sa_controller = Controller::new("serviceaccount", &namespaces)
         .watches(&accounts, service_account::namespace_of);
     tasks.spawn(sa_controller.run(service_account::reconcile, sa_ctx, leadership.clone()));
+
+    let ep_ctx = Arc::new(endpoints::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        endpoints: endpoints.store(),
+    });
+    let svc_store = services.store();
+    let ep_controller = Controller::new("endpoints", &services)
+        .watches(&pods, move |p| service_pods::services_for(&svc_store, p))
+        .watches(&endpoints, |e| vec![ObjectKey::of(e)]);
+    tasks.spawn(ep_controller.run(endpoints::reconcile, ep_ctx, leadership.clone()));
+    let orphan_ctx = Arc::new(endpoints::OrphanCtx {
+        client: client.clone(),
+        services: services.store(),
+    });
+    let orphan_controller = Controller::new("endpoints-cleanup", &endpoints)
+        .watches(&services, |s| vec![ObjectKey::of(s)]);
+    tasks.spawn(orphan_controller.run(endpoints::remove_orphan, orphan_ctx, leadership.clone()));
+
+    let es_ctx = Arc::new(endpoint_slice::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        slices: slices.store(),
+    });
+    let svc_store = services.store();
+    let es_controller = Controller::new("endpointslice", &services)
+        .owns(&slices)
+        .watches(&pods, move |p| service_pods::services_for(&svc_store, p));
+    tasks.spawn(es_controller.run(endpoint_slice::reconcile, es_ctx, leadership.clone()));
 
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let n = nodes.clone();

@@ -13,10 +13,13 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, PostParams};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, Node, NodeCondition, NodeStatus, Pod, PodSpec, ServiceAccount, Taint,
-    Toleration,
+    Container, ContainerPort, EndpointAddress, Endpoints, Namespace, Node, NodeCondition,
+    NodeStatus, Pod, PodCondition, PodSpec, PodStatus, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Taint, Toleration,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::task::JoinHandle;
 
 use crate::harness::InProc;
@@ -411,4 +414,207 @@ async fn every_namespace_has_a_default_service_account() {
         p.spec.unwrap().service_account_name.as_deref(),
         Some("default")
     );
+}
+
+fn web_pod(name: &str, port: i32) -> Pod {
+    let mut p = pod(name, Some("good"), vec![]);
+    p.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+    p.spec.as_mut().expect("spec").containers[0].ports = Some(vec![ContainerPort {
+        name: Some("web".into()),
+        container_port: port,
+        ..Default::default()
+    }]);
+    p
+}
+
+/// Sets the pod's IP and Ready condition, as its agent would.
+async fn pod_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
+    eventually("posting pod status", || async {
+        let mut p = pods.get(name).await.ok()?;
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some(ip.into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        pods.replace_status(&p, &PostParams::default()).await.ok()
+    })
+    .await;
+}
+
+fn ips(a: &Option<Vec<EndpointAddress>>) -> Vec<String> {
+    a.iter().flatten().map(|a| a.ip.clone()).collect()
+}
+
+/// (ip, ready, serving, terminating) of every endpoint in the service's slices.
+async fn slice_view(slices: &Api<EndpointSlice>, svc: &str) -> Vec<(String, bool, bool, bool)> {
+    let mut out: Vec<(String, bool, bool, bool)> = slices
+        .list()
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                == Some(svc)
+        })
+        .flat_map(|s| s.endpoints)
+        .map(|e| {
+            let c = e.conditions.unwrap_or_default();
+            (
+                e.addresses[0].clone(),
+                c.ready.unwrap_or(false),
+                c.serving.unwrap_or(false),
+                c.terminating.unwrap_or(false),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoints_and_slices_follow_pod_readiness() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "ep").await;
+    let pp = PostParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), "ep");
+    let services = Api::<Service>::namespaced(client.clone(), "ep");
+    let endpoints = Api::<Endpoints>::namespaced(client.clone(), "ep");
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), "ep");
+    pods.create(&web_pod("a", 8080), &pp).await.expect("pod a");
+    pods.create(&web_pod("b", 8080), &pp).await.expect("pod b");
+    pods.create(&web_pod("no-ip", 8080), &pp)
+        .await
+        .expect("pod");
+    pod_status(&pods, "a", "10.1.0.1", true).await;
+    pod_status(&pods, "b", "10.1.0.2", false).await;
+    let svc = services
+        .create(
+            &Service {
+                metadata: meta("web"),
+                spec: Some(ServiceSpec {
+                    selector: Some(BTreeMap::from([("app".into(), "web".into())])),
+                    ports: Some(vec![ServicePort {
+                        name: Some("http".into()),
+                        port: 80,
+                        target_port: Some(IntOrString::String("web".into())),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &pp,
+        )
+        .await
+        .expect("service");
+    // A Service without a selector: its Endpoints are the user's.
+    services
+        .create(
+            &Service {
+                metadata: meta("manual"),
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort {
+                        port: 80,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &pp,
+        )
+        .await
+        .expect("service");
+
+    let ep = eventually("endpoints of web", || async {
+        let ep = endpoints.get_opt("web").await.ok().flatten()?;
+        let s = ep.subsets.clone()?;
+        (s.len() == 1
+            && ips(&s[0].addresses) == ["10.1.0.1"]
+            && ips(&s[0].not_ready_addresses) == ["10.1.0.2"])
+        .then_some(ep)
+    })
+    .await;
+    let subset = &ep.subsets.unwrap()[0];
+    let port = &subset.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
+    let addr = &subset.addresses.as_ref().unwrap()[0];
+    assert_eq!(addr.node_name.as_deref(), Some("good"));
+    let tr = addr.target_ref.as_ref().unwrap();
+    assert_eq!(
+        (tr.kind.as_deref(), tr.name.as_deref()),
+        (Some("Pod"), Some("a"))
+    );
+
+    eventually("slices of web", || async {
+        (slice_view(&slices, "web").await
+            == vec![
+                ("10.1.0.1".into(), true, true, false),
+                ("10.1.0.2".into(), false, false, false),
+            ])
+        .then_some(())
+    })
+    .await;
+    let list = slices.list().await.unwrap().items;
+    let s = list
+        .iter()
+        .find(|s| s.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"] == "web")
+        .unwrap();
+    assert_eq!(
+        s.metadata.labels.as_ref().unwrap()["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert!(s.metadata.name.as_deref().unwrap().starts_with("web-"));
+    assert_eq!(s.address_type, "IPv4");
+    assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(8080));
+    let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Service", svc.metadata.uid.as_deref().unwrap(), Some(true))
+    );
+
+    // Readiness flips: b becomes ready, a not.
+    pod_status(&pods, "b", "10.1.0.2", true).await;
+    pod_status(&pods, "a", "10.1.0.1", false).await;
+    eventually("endpoints follow readiness", || async {
+        let s = endpoints.get_opt("web").await.ok().flatten()?.subsets?;
+        (ips(&s[0].addresses) == ["10.1.0.2"] && ips(&s[0].not_ready_addresses) == ["10.1.0.1"])
+            .then_some(())
+    })
+    .await;
+    eventually("slices follow readiness", || async {
+        (slice_view(&slices, "web").await
+            == vec![
+                ("10.1.0.1".into(), false, false, false),
+                ("10.1.0.2".into(), true, true, false),
+            ])
+        .then_some(())
+    })
+    .await;
+    // The selector-less Service got nothing.
+    assert!(endpoints.get_opt("manual").await.unwrap().is_none());
+    assert!(slice_view(&slices, "manual").await.is_empty());
+
+    // The Service goes: so do its Endpoints and slices.
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete service");
+    eventually("endpoints and slices removed", || async {
+        let ep = endpoints.get_opt("web").await.ok()?;
+        let left = slices.list().await.ok()?.items.len();
+        (ep.is_none() && left == 0).then_some(())
+    })
+    .await;
 }
