@@ -13,6 +13,7 @@
 //! informers and starts controllers.
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoint_slice;
 pub mod endpoints;
 mod error;

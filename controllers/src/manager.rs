@@ -16,13 +16,14 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
 use crate::{
-    deployment, endpoint_slice, endpoints, namespace, node_lifecycle, replicaset, service_account,
-    service_pods, taint_eviction,
+    deployment, disruption, endpoint_slice, endpoints, namespace, node_lifecycle, replicaset,
+    service_account, service_pods, taint_eviction,
 };
 
 /// What `balsa server` passes to the controllers (upstream's
@@ -72,7 +73,7 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
     let deployments = informed::<Deployment>(&client, &mut tasks, &mut graphs, &wake);
     // Kinds only the garbage collector follows (owners and dependents).
     informed::<DaemonSet>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
+    let statefulsets = informed::<StatefulSet>(&client, &mut tasks, &mut graphs, &wake);
     informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
     informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
@@ -145,6 +146,24 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
         .owns(&slices)
         .watches(&pods, move |p| service_pods::services_for(&svc_store, p));
     tasks.spawn(es_controller.run(endpoint_slice::reconcile, es_ctx, leadership.clone()));
+
+    let pdbs = Informer::new(Api::<PodDisruptionBudget>::all(client.clone()));
+    let p = pdbs.clone();
+    tasks.spawn(async move { p.run().await });
+    let dis_ctx = Arc::new(disruption::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        replicasets: replicasets.store(),
+        deployments: deployments.store(),
+        statefulsets: statefulsets.store(),
+    });
+    let pdb_store = pdbs.store();
+    let dis_controller = Controller::new("disruption", &pdbs)
+        .watches(&pods, move |p| disruption::budgets_for(&pdb_store, p))
+        .reads(&replicasets.store())
+        .reads(&deployments.store())
+        .reads(&statefulsets.store());
+    tasks.spawn(dis_controller.run(disruption::reconcile, dis_ctx, leadership.clone()));
 
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let n = nodes.clone();

@@ -18,7 +18,8 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec, Taint, Toleration,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::task::JoinHandle;
 
@@ -615,6 +616,97 @@ async fn endpoints_and_slices_follow_pod_readiness() {
         let ep = endpoints.get_opt("web").await.ok()?;
         let left = slices.list().await.ok()?.items.len();
         (ep.is_none() && left == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disruption_budget_status_gates_eviction() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "pdb").await;
+    let pp = PostParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), "pdb");
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), "pdb");
+    for (i, name) in ["db-0", "db-1", "db-2"].into_iter().enumerate() {
+        let mut p = web_pod(name, 5432);
+        p.metadata.labels = Some(BTreeMap::from([("app".into(), "db".into())]));
+        pods.create(&p, &pp).await.expect("pod");
+        pod_status(&pods, name, &format!("10.2.0.{i}"), true).await;
+    }
+    let pdb = pdbs
+        .create(
+            &PodDisruptionBudget {
+                metadata: meta("db"),
+                spec: Some(PodDisruptionBudgetSpec {
+                    min_available: Some(IntOrString::Int(2)),
+                    selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([("app".into(), "db".into())])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &pp,
+        )
+        .await
+        .expect("pdb");
+    let st = eventually("pdb status", || async {
+        let s = pdbs.get("db").await.ok()?.status?;
+        (s.current_healthy == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (st.desired_healthy, st.expected_pods, st.disruptions_allowed),
+        (2, 3, 1)
+    );
+    assert_eq!(st.observed_generation, pdb.metadata.generation);
+    let cond = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (
+            cond.type_.as_str(),
+            cond.status.as_str(),
+            cond.reason.as_str()
+        ),
+        ("DisruptionAllowed", "True", "SufficientPods")
+    );
+
+    // One eviction is allowed; the budget then records it.
+    pods.evict("db-0", &DeleteParams::default())
+        .await
+        .expect("first eviction allowed");
+    let st = eventually("pdb after an eviction", || async {
+        let s = pdbs.get("db").await.ok()?.status?;
+        (s.current_healthy == 2 && s.disruptions_allowed == 0).then_some(s)
+    })
+    .await;
+    let cond = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "InsufficientPods")
+    );
+    // The next is refused with 429.
+    let err = pods
+        .evict("db-1", &DeleteParams::default())
+        .await
+        .expect_err("a second eviction violates the budget");
+    assert_eq!(err.code(), 429, "{err:?}");
+    assert_eq!(
+        err.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert!(!evicted(&pods, "db-1").await);
+
+    // A new ready pod restores one (expectedPods counts every selected pod
+    // with an int minAvailable, the terminating one too, as upstream).
+    let mut p = web_pod("db-3", 5432);
+    p.metadata.labels = Some(BTreeMap::from([("app".into(), "db".into())]));
+    pods.create(&p, &pp).await.expect("pod");
+    pod_status(&pods, "db-3", "10.2.0.3", true).await;
+    eventually("pdb allows one again", || async {
+        let s = pdbs.get("db").await.ok()?.status?;
+        (s.current_healthy == 3 && s.disruptions_allowed == 1 && s.expected_pods == 4).then_some(())
     })
     .await;
 }
