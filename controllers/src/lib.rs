@@ -24,6 +24,7 @@ pub mod node_lifecycle;
 pub mod owners;
 pub mod pods;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod selector;
 pub mod service_account;
 pub mod service_pods;

@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::garbage_collector::{self, Graph, Typed};
 use crate::{
     deployment, disruption, endpoint_slice, endpoints, namespace, node_lifecycle, replicaset,
-    service_account, service_pods, taint_eviction,
+    resource_quota, service_account, service_pods, taint_eviction,
 };
 
 /// What `balsa server` passes to the controllers (upstream's
@@ -77,13 +77,13 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
     informed::<ControllerRevision>(&client, &mut tasks, &mut graphs, &wake);
     informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
     informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
+    let configmaps = informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
+    let secrets = informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
     let services = informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
     let endpoints = informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
     let slices = informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
     let accounts = informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
+    let pvcs = informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
 
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let ns = namespaces.clone();
@@ -164,6 +164,21 @@ pub async fn run(client: Client, leadership: Leadership, opts: Options) {
         .reads(&deployments.store())
         .reads(&statefulsets.store());
     tasks.spawn(dis_controller.run(disruption::reconcile, dis_ctx, leadership.clone()));
+
+    let quotas = Informer::new(Api::<ResourceQuota>::all(client.clone()));
+    let q = quotas.clone();
+    tasks.spawn(async move { q.run().await });
+    let rq_ctx = Arc::new(resource_quota::Ctx {
+        client: client.clone(),
+    });
+    let qs = quotas.store();
+    let rq_controller = Controller::new("resourcequota", &quotas)
+        .watches(&pods, resource_quota::in_namespace(&qs))
+        .watches(&services, resource_quota::in_namespace(&qs))
+        .watches(&configmaps, resource_quota::in_namespace(&qs))
+        .watches(&secrets, resource_quota::in_namespace(&qs))
+        .watches(&pvcs, resource_quota::in_namespace(&qs));
+    tasks.spawn(rq_controller.run(resource_quota::reconcile, rq_ctx, leadership.clone()));
 
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let n = nodes.clone();

@@ -13,12 +13,14 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, PostParams};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EndpointAddress, Endpoints, Namespace, Node, NodeCondition,
-    NodeStatus, Pod, PodCondition, PodSpec, PodStatus, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Taint, Toleration,
+    ConfigMap, Container, ContainerPort, EndpointAddress, Endpoints, LimitRange, LimitRangeItem,
+    LimitRangeSpec, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec,
+    PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Taint, Toleration,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::task::JoinHandle;
@@ -709,4 +711,190 @@ async fn disruption_budget_status_gates_eviction() {
         (s.current_healthy == 3 && s.disruptions_allowed == 1 && s.expected_pods == 4).then_some(())
     })
     .await;
+}
+
+fn sized_pod(name: &str, cpu: Option<&str>) -> Pod {
+    let mut p = pod(name, None, vec![]);
+    if let Some(cpu) = cpu {
+        p.spec.as_mut().expect("spec").containers[0].resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            limits: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            ..Default::default()
+        });
+    }
+    p
+}
+
+fn hard(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_refuses_over_limit_and_counts_usage() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "rq").await;
+    let pp = PostParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), "rq");
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), "rq");
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "rq");
+    quotas
+        .create(
+            &ResourceQuota {
+                metadata: meta("compute"),
+                spec: Some(ResourceQuotaSpec {
+                    hard: hard(&[
+                        ("pods", "3"),
+                        ("requests.cpu", "1"),
+                        ("count/configmaps", "1"),
+                    ]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &pp,
+        )
+        .await
+        .expect("quota");
+    eventually("quota status", || async {
+        let s = quotas.get("compute").await.ok()?.status?;
+        (s.hard?
+            == hard(&[
+                ("pods", "3"),
+                ("requests.cpu", "1"),
+                ("count/configmaps", "1"),
+            ])?)
+        .then_some(())
+    })
+    .await;
+
+    // A pod without a cpu request is refused.
+    let err = pods
+        .create(&sized_pod("bare", None), &pp)
+        .await
+        .expect_err("no cpu request");
+    assert_eq!(err.code(), 403);
+    assert_eq!(
+        err.message,
+        "pods \"bare\" is forbidden: failed quota: compute: must specify requests.cpu"
+    );
+    pods.create(&sized_pod("a", Some("500m")), &pp)
+        .await
+        .expect("a fits");
+    let err = pods
+        .create(&sized_pod("b", Some("600m")), &pp)
+        .await
+        .expect_err("over cpu");
+    assert_eq!(err.code(), 403);
+    assert_eq!(
+        err.message,
+        "pods \"b\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
+    );
+    // Concurrent creates: exactly the two pods that fit are admitted.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let pods = pods.clone();
+        set.spawn(async move {
+            pods.create(
+                &sized_pod(&format!("c{i}"), Some("100m")),
+                &PostParams::default(),
+            )
+            .await
+        });
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r.expect("task") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), 403, "{e:?}");
+                assert!(
+                    e.message
+                        .contains("exceeded quota: compute, requested: pods=1"),
+                    "{}",
+                    e.message
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (2, 4));
+    let listed = pods.list().await.expect("list").items.len();
+    assert_eq!(listed, 3);
+    let st = eventually("usage in status", || async {
+        let s = quotas.get("compute").await.ok()?.status?;
+        let used = s.used?;
+        (used.get("pods")?.0 == "3").then_some(used)
+    })
+    .await;
+    assert_eq!(st["requests.cpu"].0, "700m");
+
+    // Object counts, and usage given back when objects go.
+    let cm = |n: &str| ConfigMap {
+        metadata: meta(n),
+        ..Default::default()
+    };
+    cms.create(&cm("one"), &pp).await.expect("first configmap");
+    let err = cms.create(&cm("two"), &pp).await.expect_err("second");
+    assert_eq!(
+        err.message,
+        "configmaps \"two\" is forbidden: exceeded quota: compute, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"
+    );
+    cms.delete("one", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("configmap usage released", || async {
+        let s = quotas.get("compute").await.ok()?.status?;
+        (s.used?.get("count/configmaps")?.0 == "0").then_some(())
+    })
+    .await;
+    cms.create(&cm("two"), &pp).await.expect("fits again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limit_range_defaults_and_bounds() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "lr").await;
+    let pp = PostParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), "lr");
+    Api::<LimitRange>::namespaced(client.clone(), "lr")
+        .create(
+            &LimitRange {
+                metadata: meta("limits"),
+                spec: Some(LimitRangeSpec {
+                    limits: vec![LimitRangeItem {
+                        type_: "Container".into(),
+                        default: hard(&[("cpu", "500m"), ("memory", "256Mi")]),
+                        default_request: hard(&[("cpu", "100m")]),
+                        max: hard(&[("cpu", "1")]),
+                        ..Default::default()
+                    }],
+                }),
+            },
+            &pp,
+        )
+        .await
+        .expect("limit range");
+    let p = pods
+        .create(&sized_pod("plain", None), &pp)
+        .await
+        .expect("pod");
+    let r = p.spec.unwrap().containers[0].resources.clone().unwrap();
+    assert_eq!(r.limits, hard(&[("cpu", "500m"), ("memory", "256Mi")]));
+    assert_eq!(r.requests, hard(&[("cpu", "100m"), ("memory", "256Mi")]));
+    let err = pods
+        .create(&sized_pod("big", Some("2")), &pp)
+        .await
+        .expect_err("over max");
+    assert_eq!(err.code(), 403);
+    assert_eq!(
+        err.message,
+        "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+    );
 }

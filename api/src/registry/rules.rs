@@ -165,6 +165,7 @@ fn pod_defaults(v: &mut Value) {
     if let Some(spec) = obj_at(v, &["spec"]) {
         pod_spec_defaults(spec);
         default_toleration_seconds(spec);
+        requests_from_limits(spec);
         // ServiceAccount admission: a pod runs as `default` unless it says
         // otherwise (the deprecated `serviceAccount` field is its old name).
         let sa = [spec.get("serviceAccountName"), spec.get("serviceAccount")]
@@ -183,6 +184,34 @@ fn pod_defaults(v: &mut Value) {
     let qos = qos_class(&v["spec"]);
     if let Some(status) = obj_at(v, &["status"]) {
         set_default(status, "qosClass", json!(qos));
+    }
+}
+
+/// A container that sets a limit but no request for a resource requests
+/// its limit (upstream `SetDefaults_Pod`; pods only, not templates).
+fn requests_from_limits(spec: &mut Map<String, Value>) {
+    for list in ["initContainers", "containers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            if limits.is_empty() {
+                continue;
+            }
+            if !c["resources"]["requests"].is_object() {
+                c["resources"]["requests"] = json!({});
+            }
+            if let Some(req) = c["resources"]["requests"].as_object_mut() {
+                for (k, v) in limits {
+                    req.entry(k).or_insert(v);
+                }
+            }
+        }
     }
 }
 
@@ -688,6 +717,11 @@ mod tests {
         );
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "Burstable");
+        // Limits without requests: requests default to the limits.
+        assert_eq!(
+            pod["spec"]["containers"][1]["resources"]["requests"],
+            json!({"cpu":"1","memory":"1Gi"})
+        );
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
         assert!(causes(POD, &pod).is_empty());
 
