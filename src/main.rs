@@ -252,6 +252,14 @@ struct ServerArgs {
     /// manager's flag of the same name).
     #[arg(long, default_value_t = 12_500)]
     terminated_pod_gc_threshold: usize,
+    /// A node whose agent renews neither its Lease nor its status for this
+    /// long is marked Unknown and tainted unreachable (kube-controller-manager's
+    /// --node-monitor-grace-period).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_secs: u64,
+    /// Nodes per second tainted NoExecute (evicting their pods) in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
     /// Shut down when the parent process exits (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -303,6 +311,9 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
         min_events: a.watch_window,
         ..WindowConfig::default()
     };
+    opts.controllers.node_lifecycle.grace_period =
+        Duration::from_secs(a.node_monitor_grace_period_secs);
+    opts.controllers.node_lifecycle.eviction_rate = a.node_eviction_rate;
     Ok((opts, a.exit_with_parent))
 }
 

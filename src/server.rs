@@ -33,7 +33,7 @@ pub struct ServerOptions {
     pub join: Option<String>,
     /// Id, data dir, Raft timings, snapshots, watch window, request timeout.
     pub replica: ReplicaConfig,
-    /// The controller manager's settings (its clock, pod GC threshold).
+    /// The controller manager's flags (node monitor grace period, ...).
     pub controllers: balsa_controllers::manager::Options,
 }
 
@@ -77,6 +77,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         api_addr: api_addr.to_string(),
     };
     let (id, data_dir) = (opts.replica.id, opts.replica.data_dir.clone());
+    let controllers = opts.controllers.clone();
     let replica = Replica::open(opts.replica, me.clone(), faults)
         .await
         .with_context(|| format!("opening replica {id} in {}", data_dir.display()))?;
@@ -124,7 +125,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     let control = control::spawn(
         api_addr.to_string(),
         Leadership::new(replica.leadership()),
-        opts.controllers.clone(),
+        controllers,
     );
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {

@@ -17,6 +17,9 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
+pub mod endpoint_slice;
+pub mod endpoints;
 mod error;
 pub mod garbage_collector;
 pub mod history;
@@ -25,12 +28,18 @@ pub mod manager;
 pub mod namespace;
 pub mod node_fit;
 pub mod own_writes;
+pub mod node_lifecycle;
 pub mod owners;
 pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod selector;
 pub mod statefulset;
 pub mod ttl_after_finished;
+pub mod service_account;
+pub mod service_pods;
+pub mod taint_eviction;
+pub mod taints;
 
 pub use error::Error;

@@ -7,27 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balsa_api::client::events::Recorder;
-use balsa_api::client::{Api, Client, Controller, Informer, Leadership, Resource};
+use balsa_api::client::{Api, Client, Controller, Informer, Leadership, ObjectKey, Resource};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::garbage_collector::{self, Graph, Typed};
 use crate::{
-    cronjob, daemonset, deployment, job, namespace, pod_gc, replicaset, statefulset,
-    ttl_after_finished,
+    cronjob, daemonset, deployment, disruption, endpoint_slice, endpoints, job, namespace,
+    node_lifecycle, pod_gc, replicaset, resource_quota, service_account, service_pods,
+    statefulset, taint_eviction, ttl_after_finished,
 };
 
-/// What kube-controller-manager takes as flags, and the clock tests move.
+/// What `balsa server` passes to the controllers (upstream's
+/// kube-controller-manager flags), and the clock tests move.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The time the Job, CronJob, TTL and pod GC controllers go by.
@@ -37,6 +41,7 @@ pub struct Options {
     /// The Job pod-failure backoff: first delay and the most it doubles to
     /// (10 s and 6 min, as the Kubernetes documentation states).
     pub job_backoff: (Duration, Duration),
+    pub node_lifecycle: node_lifecycle::Options,
 }
 
 impl Default for Options {
@@ -45,6 +50,7 @@ impl Default for Options {
             clock: Clock::real(),
             pod_gc: pod_gc::Config::default(),
             job_backoff: (Duration::from_secs(10), Duration::from_secs(360)),
+            node_lifecycle: node_lifecycle::Options::default(),
         }
     }
 }
@@ -94,12 +100,12 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
     let jobs = informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
     let cronjobs = informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
     // Kinds only the garbage collector follows (owners and dependents).
-    informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
-    informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
+    let configmaps = informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
+    let secrets = informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
+    let services = informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
+    let endpoints = informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
+    let slices = informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);
+    let accounts = informed::<ServiceAccount>(&client, &mut tasks, &mut graphs, &wake);
 
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
     let ns = namespaces.clone();
@@ -217,6 +223,106 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         clock,
     );
     tasks.spawn(gc.run(leadership.clone()));
+
+    let sa_ctx = Arc::new(service_account::Ctx {
+        client: client.clone(),
+        accounts: accounts.store(),
+    });
+    let sa_controller = Controller::new("serviceaccount", &namespaces)
+        .watches(&accounts, service_account::namespace_of);
+    tasks.spawn(sa_controller.run(service_account::reconcile, sa_ctx, leadership.clone()));
+
+    let ep_ctx = Arc::new(endpoints::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        endpoints: endpoints.store(),
+    });
+    let svc_store = services.store();
+    let ep_controller = Controller::new("endpoints", &services)
+        .watches(&pods, move |p| service_pods::services_for(&svc_store, p))
+        .watches(&endpoints, |e| vec![ObjectKey::of(e)]);
+    tasks.spawn(ep_controller.run(endpoints::reconcile, ep_ctx, leadership.clone()));
+    let orphan_ctx = Arc::new(endpoints::OrphanCtx {
+        client: client.clone(),
+        services: services.store(),
+    });
+    let orphan_controller = Controller::new("endpoints-cleanup", &endpoints)
+        .watches(&services, |s| vec![ObjectKey::of(s)]);
+    tasks.spawn(orphan_controller.run(endpoints::remove_orphan, orphan_ctx, leadership.clone()));
+
+    let es_ctx = Arc::new(endpoint_slice::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        slices: slices.store(),
+    });
+    let svc_store = services.store();
+    let es_controller = Controller::new("endpointslice", &services)
+        .owns(&slices)
+        .watches(&pods, move |p| service_pods::services_for(&svc_store, p));
+    tasks.spawn(es_controller.run(endpoint_slice::reconcile, es_ctx, leadership.clone()));
+
+    let pdbs = Informer::new(Api::<PodDisruptionBudget>::all(client.clone()));
+    let p = pdbs.clone();
+    tasks.spawn(async move { p.run().await });
+    let dis_ctx = Arc::new(disruption::Ctx {
+        client: client.clone(),
+        pods: pods.store(),
+        replicasets: replicasets.store(),
+        deployments: deployments.store(),
+        statefulsets: statefulsets.store(),
+    });
+    let pdb_store = pdbs.store();
+    let dis_controller = Controller::new("disruption", &pdbs)
+        .watches(&pods, move |p| disruption::budgets_for(&pdb_store, p))
+        .reads(&replicasets.store())
+        .reads(&deployments.store())
+        .reads(&statefulsets.store());
+    tasks.spawn(dis_controller.run(disruption::reconcile, dis_ctx, leadership.clone()));
+
+    let quotas = Informer::new(Api::<ResourceQuota>::all(client.clone()));
+    let q = quotas.clone();
+    tasks.spawn(async move { q.run().await });
+    let rq_ctx = Arc::new(resource_quota::Ctx {
+        client: client.clone(),
+    });
+    let qs = quotas.store();
+    let rq_controller = Controller::new("resourcequota", &quotas)
+        .watches(&pods, resource_quota::in_namespace(&qs))
+        .watches(&services, resource_quota::in_namespace(&qs))
+        .watches(&configmaps, resource_quota::in_namespace(&qs))
+        .watches(&secrets, resource_quota::in_namespace(&qs))
+        .watches(&claims, resource_quota::in_namespace(&qs));
+    tasks.spawn(rq_controller.run(resource_quota::reconcile, rq_ctx, leadership.clone()));
+
+    let leases = Informer::new(Api::<Lease>::namespaced(
+        client.clone(),
+        node_lifecycle::LEASE_NAMESPACE,
+    ));
+    let l = leases.clone();
+    tasks.spawn(async move { l.run().await });
+    let nl_ctx = Arc::new(node_lifecycle::Ctx::new(
+        client.clone(),
+        options.node_lifecycle.clone(),
+        nodes.store(),
+        leases.store(),
+        pods.store(),
+    ));
+    let nl_controller = Controller::new("node-lifecycle", &nodes)
+        .watches(&leases, |l| {
+            l.metadata
+                .name
+                .iter()
+                .map(|n| ObjectKey::new(None, n))
+                .collect()
+        })
+        .reads(&pods.store());
+    tasks.spawn(nl_controller.run(node_lifecycle::reconcile, nl_ctx, leadership.clone()));
+
+    let te_ctx = Arc::new(taint_eviction::Ctx::new(client.clone(), nodes.store()));
+    let pod_store = pods.store();
+    let te_controller = Controller::new("taint-eviction", &pods)
+        .watches(&nodes, move |n| taint_eviction::pods_on(&pod_store, n));
+    tasks.spawn(te_controller.run(taint_eviction::reconcile, te_ctx, leadership.clone()));
 
     tasks.spawn(garbage_collector::run(graphs, wake, leadership));
 

@@ -4,6 +4,7 @@
 //! whole-cluster restarts; node agents (in-process) against them.
 
 mod client;
+mod cluster_controllers;
 mod controllers;
 mod cri;
 mod faults;

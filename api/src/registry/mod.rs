@@ -11,14 +11,18 @@
 //! updates and patches, compare-and-swap writes retried on conflict when the
 //! client gave no resourceVersion, graceful deletion and finalizers.
 
+mod admission;
 pub mod columns;
 pub mod error;
 pub mod fields;
 pub mod kinds;
+pub mod limit_range;
 pub mod names;
 pub mod patch;
 pub mod prepare;
 pub mod print;
+pub mod quantity;
+pub mod quota;
 pub mod rules;
 pub mod schema;
 pub mod selector;
@@ -40,8 +44,8 @@ pub use selector::{FieldSelector, LabelSelector};
 pub use watch::{WatchItem, WatchQuery};
 
 use crate::store::{
-    DeletePreconditions, KeyPrefix, ListOptions, Object, ReadMode, ResourceKey, Revision, Store,
-    StoreError,
+    DeletePreconditions, KeyPrefix, ListOptions, Object, Op, ReadMode, ResourceKey, Revision,
+    Store, StoreError,
 };
 
 /// How many times a write without a client resourceVersion is retried when
@@ -252,27 +256,53 @@ impl Registry {
             .unwrap_or_default()
             .to_string();
         let ns = prepare::meta_str(&v, "namespace").map(str::to_string);
-        if let Some(ns) = &ns {
+        let mut v = v;
+        if let (Some(ns), true) = (&ns, kind.namespaced) {
             self.check_namespace(kind, ns).await?;
-        }
-        if opts.dry_run {
-            return Ok(Written {
-                object: v,
-                warnings,
-                created: true,
-            });
+            self.admit_limits(kind, ns, &mut v).await?;
         }
         let key = Self::key(kind, ns.as_deref(), &name);
-        let obj = self
-            .store
-            .create(key, encode(&v)?)
-            .await
-            .map_err(|e| ApiError::from_store(e, prepare::subject(kind, &name)))?;
-        Ok(Written {
-            object: decode_object(&obj)?,
-            warnings,
-            created: true,
-        })
+        let mut read = ReadMode::Local;
+        for _ in 0..CAS_ATTEMPTS {
+            // Quota usage is charged in the same batch as the create; a
+            // quota that moved since it was read fails the batch, and the
+            // next attempt reads it afresh.
+            let charges = match (&ns, kind.namespaced) {
+                (Some(ns), true) => self.admit_quota(kind, ns, &v, read).await?,
+                _ => Vec::new(),
+            };
+            if opts.dry_run {
+                return Ok(Written {
+                    object: v,
+                    warnings,
+                    created: true,
+                });
+            }
+            let charged = !charges.is_empty();
+            let mut ops = vec![Op::Create {
+                key: key.clone(),
+                value: encode(&v)?,
+            }];
+            ops.extend(charges);
+            match self.store.txn(ops).await {
+                Ok((_, results)) => {
+                    let obj = results.into_iter().next().ok_or_else(|| {
+                        ApiError::internal("the store answered a create with no object")
+                    })?;
+                    return Ok(Written {
+                        object: decode_object(&obj)?,
+                        warnings,
+                        created: true,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if charged => read = ReadMode::Linearizable,
+                Err(e) => return Err(ApiError::from_store(e, prepare::subject(kind, &name))),
+            }
+        }
+        Err(ApiError::new(
+            Reason::Conflict,
+            "the resource quota kept changing; please try again",
+        ))
     }
 
     /// Writes `new` over `current` if it is still at `current`'s revision.

@@ -169,19 +169,19 @@ fn pod_spec_defaults(spec: &mut Map<String, Value>) {
 fn pod_defaults(v: &mut Value) {
     if let Some(spec) = obj_at(v, &["spec"]) {
         pod_spec_defaults(spec);
-        // DefaultTolerationSeconds admission: pods leave a failed node after 300 s.
-        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
-        if let Some(list) = tolerations.as_array_mut() {
-            for key in [
-                "node.kubernetes.io/not-ready",
-                "node.kubernetes.io/unreachable",
-            ] {
-                if !list.iter().any(|t| t["key"] == key) {
-                    list.push(json!({"key": key, "operator": "Exists",
-                        "effect": "NoExecute", "tolerationSeconds": 300}));
-                }
-            }
-        }
+        default_toleration_seconds(spec);
+        requests_from_limits(spec);
+        // ServiceAccount admission: a pod runs as `default` unless it says
+        // otherwise (the deprecated `serviceAccount` field is its old name).
+        let sa = [spec.get("serviceAccountName"), spec.get("serviceAccount")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|s| !s.is_empty())
+            .unwrap_or("default")
+            .to_string();
+        spec.insert("serviceAccountName".into(), json!(sa));
+        spec.insert("serviceAccount".into(), json!(sa));
     }
     if let Some(status) = obj_at(v, &["status"]) {
         set_default(status, "phase", json!("Pending"));
@@ -189,6 +189,59 @@ fn pod_defaults(v: &mut Value) {
     let qos = qos_class(&v["spec"]);
     if let Some(status) = obj_at(v, &["status"]) {
         set_default(status, "qosClass", json!(qos));
+    }
+}
+
+/// A container that sets a limit but no request for a resource requests
+/// its limit (upstream `SetDefaults_Pod`; pods only, not templates).
+fn requests_from_limits(spec: &mut Map<String, Value>) {
+    for list in ["initContainers", "containers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            if limits.is_empty() {
+                continue;
+            }
+            if !c["resources"]["requests"].is_object() {
+                c["resources"]["requests"] = json!({});
+            }
+            if let Some(req) = c["resources"]["requests"].as_object_mut() {
+                for (k, v) in limits {
+                    req.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
+/// DefaultTolerationSeconds admission: a pod leaves a failed node after
+/// 300 s unless it already tolerates the taint, as upstream judges it: a
+/// toleration of that key or of every key (empty), for NoExecute or every
+/// effect (empty).
+fn default_toleration_seconds(spec: &mut Map<String, Value>) {
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = list.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or_default();
+            let e = t["effect"].as_str().unwrap_or_default();
+            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+        });
+        if !tolerated {
+            list.push(json!({"key": key, "operator": "Exists",
+                "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
     }
 }
 
@@ -910,6 +963,11 @@ mod tests {
         );
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "Burstable");
+        // Limits without requests: requests default to the limits.
+        assert_eq!(
+            pod["spec"]["containers"][1]["resources"]["requests"],
+            json!({"cpu":"1","memory":"1Gi"})
+        );
         assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
         assert!(causes(POD, &pod).is_empty());
 
@@ -930,6 +988,47 @@ mod tests {
             causes(POD, &json!({"spec":{}})),
             vec!["spec.containers: Required value"]
         );
+    }
+
+    #[test]
+    fn default_toleration_seconds_as_upstream() {
+        let tols = |extra: Value| {
+            let mut pod = json!({"spec":{"containers":[{"name":"c","image":"i"}],
+                "tolerations": extra}});
+            pod_defaults(&mut pod);
+            pod["spec"]["tolerations"].clone()
+        };
+        assert_eq!(
+            tols(json!([])),
+            json!([
+                {"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300},
+                {"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","tolerationSeconds":300},
+            ])
+        );
+        // A pod's own toleration of the key (any effect) is kept as is.
+        let own = json!({"key":"node.kubernetes.io/unreachable","operator":"Exists","tolerationSeconds":5});
+        let t = tols(json!([own.clone()]));
+        assert_eq!(t.as_array().unwrap().len(), 2);
+        assert_eq!(t[0], own);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
+        // Tolerating every taint tolerates both.
+        let all = json!([{"operator":"Exists"}]);
+        assert_eq!(tols(all.clone()), all);
+        // A NoSchedule toleration of the key does not count.
+        let ns =
+            json!({"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoSchedule"});
+        assert_eq!(tols(json!([ns])).as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pods_run_as_the_default_service_account() {
+        let mut pod = json!({"spec":{"containers":[{"name":"c","image":"i"}]}});
+        pod_defaults(&mut pod);
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["spec"]["serviceAccount"], "default");
+        let mut own = json!({"spec":{"containers":[],"serviceAccount":"builder"}});
+        pod_defaults(&mut own);
+        assert_eq!(own["spec"]["serviceAccountName"], "builder");
     }
 
     #[test]
