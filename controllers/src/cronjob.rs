@@ -22,8 +22,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
 use balsa_api::client::events::{object_ref, EventType, Recorder};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
 use balsa_api::clock::Clock;
 use balsa_api::cron::{self, Schedule};
 use jiff::tz::TimeZone;

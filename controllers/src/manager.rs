@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 use crate::garbage_collector::{self, Graph, Typed};
 use crate::{
     cronjob, daemonset, deployment, disruption, endpoint_slice, endpoints, job, namespace,
-    node_lifecycle, pod_gc, replicaset, resource_quota, service_account, service_pods,
-    statefulset, taint_eviction, ttl_after_finished,
+    node_lifecycle, pod_gc, replicaset, resource_quota, service_account, service_pods, statefulset,
+    taint_eviction, ttl_after_finished,
 };
 
 /// What `balsa server` passes to the controllers (upstream's

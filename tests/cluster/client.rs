@@ -468,7 +468,9 @@ async fn txn_goes_through_the_registry() {
     moved.data = Some(BTreeMap::from([("k".to_string(), "moved".to_string())]));
     cms.replace(&moved, &PostParams::default()).await.unwrap();
     let err = txn(vec![TxnOp {
-        op: Some(txn_op::Op::Update(serde_json::to_vec(&stale).unwrap().into())),
+        op: Some(txn_op::Op::Update(
+            serde_json::to_vec(&stale).unwrap().into(),
+        )),
     }])
     .await
     .expect_err("stale update");
@@ -497,7 +499,10 @@ async fn txn_goes_through_the_registry() {
     }])
     .await
     .expect("delete in a batch");
-    let held = cms.get("held").await.expect("still there: a finalizer holds it");
+    let held = cms
+        .get("held")
+        .await
+        .expect("still there: a finalizer holds it");
     assert!(held.metadata.deletion_timestamp.is_some());
     c.shutdown().await;
 }

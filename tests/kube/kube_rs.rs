@@ -158,7 +158,11 @@ async fn kube_rs_watcher_misses_nothing_across_a_leader_kill() {
     let mut missing = Vec::new();
     for _ in 0..600 {
         let seen = seen.lock().unwrap();
-        missing = acked.iter().filter(|n| !seen.contains(*n)).cloned().collect();
+        missing = acked
+            .iter()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
         if missing.is_empty() {
             break;
         }

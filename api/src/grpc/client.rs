@@ -4,8 +4,8 @@ use balsa_proto::objects::cluster_client::ClusterClient;
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::{
     AddMemberRequest, ClusterStatus, ClusterStatusRequest, DeleteRequest, GetRequest, ListRequest,
-    ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, WatchReply, WatchRequest,
-    TxnReply, TxnRequest, WriteRequest,
+    ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, TxnReply, TxnRequest, WatchReply,
+    WatchRequest, WriteRequest,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};

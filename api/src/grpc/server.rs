@@ -445,14 +445,21 @@ impl Objects for ObjectsService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {
         let opts = writer(String::new(), false);
         let mut ops = Vec::new();
+        let mut charges = Vec::new();
         for op in request.into_inner().ops {
             ops.push(match op.op {
                 Some(txn_op::Op::Create(json)) => match builtin(&json) {
-                    Some((kind, v)) => self
-                        .registry
-                        .txn_create(kind, v, &opts)
-                        .await
-                        .map_err(api_status)?,
+                    Some((kind, v)) => {
+                        let mut create = self
+                            .registry
+                            .txn_create(kind, v, &opts)
+                            .await
+                            .map_err(api_status)?;
+                        // The create first (its object is the reply's),
+                        // its quota charges after every op.
+                        charges.extend(create.split_off(1));
+                        create.remove(0)
+                    }
                     None => create_op(&json).map_err(status)?,
                 },
                 Some(txn_op::Op::Update(json)) => match builtin(&json) {
@@ -483,7 +490,11 @@ impl Objects for ObjectsService {
                 }
             });
         }
-        let (rev, objects) = self.store.txn(ops).await.map_err(status)?;
+        let asked = ops.len();
+        ops.extend(charges);
+        Registry::txn_check(&ops).map_err(api_status)?;
+        let (rev, mut objects) = self.store.txn(ops).await.map_err(status)?;
+        objects.truncate(asked);
         Ok(Response::new(TxnReply {
             revision: rev.0,
             objects: objects.into_iter().map(|o| o.data).collect(),

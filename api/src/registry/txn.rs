@@ -4,6 +4,9 @@
 //! grace period say so. Nothing is written here; the store applies all the
 //! ops or none, each pinned to the revision it was prepared from, so a batch
 //! that raced another writer fails with a Conflict rather than overwriting it.
+//! A create's ResourceQuota charges ride in the batch too; two creates
+//! charging the same quota would each charge it from the same usage, so such
+//! a batch is refused (split it into single creates).
 
 use serde_json::Value;
 
@@ -14,25 +17,53 @@ use super::{
 use crate::store::{DeletePreconditions, Op, ReadMode};
 
 impl Registry {
-    /// A create of `body`, as [`Registry::create`] would store it.
+    /// A create of `body`, as [`Registry::create`] would store it (LimitRange
+    /// defaults applied), then the quota charges to commit with it.
     pub async fn txn_create(
         &self,
         kind: &Kind,
         body: Value,
         opts: &WriteOptions,
-    ) -> Result<Op, ApiError> {
+    ) -> Result<Vec<Op>, ApiError> {
         let ns = body["metadata"]["namespace"].as_str().map(str::to_string);
         let (v, _warnings) = prepare::decode(kind, body, opts.validation)?;
-        let v = prepare::for_create(kind, ns.as_deref(), v, &opts.manager)?;
-        let name = prepare::meta_str(&v, "name").unwrap_or_default();
-        let ns = prepare::meta_str(&v, "namespace");
-        if let Some(ns) = ns {
+        let mut v = prepare::for_create(kind, ns.as_deref(), v, &opts.manager)?;
+        let name = prepare::meta_str(&v, "name")
+            .unwrap_or_default()
+            .to_string();
+        let ns = prepare::meta_str(&v, "namespace").map(str::to_string);
+        let mut charges = Vec::new();
+        if let (Some(ns), true) = (&ns, kind.namespaced) {
             self.check_namespace(kind, ns).await?;
+            self.admit_limits(kind, ns, &mut v).await?;
+            charges = self
+                .admit_quota(kind, ns, &v, ReadMode::Linearizable)
+                .await?;
         }
-        Ok(Op::Create {
-            key: Self::key(kind, ns, name),
+        let mut ops = vec![Op::Create {
+            key: Self::key(kind, ns.as_deref(), &name),
             value: encode(&v)?,
-        })
+        }];
+        ops.extend(charges);
+        Ok(ops)
+    }
+
+    /// Refuses a batch whose ops update one object twice (two quota charges
+    /// computed from the same usage would lose one of them).
+    pub fn txn_check(ops: &[Op]) -> Result<(), ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        for op in ops {
+            let key = match op {
+                Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+            };
+            if !seen.insert(key) {
+                return Err(ApiError::bad_request(format!(
+                    "a batch may write {}/{} once; this one writes it twice (two creates charging one ResourceQuota do): split it",
+                    key.resource, key.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// An update to `body`, as [`Registry::update`] would store it, pinned to
@@ -44,7 +75,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Op, ApiError> {
         let (body, _warnings) = prepare::decode(kind, body, opts.validation)?;
-        let name = prepare::meta_str(&body, "name").unwrap_or_default().to_string();
+        let name = prepare::meta_str(&body, "name")
+            .unwrap_or_default()
+            .to_string();
         let ns = prepare::meta_str(&body, "namespace").map(str::to_string);
         let expected = prepare::meta_str(&body, "resourceVersion")
             .map(parse_rv)
@@ -92,7 +125,9 @@ impl Registry {
         if let Some(want) = preconditions.uid.as_deref().filter(|u| *u != uid) {
             return Err(ApiError::conflict(
                 subject,
-                &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
             ));
         }
         if let Some(want) = preconditions.revision.filter(|r| *r != current.revision) {

@@ -33,10 +33,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{
     Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, PostParams, Store,
 };
-use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
@@ -820,8 +820,12 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // Upstream's words: "Completed" / "Job completed", or the failure's
         // reason and message (BackoffLimitExceeded, DeadlineExceeded, ...).
         if c.type_ == "Complete" {
-            ctx.recorder
-                .event(object_ref(&current), EventType::Normal, "Completed", "Job completed");
+            ctx.recorder.event(
+                object_ref(&current),
+                EventType::Normal,
+                "Completed",
+                "Job completed",
+            );
         } else {
             ctx.recorder.event(
                 object_ref(&current),
