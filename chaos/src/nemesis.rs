@@ -265,6 +265,18 @@ async fn membership(
 /// wipe its data, start it empty, add it back as a learner, then promote
 /// it to a voter (the steps `balsa cluster remove` / `add` take).
 async fn replace_member(cluster: &mut Cluster, rng: &mut StdRng) -> anyhow::Result<Injected> {
+    // Only from a whole cluster: replacing a member of one that already
+    // lacks a voter (an earlier replacement that failed half-way) would take
+    // it below a safe majority.
+    let whole = async {
+        let i = cluster.index_of(cluster.leader().await?)?;
+        let c = Client::connect(cluster.api(i)).await.ok()?;
+        let status = c.cluster_status().await.ok()?;
+        Some(status.members.len() == cluster.len() && status.members.iter().all(|m| m.voter))
+    };
+    if tokio::time::timeout(Duration::from_secs(3), whole).await != Ok(Some(true)) {
+        bail!("not every member is a voter (or no leader answered): not replacing one");
+    }
     let leader = cluster.leader().await;
     let followers: Vec<usize> = (0..cluster.len())
         .filter(|&i| Some(cluster.id(i)) != leader && cluster.is_running(i))
@@ -407,13 +419,13 @@ pub async fn run(
         let injected = match inject(&mut cluster, f, &mut rng).await {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(fault = f.name(), error = %e, "could not inject");
+                tracing::warn!(fault = f.name(), error = %format_args!("{e:#}"), "could not inject");
                 rec.record(Record::Fault(FaultRecord {
                     kind: format!("{}-failed", f.name()),
                     targets: Vec::new(),
                     start,
                     end: rec.now(),
-                    note: e.to_string(),
+                    note: format!("{e:#}"),
                 }));
                 continue;
             }

@@ -406,14 +406,27 @@ impl Cluster {
     /// Starts master `i` on an empty data directory, not as part of any
     /// cluster: it waits to be added (see `nemesis`'s member replacement).
     pub fn start_empty(&mut self, i: usize) -> anyhow::Result<()> {
-        let dir = self.file.members[i].data_dir.clone();
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("wiping {}", dir.display()))
-            }
-            _ => {}
-        }
+        // First of all: whatever happens below, this master must never be
+        // started with `--init` again. On an emptied data directory that
+        // bootstraps a second cluster with the same members, which takes
+        // over any other empty member (a 10-minute run saw exactly that when
+        // the wipe failed half-way on the tmpfs mount point).
         self.joined[i] = true;
+        let dir = self.file.members[i].data_dir.clone();
+        // Empty the directory rather than remove it: it may be a mount point.
+        if dir.exists() {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("wiping {}", dir.display()))?
+            {
+                let path = entry?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("wiping {}", path.display()))?;
+            }
+        }
         self.spawn(i)
     }
 
