@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod cluster_file;
 pub mod control;
+pub mod fault_file;
 pub mod listeners;
 pub mod node;
 pub mod server;

@@ -263,6 +263,10 @@ struct ServerArgs {
     /// Shut down when the parent process exits (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
+    /// Testing only: re-read this file for faults to inject (see
+    /// `balsa::fault_file`; used by the chaos harness).
+    #[arg(long, hide = true)]
+    fault_file: Option<PathBuf>,
 }
 
 fn parse_member(s: &str) -> anyhow::Result<(u64, Member)> {
@@ -284,7 +288,7 @@ fn parse_member(s: &str) -> anyhow::Result<(u64, Member)> {
     ))
 }
 
-fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
+fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool, Option<PathBuf>)> {
     let mut opts = ServerOptions::new(a.id, a.data_dir);
     opts.peer_listen = a.peer_listen;
     opts.api_listen = a.api_listen;
@@ -314,7 +318,7 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool)> {
     opts.controllers.node_lifecycle.grace_period =
         Duration::from_secs(a.node_monitor_grace_period_secs);
     opts.controllers.node_lifecycle.eviction_rate = a.node_eviction_rate;
-    Ok((opts, a.exit_with_parent))
+    Ok((opts, a.exit_with_parent, a.fault_file))
 }
 
 /// A panic in any task ends the process: a half-alive replica is worse than a
@@ -359,8 +363,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Server(args) => {
             abort_on_panic();
             init_tracing();
-            let (opts, exit_with_parent) = server_options(args)?;
-            server::run(opts, exit_with_parent).await
+            let (opts, exit_with_parent, fault_file) = server_options(args)?;
+            server::run(opts, exit_with_parent, fault_file).await
         }
         Cmd::Up {
             dir,

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::bootstrap;
 use crate::control;
+use crate::fault_file;
 use crate::listeners::{incoming, rest_incoming, Listeners};
 
 #[derive(Debug, Clone)]
@@ -186,19 +187,36 @@ impl RunningServer {
         }
     }
 
-    /// True once a serving task has ended on its own (an error).
-    pub fn failed(&self) -> bool {
+    /// Why this master can no longer serve, if it cannot: a serving task
+    /// ended on its own, or the Raft node stopped on a storage error (a
+    /// replica whose log cannot be written must not stay up answering local
+    /// reads from a state that no longer advances).
+    pub fn failed(&self) -> Option<String> {
         // The bootstrap task (last) ends once its work is done.
         let serving = &self.tasks[..self.tasks.len() - 1];
-        serving.iter().any(|t| t.is_finished())
+        if serving.iter().any(|t| t.is_finished()) {
+            return Some("a server task stopped unexpectedly".into());
+        }
+        self.replica
+            .fatal_error()
+            .map(|e| format!("the store stopped: {e}"))
     }
 }
 
 /// Runs a master until SIGTERM/SIGINT (or, with `exit_with_parent`, until the
 /// process that started it is gone).
-pub async fn run(opts: ServerOptions, exit_with_parent: bool) -> anyhow::Result<()> {
+pub async fn run(
+    opts: ServerOptions,
+    exit_with_parent: bool,
+    fault_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let parent = std::os::unix::process::parent_id();
-    let server = start(opts, Faults::default()).await?;
+    let faults = Faults::default();
+    let fault_task = fault_file.map(|path| {
+        tracing::warn!(path = %path.display(), "faults are injected from a file (testing only)");
+        tokio::spawn(fault_file::follow(path, faults.clone()))
+    });
+    let server = start(opts, faults).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -210,13 +228,17 @@ pub async fn run(opts: ServerOptions, exit_with_parent: bool) -> anyhow::Result<
                     tracing::warn!("parent process is gone; shutting down");
                     break;
                 }
-                if server.failed() {
-                    bail!("a server task stopped unexpectedly");
+                if let Some(why) = server.failed() {
+                    tracing::error!(reason = %why, "exiting");
+                    bail!("{why}");
                 }
             }
         }
     }
     tracing::info!("shutting down");
+    if let Some(t) = fault_task {
+        t.abort();
+    }
     server.stop().await;
     Ok(())
 }

@@ -55,7 +55,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,kill-leader,pause,pause-leader,partition-leader,partition-halves,bridge,loss,restart-all"
+        default_value = "kill,kill-leader,pause,pause-leader,partition-leader,partition-halves,bridge,loss,restart-all,slow-disk,fsync-error,disk-full,replace-member"
     )]
     faults: Vec<String>,
     /// Quiet time before each fault.
@@ -83,6 +83,10 @@ struct RunArgs {
     /// Keep the masters' data directories even when the run passes.
     #[arg(long)]
     keep_data: bool,
+    /// A `balsa` built with `--features failpoints` for slow-disk and
+    /// fsync-error (default: the harness builds one when they are asked for).
+    #[arg(long)]
+    failpoint_binary: Option<PathBuf>,
 }
 
 fn faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
@@ -128,6 +132,7 @@ async fn run(a: RunArgs) -> anyhow::Result<bool> {
             per_key: a.budget_per_key,
         },
         keep_data: a.keep_data,
+        failpoint_binary: a.failpoint_binary,
     };
     println!("balsa-chaos: seed {seed}, output in {}", out.display());
     let report = run::run(opts).await?;

@@ -21,7 +21,7 @@ use balsa_proto::objects::ListRequest;
 use tokio::sync::watch;
 
 use crate::check::{self, Budget};
-use crate::cluster::{netns, Cluster, ClusterOptions};
+use crate::cluster::{self, netns, Cluster, ClusterOptions};
 use crate::history::{FinalState, Record, Recorder};
 use crate::nemesis::{self, Fault, NemesisOptions};
 use crate::report::{self, Report};
@@ -50,7 +50,13 @@ pub struct RunOptions {
     pub budget: Budget,
     /// Keep the replicas' data directories even when the run passes.
     pub keep_data: bool,
+    /// A `balsa` built with the `failpoints` feature, for the storage
+    /// faults; built by the harness when they are asked for and this is None.
+    pub failpoint_binary: Option<PathBuf>,
 }
+
+/// Size of the tmpfs the disk-full fault fills.
+const SMALL_DISK_MB: u64 = 256;
 
 fn run_id(seed: u64) -> String {
     let nanos = std::time::SystemTime::now()
@@ -79,14 +85,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
     let rec = Recorder::new(started);
     tracing::info!(run.id = %id, netns = use_netns, out = %opts.out.display(), "starting the cluster");
+    let binary = if opts.faults.iter().any(|f| f.needs_failpoints()) {
+        match &opts.failpoint_binary {
+            Some(b) => b.clone(),
+            None => cluster::build_failpoint_binary(&opts.binary)?,
+        }
+    } else {
+        opts.binary.clone()
+    };
+    // The last master gets the small disk (a tmpfs; without root the
+    // mount fails and disk-full is skipped).
+    let small_disk = opts
+        .faults
+        .contains(&Fault::DiskFull)
+        .then(|| (opts.masters - 1, SMALL_DISK_MB));
     let cluster = Cluster::start(ClusterOptions {
         dir: opts.out.clone(),
         masters: opts.masters,
-        binary: opts.binary.clone(),
+        binary,
         server_args: Vec::new(),
         netns: use_netns,
         run_id: id.clone(),
         seed: opts.seed as u32,
+        small_disk,
     })
     .await?;
     let replicas: Vec<(u64, String)> = (0..cluster.len())
@@ -103,15 +124,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
         hold: opts.hold,
         seed: opts.seed,
     };
-    let skipped: Vec<Fault> = if use_netns {
-        Vec::new()
-    } else {
-        opts.faults
-            .iter()
-            .copied()
-            .filter(|f| f.needs_network())
-            .collect()
-    };
+    let skipped: Vec<Fault> = opts
+        .faults
+        .iter()
+        .copied()
+        .filter(|&f| f == Fault::DiskFull && cluster.disk.is_none())
+        .collect();
     let firewall = cluster.net.as_ref().map(|n| n.firewall());
     if firewall == Some(netns::Firewall::Routes) && opts.faults.contains(&Fault::Loss) {
         tracing::warn!("no iptables: partitions use blackhole routes and packet loss will fail");

@@ -11,7 +11,8 @@
 //!
 //! Module rules: `layout` owns every on-disk key; `codec` owns every byte format
 //! (each with a version marker); `faults` is the only seam tests and the chaos
-//! harness use to disturb peer traffic.
+//! harness use to disturb peer traffic; `failpoints` (real only with the
+//! `failpoints` feature) is the one that disturbs the disk.
 
 // openraft's StorageError (what its storage traits return) is large; boxing it
 // at every call would only hide that.
@@ -21,6 +22,7 @@ pub mod cluster_service;
 pub mod codec;
 pub mod config;
 pub mod db;
+pub mod failpoints;
 pub mod faults;
 pub mod layout;
 pub mod log_store;

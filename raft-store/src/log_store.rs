@@ -38,11 +38,16 @@ async fn flush_loop(db: Arc<DB>, mut queue: mpsc::Receiver<LogFlushed<TypeConfig
         while let Ok(next) = queue.try_recv() {
             waiting.push(next);
         }
-        let db = db.clone();
-        let synced = tokio::task::spawn_blocking(move || db.flush_wal(true))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let synced = match crate::failpoints::before_log_sync().await {
+            Err(injected) => Err(injected.to_string()),
+            Ok(()) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || db.flush_wal(true))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+        };
         for callback in waiting {
             let io = synced
                 .clone()

@@ -200,6 +200,18 @@ impl Replica {
         follow(self.raft.metrics(), leading, false)
     }
 
+    /// Why the Raft node stopped on its own, if it did: a storage error
+    /// (a failed log sync, a full disk) is fatal to openraft. Such a replica
+    /// can no longer replicate or answer linearizable reads and must not go on
+    /// serving local reads of a state that no longer advances: its owner
+    /// exits (see `balsa server`).
+    pub fn fatal_error(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
@@ -429,7 +441,11 @@ impl Replica {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             voter,
-            error: String::new(),
+            error: m
+                .running_state
+                .as_ref()
+                .err()
+                .map_or_else(String::new, |e| format!("raft has stopped: {e}")),
         }
     }
 

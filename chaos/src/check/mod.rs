@@ -8,6 +8,7 @@ pub mod linearizable;
 pub mod lists;
 pub mod liveness;
 pub mod register;
+pub mod storage;
 pub mod truth;
 pub mod watch;
 pub mod wgl;
@@ -88,5 +89,6 @@ pub fn all(history: &History, budget: Budget) -> Findings {
     f.lists_skipped = l.skipped;
     f.violations.extend(l.violations);
     f.violations.extend(durability::check(history, &truth));
+    f.violations.extend(storage::check(history));
     f
 }

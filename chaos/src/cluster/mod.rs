@@ -4,7 +4,9 @@
 //! child's handle, so it can SIGKILL, SIGSTOP/SIGCONT and restart any of
 //! them, and kills them all when it stops (also on drop).
 
+pub mod disk;
 pub mod netns;
+pub mod seam;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,7 +19,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+use disk::SmallDisk;
 use netns::Net;
+use seam::Seam;
 
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -29,6 +33,9 @@ pub struct ClusterOptions {
     pub netns: bool,
     pub run_id: String,
     pub seed: u32,
+    /// Put this master's (index) data directory on a tmpfs of this many MB,
+    /// for the disk-full fault.
+    pub small_disk: Option<(usize, u64)>,
 }
 
 pub struct Cluster {
@@ -37,6 +44,13 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
     pub net: Option<Net>,
+    /// What each master's fault file says (see [`seam`]).
+    seams: Vec<Seam>,
+    /// Masters that must never be started with `--init` again: they were
+    /// wiped and re-added, and `--init` on an empty data directory would
+    /// bootstrap a second cluster.
+    joined: Vec<bool>,
+    pub disk: Option<(usize, SmallDisk)>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -56,6 +70,62 @@ pub fn default_binary() -> Option<PathBuf> {
     }
     let candidate = dir.join("balsa");
     candidate.exists().then_some(candidate)
+}
+
+/// Builds `balsa` with the `failpoints` feature and copies it to
+/// `<target>/chaos-failpoints/balsa`, next to `plain` (a binary in a cargo
+/// target directory, `<target>/<profile>/balsa`). It is built in the same
+/// target directory as `plain`: only the store, the root package and the
+/// binary differ by feature, so this takes about a minute and never rebuilds
+/// RocksDB (a separate target directory would rebuild everything); cargo keeps
+/// both builds side by side, and the plain build is put back in place after
+/// (a fresh build: it only re-links the binary into `<profile>/`).
+pub fn build_failpoint_binary(plain: &Path) -> anyhow::Result<PathBuf> {
+    let profile_dir = plain
+        .parent()
+        .context("the balsa binary has no directory")?;
+    let target = profile_dir
+        .parent()
+        .context("the balsa binary is not in a cargo target directory")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("no workspace above the chaos crate")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let release = profile_dir.ends_with("release");
+    let build = |features: bool| -> anyhow::Result<()> {
+        let mut cmd = std::process::Command::new(&cargo);
+        cmd.current_dir(workspace)
+            .args(["build", "-p", "balsa", "--target-dir"])
+            .arg(target);
+        if release {
+            cmd.arg("--release");
+        }
+        if features {
+            cmd.args(["--features", "failpoints"]);
+        }
+        let status = cmd.status().context("running cargo")?;
+        if !status.success() {
+            bail!(
+                "cargo build -p balsa{} failed",
+                if features {
+                    " --features failpoints"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(())
+    };
+    tracing::info!("building balsa with failpoints (for the storage faults)");
+    build(true)?;
+    let dir = target.join("chaos-failpoints");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("balsa");
+    let tmp = dir.join("balsa.tmp");
+    std::fs::copy(profile_dir.join("balsa"), &tmp).context("copying the failpoint build")?;
+    std::fs::rename(&tmp, &out)?;
+    build(false)?;
+    Ok(out)
 }
 
 impl Cluster {
@@ -94,13 +164,29 @@ impl Cluster {
             });
         }
         let n = members.len();
+        let disk = match opts.small_disk {
+            Some((i, mb)) if i < n => match SmallDisk::mount(&members[i].data_dir, mb) {
+                Ok(d) => Some((i, d)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no small disk: disk-full is skipped");
+                    None
+                }
+            },
+            _ => None,
+        };
         let mut cluster = Cluster {
             file: ClusterFile::new(members),
             opts,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
             net,
+            seams: vec![Seam::default(); n],
+            joined: vec![false; n],
+            disk,
         };
+        for i in 0..n {
+            cluster.write_seam(i)?;
+        }
         for i in 0..n {
             cluster.spawn(i)?;
         }
@@ -154,12 +240,17 @@ impl Cluster {
             .arg(&m.data_dir)
             .args(["--peer-listen", &m.peer, "--api-listen", &m.api])
             .args(["--rest-listen", &m.rest])
-            .args(["--init", "--exit-with-parent"]);
-        for other in &self.file.members {
-            cmd.args([
-                "--member",
-                &format!("{}={},{}", other.id, other.peer, other.api),
-            ]);
+            .arg("--exit-with-parent")
+            .arg("--fault-file")
+            .arg(seam::path(&self.opts.dir, m.id));
+        if !self.joined[i] {
+            cmd.arg("--init");
+            for other in &self.file.members {
+                cmd.args([
+                    "--member",
+                    &format!("{}={},{}", other.id, other.peer, other.api),
+                ]);
+            }
         }
         cmd.args(&self.opts.server_args)
             .stdin(Stdio::null())
@@ -255,21 +346,111 @@ impl Cluster {
         Ok(())
     }
 
-    /// Undoes every fault: resumes paused masters, restarts dead ones, heals
-    /// the network.
+    fn write_seam(&self, i: usize) -> anyhow::Result<()> {
+        seam::write(&seam::path(&self.opts.dir, self.id(i)), &self.seams[i])
+    }
+
+    /// Changes what master `i`'s fault file says.
+    pub fn set_seam(&mut self, i: usize, f: impl FnOnce(&mut Seam)) -> anyhow::Result<()> {
+        f(&mut self.seams[i]);
+        self.write_seam(i)
+    }
+
+    /// Cuts every pair (a, b), both ways: by firewall rules between the
+    /// masters' namespaces, or on loopback through the transport seam.
+    pub fn cut(&mut self, pairs: &[(usize, usize)]) -> anyhow::Result<()> {
+        if let Some(net) = self.net.as_mut() {
+            return net.cut(pairs);
+        }
+        for &(a, b) in pairs {
+            let (ida, idb) = (self.id(a), self.id(b));
+            self.set_seam(a, |s| {
+                s.cut.insert(idb);
+            })?;
+            self.set_seam(b, |s| {
+                s.cut.insert(ida);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drops a share `p` of the traffic between masters.
+    pub fn loss(&mut self, p: f64) -> anyhow::Result<()> {
+        if let Some(net) = self.net.as_mut() {
+            return net.loss(p);
+        }
+        for i in 0..self.len() {
+            self.set_seam(i, |s| s.loss = seam::per_end_loss(p))?;
+        }
+        Ok(())
+    }
+
+    pub fn heal_network(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.len() {
+            self.set_seam(i, Seam::heal_network)?;
+        }
+        match self.net.as_mut() {
+            Some(net) => net.heal(),
+            None => Ok(()),
+        }
+    }
+
+    /// If master `i` has exited, reaps it and says how.
+    pub fn exited(&mut self, i: usize) -> Option<String> {
+        let child = self.children[i].as_mut()?;
+        let status = child.try_wait().ok()??;
+        self.children[i] = None;
+        Some(status.to_string())
+    }
+
+    /// Starts master `i` on an empty data directory, not as part of any
+    /// cluster: it waits to be added (see `nemesis`'s member replacement).
+    pub fn start_empty(&mut self, i: usize) -> anyhow::Result<()> {
+        // First of all: whatever happens below, this master must never be
+        // started with `--init` again. On an emptied data directory that
+        // bootstraps a second cluster with the same members, which takes
+        // over any other empty member (a 10-minute run saw exactly that when
+        // the wipe failed half-way on the tmpfs mount point).
+        self.joined[i] = true;
+        let dir = self.file.members[i].data_dir.clone();
+        // Empty the directory rather than remove it: it may be a mount point.
+        if dir.exists() {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("wiping {}", dir.display()))?
+            {
+                let path = entry?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("wiping {}", path.display()))?;
+            }
+        }
+        self.spawn(i)
+    }
+
+    /// Undoes every fault: resumes paused masters, clears injected storage
+    /// faults and frees a filled disk, restarts dead masters, heals the
+    /// network.
     pub fn heal_all(&mut self) -> anyhow::Result<()> {
         for i in 0..self.len() {
             if self.paused[i] {
                 self.pause(i, false)?;
             }
+        }
+        for i in 0..self.len() {
+            self.set_seam(i, |s| *s = Seam::default())?;
+        }
+        if let Some((_, disk)) = &self.disk {
+            disk.free()?;
+        }
+        for i in 0..self.len() {
             if self.children[i].is_none() {
                 self.spawn(i)?;
             }
         }
-        if let Some(net) = self.net.as_mut() {
-            net.heal()?;
-        }
-        Ok(())
+        self.heal_network()
     }
 
     /// Masters that died on their own (not by the nemesis).
@@ -306,6 +487,9 @@ impl Cluster {
         }
         if let Some(net) = self.net.as_mut() {
             net.teardown();
+        }
+        if let Some((_, disk)) = self.disk.as_mut() {
+            disk.unmount();
         }
     }
 }
