@@ -415,6 +415,8 @@ async fn txn_goes_through_the_registry() {
     use balsa_api::grpc::client::Client as Grpc;
     use balsa_api::grpc::status::api_from_status;
     use balsa_proto::objects::{txn_op, DeleteRequest, ObjectRef, TxnOp, TxnRequest};
+    use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     let c = InProc::start(3, |_| {}).await;
     let client = client_of(&c, &[0, 1, 2]);
@@ -504,5 +506,53 @@ async fn txn_goes_through_the_registry() {
         .await
         .expect("still there: a finalizer holds it");
     assert!(held.metadata.deletion_timestamp.is_some());
+
+    // Quota admission applies: a create is charged in the same batch, and a
+    // batch that would charge one quota twice is refused rather than
+    // undercounted.
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), "txn");
+    let quota = ResourceQuota {
+        metadata: meta(None, "cms"),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([(
+                "count/configmaps".to_string(),
+                Quantity("10".into()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    quotas.create(&quota, &PostParams::default()).await.unwrap();
+    let mut used = None;
+    for _ in 0..600 {
+        let q = quotas.get("cms").await.unwrap();
+        used = q
+            .status
+            .and_then(|s| s.used)
+            .and_then(|u| u.get("count/configmaps").cloned());
+        if used.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before: i64 = used
+        .expect("the quota controller fills status")
+        .0
+        .parse()
+        .unwrap();
+    let err = txn(vec![create("txn", "q1"), create("txn", "q2")])
+        .await
+        .expect_err("two charges of one quota in a batch");
+    assert_eq!(api_from_status(&err).reason, Reason::BadRequest);
+    assert!(cms.get_opt("q1").await.unwrap().is_none(), "nothing stored");
+    txn(vec![create("txn", "q1")])
+        .await
+        .expect("one charged create");
+    let q = quotas.get("cms").await.unwrap();
+    let after: i64 = q.status.unwrap().used.unwrap()["count/configmaps"]
+        .0
+        .parse()
+        .unwrap();
+    assert_eq!(after, before + 1, "charged with the create");
     c.shutdown().await;
 }

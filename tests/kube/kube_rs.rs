@@ -157,19 +157,25 @@ async fn kube_rs_watcher_misses_nothing_across_a_leader_kill() {
     // Every acknowledged write reaches the watcher.
     let mut missing = Vec::new();
     for _ in 0..600 {
-        let seen = seen.lock().unwrap();
-        missing = acked
-            .iter()
-            .filter(|n| !seen.contains(*n))
-            .cloned()
-            .collect();
+        missing = {
+            let seen = seen.lock().unwrap();
+            acked
+                .iter()
+                .filter(|n| !seen.contains(*n))
+                .cloned()
+                .collect()
+        };
         if missing.is_empty() {
             break;
         }
-        drop(seen);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     watch.abort();
+    let events = seen.lock().unwrap().len();
+    eprintln!(
+        "kube-rs watcher: {} creates acknowledged, {unacked} not; {events} objects seen",
+        acked.len()
+    );
     assert!(missing.is_empty(), "the watcher missed {missing:?}");
     let disorder = disorder.lock().unwrap().clone();
     assert!(disorder.is_empty(), "out of order: {disorder:?}");

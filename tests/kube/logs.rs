@@ -129,7 +129,13 @@ async fn kubectl_logs() {
         binary: env!("CARGO_BIN_EXE_balsa").into(),
         server_args: Vec::new(),
     };
-    let agents = up::start_agents(&opts, 1, RuntimeKind::Process).expect("node-1");
+    let agents = up::start_agents(
+        &opts,
+        1,
+        RuntimeKind::Process,
+        std::path::Path::new(balsa_node::runtime::cri::DEFAULT_SOCKET),
+    )
+    .expect("node-1");
     k.until(&["get", "node", "node-1", "-o", "name"], |o| {
         o.contains("node/node-1")
     })

@@ -79,7 +79,7 @@ fn kubelet(client: Client, ns: &str) -> JoinHandle<()> {
 }
 
 impl Kube {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> String {
+    fn run_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = kubectl_in(&self.kubeconfig, self.dir.path(), args, stdin, &[]);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -129,8 +129,8 @@ async fn kubectl_rollout_daemonset_and_statefulset() {
         .await
         .expect("node status");
     let _kubelet = kubelet(client.clone(), "sets");
-    k.run(&["create", "namespace", "sets"], None);
-    k.run(&["apply", "-f", "-"], Some(MANIFESTS));
+    k.run_ok(&["create", "namespace", "sets"], None);
+    k.run_ok(&["apply", "-f", "-"], Some(MANIFESTS));
     let with = |args: &[&'static str]| -> Vec<&'static str> {
         let mut v = args.to_vec();
         v.extend_from_slice(&["-n", "sets"]);
@@ -147,18 +147,18 @@ async fn kubectl_rollout_daemonset_and_statefulset() {
         ),
     ] {
         let status = ["rollout", "status", what, "--timeout=120s"];
-        has(&k.run(&with(&status), None), done);
+        has(&k.run_ok(&with(&status), None), done);
         let image = ["set", "image", what, "app=busybox:1.37"];
-        k.run(&with(&image), None);
-        has(&k.run(&with(&status), None), done);
-        let history = k.run(&with(&["rollout", "history", what]), None);
+        k.run_ok(&with(&image), None);
+        has(&k.run_ok(&with(&status), None), done);
+        let history = k.run_ok(&with(&["rollout", "history", what]), None);
         assert_eq!(revisions(&history), ["1", "2"], "{history}");
-        let undo = k.run(&with(&["rollout", "undo", what]), None);
+        let undo = k.run_ok(&with(&["rollout", "undo", what]), None);
         has(&undo, "rolled back");
-        has(&k.run(&with(&status), None), done);
-        let history = k.run(&with(&["rollout", "history", what]), None);
+        has(&k.run_ok(&with(&status), None), done);
+        let history = k.run_ok(&with(&["rollout", "history", what]), None);
         assert_eq!(revisions(&history), ["2", "3"], "{history}");
-        let image = k.run(
+        let image = k.run_ok(
             &with(&[
                 "get",
                 what,
@@ -170,11 +170,11 @@ async fn kubectl_rollout_daemonset_and_statefulset() {
         assert_eq!(image, "busybox:1.36");
     }
 
-    let pods = k.run(&["get", "pods", "-n", "sets", "-o", "wide"], None);
+    let pods = k.run_ok(&["get", "pods", "-n", "sets", "-o", "wide"], None);
     for p in ["db-0", "db-1", "agent-"] {
         has(&pods, p);
     }
-    let get = k.run(
+    let get = k.run_ok(
         &["get", "ds,sts,controllerrevisions,pvc", "-n", "sets"],
         None,
     );
