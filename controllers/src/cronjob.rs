@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balsa_api::client::events::{object_ref, EventType, Recorder};
-use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
 use balsa_api::clock::Clock;
 use balsa_api::cron::{self, Schedule};
 use jiff::tz::TimeZone;
@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::own_writes::OwnWrites;
-use crate::owners::{self, MANAGER};
+use crate::owners::{self};
 use crate::Error;
 
 /// The annotation a created Job carries: its scheduled start, RFC 3339 in
@@ -344,13 +344,7 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error>
     }
     if new.status != cj.status && !(cj.status.is_none() && new.status == Some(Default::default())) {
         let written = Api::<CronJob>::namespaced(ctx.client.clone(), &ns)
-            .replace_status(
-                &new,
-                &PostParams {
-                    field_manager: MANAGER.into(),
-                    ..Default::default()
-                },
-            )
+            .replace_status(&new, &owners::post_params())
             .await
             .map_err(Error::api("updating status of cronjob", key.to_string()))?;
         ctx.writes.wrote(&written);
@@ -472,10 +466,7 @@ async fn schedule(
         _ => {}
     }
     let want = job_for(cj, scheduled, &tz);
-    let pp = PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    };
+    let pp = owners::post_params();
     let created = match jobs_api.create(&want, &pp).await {
         Ok(j) => {
             tracing::info!(cronjob = %key, job = %name, %scheduled, "created job");

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::history::{self, Current, HASH_LABEL};
-use crate::owners::{self, MANAGER};
+use crate::owners::{self};
 use crate::replicaset::{slow_start_batches, Expectations, BURST};
 use crate::{deployment, node_fit, pods, Error};
 
@@ -460,20 +460,12 @@ fn rolling(ds: &DaemonSet) -> Option<(IntOrString, IntOrString)> {
 
 // ---- reconcile -----------------------------------------------------------
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
-}
-
 pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*ds);
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = ds.metadata.namespace.clone().unwrap_or_default();
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
     let selector = ds
         .spec
         .as_ref()
@@ -485,17 +477,14 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let in_ns = |m: &ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
 
     // Revisions first: the hash names what an up-to-date pod is.
-    let claim = owners::claim(
-        &uid,
+    let revisions = owners::claim_and_write(
+        &cr_api,
+        &*ds,
         &selector,
         false,
         ctx.revisions.filter(|r| in_ns(&r.metadata)),
-    );
-    let mut revisions = claim.owned;
-    for r in &claim.adopt {
-        let adopted = owners::adopt(&cr_api, r, owners::controller_ref(&*ds)).await?;
-        revisions.push(Arc::new(adopted));
-    }
+    )
+    .await?;
     let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
     let cur = match history::current(&cr_api, &*ds, &template(&ds), &revisions, collisions).await? {
         Current::Found(cr) => *cr,
@@ -504,7 +493,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
             let status = new.status.get_or_insert_with(Default::default);
             status.collision_count = Some(collisions.unwrap_or(0) + 1);
             ds_api
-                .replace_status(&new, &pp())
+                .replace_status(&new, &owners::post_params())
                 .await
                 .map_err(Error::api("bumping collisionCount of", key.to_string()))?;
             return Ok(Action::requeue(Duration::from_millis(100)));
@@ -512,21 +501,14 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
     };
     let hash = history::hash_of(&cur);
 
-    let claim = owners::claim(
-        &uid,
+    let owned = owners::claim_and_write(
+        &pod_api,
+        &*ds,
         &selector,
         false,
         ctx.pods.filter(|p| in_ns(&p.metadata)),
-    );
-    let mut owned = claim.owned;
-    for p in &claim.release {
-        owners::release(&pod_api, p, &uid).await?;
-    }
-    for p in &claim.adopt {
-        owned.push(Arc::new(
-            owners::adopt(&pod_api, p, owners::controller_ref(&*ds)).await?,
-        ));
-    }
+    )
+    .await?;
     let live: Vec<Arc<Pod>> = owned
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -577,7 +559,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
         let mut new = (*ds).clone();
         new.status = Some(status);
         ds_api
-            .replace_status(&new, &pp())
+            .replace_status(&new, &owners::post_params())
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }
@@ -618,7 +600,7 @@ async fn sync_nodes(
         let mut set = tokio::task::JoinSet::new();
         for node in &create[next..next + batch] {
             let (api, pod) = (api.clone(), pod_for(ds, node, hash));
-            set.spawn(async move { api.create(&pod, &pp()).await });
+            set.spawn(async move { api.create(&pod, &owners::post_params()).await });
         }
         next += batch;
         while let Some(r) = set.join_next().await {

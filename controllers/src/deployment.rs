@@ -18,9 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{
-    Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, PostParams, Store,
-};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, Store};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -430,13 +428,6 @@ pub fn status_of(i: &StatusInput<'_>) -> (DeploymentStatus, bool) {
 
 // ---- applying them -----------------------------------------------------
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
-}
-
 async fn scale(
     api: &Api<ReplicaSet>,
     recorder: &Recorder,
@@ -531,7 +522,7 @@ async fn new_replicaset(
         new.metadata.annotations = Some(annotations);
         let name = new.metadata.name.clone().unwrap_or_default();
         let written = api
-            .replace(&new, &pp())
+            .replace(&new, &owners::post_params())
             .await
             .map_err(Error::api("updating revision of replicaset", name))?;
         return Ok((Arc::new(written), false));
@@ -572,7 +563,7 @@ async fn new_replicaset(
         }),
         status: None,
     };
-    match api.create(&rs, &pp()).await {
+    match api.create(&rs, &owners::post_params()).await {
         Ok(created) => {
             tracing::info!(deployment = %dname, replicaset = %name, revision = next, "created new replicaset");
             let n = spec_replicas(&created);
@@ -623,7 +614,6 @@ async fn new_replicaset(
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*d);
     let ns = d.metadata.namespace.clone().unwrap_or_default();
-    let uid = d.metadata.uid.clone().unwrap_or_default();
     let spec = d.spec.clone().unwrap_or_default();
     let rs_api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns);
     let d_api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
@@ -631,16 +621,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let in_ns = ctx
         .replicasets
         .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()));
-    let claim = owners::claim(&uid, &spec.selector, deleting, in_ns);
-    let mut owned = claim.owned;
-    for rs in &claim.release {
-        owners::release(&rs_api, rs, &uid).await?;
-    }
-    for rs in &claim.adopt {
-        owned.push(Arc::new(
-            owners::adopt(&rs_api, rs, owners::controller_ref(&*d)).await?,
-        ));
-    }
+    let mut owned = owners::claim_and_write(&rs_api, &*d, &spec.selector, deleting, in_ns).await?;
     owned.sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0));
 
     let want = spec.replicas.unwrap_or(1);
@@ -817,7 +798,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
         let mut new = latest.clone();
         new.status = Some(status.clone());
         d_api
-            .replace_status(&new, &pp())
+            .replace_status(&new, &owners::post_params())
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }

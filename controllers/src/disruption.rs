@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Action, Api, Client, ObjectKey, PostParams, Store};
+use balsa_api::client::{Action, Api, Client, ObjectKey, Store};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -30,7 +30,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::owners::MANAGER;
 use crate::{pods, selector, Error};
 
 /// How long an evicted pod that is not being deleted yet counts as disrupted.
@@ -293,13 +292,7 @@ pub async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<A
         new.status = Some(status);
         let ns = pdb.metadata.namespace.clone().unwrap_or_default();
         Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &ns)
-            .replace_status(
-                &new,
-                &PostParams {
-                    field_manager: MANAGER.into(),
-                    ..Default::default()
-                },
-            )
+            .replace_status(&new, &crate::owners::post_params())
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }

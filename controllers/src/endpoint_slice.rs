@@ -23,7 +23,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::endpoints::labels_of;
-use crate::owners::{self, MANAGER};
+use crate::owners::{self};
 use crate::service_pods::{self as sp, publish_not_ready, selector};
 use crate::{pods, Error};
 
@@ -152,10 +152,7 @@ fn same_group(a: &Desired, b: &Desired) -> bool {
 }
 
 fn post() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
+    owners::post_params()
 }
 
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {

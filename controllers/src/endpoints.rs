@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::owners::MANAGER;
 use crate::service_pods::{self as sp, publish_not_ready, selector};
 use crate::Error;
 
@@ -120,10 +119,7 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
 }
 
 fn post() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
+    crate::owners::post_params()
 }
 
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -14,14 +14,14 @@
 
 use std::sync::Arc;
 
-use balsa_api::client::{Api, DeleteParams, PostParams, Resource};
+use balsa_api::client::{Api, DeleteParams, Resource};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde_json::{json, Value};
 
-use crate::owners::{self, MANAGER};
+use crate::owners::{self};
 use crate::Error;
 
 /// The label naming a pod's (and a revision's) template hash.
@@ -136,13 +136,6 @@ pub fn to_prune<'a>(
     old
 }
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
-}
-
 /// What `current` found or made: the revision for the parent's template, and
 /// whether the parent's collisionCount must go up first (then retry).
 pub enum Current {
@@ -174,7 +167,7 @@ pub async fn current<P: Resource>(
             cr.revision = next;
             let name = cr.metadata.name.clone().unwrap_or_default();
             cr = api
-                .replace(&cr, &pp())
+                .replace(&cr, &owners::post_params())
                 .await
                 .map_err(Error::api("renumbering revision", name))?;
         }
@@ -182,7 +175,7 @@ pub async fn current<P: Resource>(
     }
     let cr = revision_for(parent, template, next, collision_count);
     let name = cr.metadata.name.clone().unwrap_or_default();
-    match api.create(&cr, &pp()).await {
+    match api.create(&cr, &owners::post_params()).await {
         Ok(cr) => {
             tracing::info!(revision = %name, number = next, "created controller revision");
             Ok(Current::Found(Box::new(cr)))

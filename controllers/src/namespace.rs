@@ -10,14 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Action, Api, Client, PostParams};
+use balsa_api::client::{Action, Api, Client};
 use balsa_api::grpc::client::Client as Raw;
 use balsa_api::registry::kinds::KINDS;
 use balsa_api::store::StoreError;
 use balsa_api::ResourceKey;
 use k8s_openapi::api::core::v1::Namespace;
 
-use crate::owners::MANAGER;
 use crate::Error;
 
 pub const FINALIZER: &str = "kubernetes";
@@ -109,16 +108,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
         spec.finalizers = Some(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
-    match api
-        .replace(
-            &done,
-            &PostParams {
-                field_manager: MANAGER.into(),
-                ..Default::default()
-            },
-        )
-        .await
-    {
+    match api.replace(&done, &crate::owners::post_params()).await {
         Ok(_) => {}
         Err(e) if e.code() == 404 => {}
         Err(e) => return Err(Error::api("finalizing namespace", name)(e)),

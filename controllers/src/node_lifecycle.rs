@@ -30,7 +30,6 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::owners::MANAGER;
 use crate::taints::{self, NOT_READY, NO_EXECUTE, NO_SCHEDULE, UNREACHABLE};
 use crate::{pods, Error};
 
@@ -354,10 +353,7 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) {
 }
 
 fn post() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
+    crate::owners::post_params()
 }
 
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use balsa_api::client::{Api, Patch, PatchParams, Resource};
+use balsa_api::client::{Api, Patch, PatchParams, PostParams, Resource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use serde_json::json;
 
@@ -13,6 +13,14 @@ use crate::{selector, Error};
 pub const MANAGER: &str = "balsa-controller-manager";
 
 /// The reference a controller puts on its children.
+/// How every controller writes: as the controller manager's field manager.
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: MANAGER.into(),
+        ..Default::default()
+    }
+}
+
 pub fn controller_ref<K: Resource>(owner: &K) -> OwnerReference {
     let m = owner.metadata();
     OwnerReference {
@@ -78,6 +86,28 @@ pub fn claim<C: Resource>(
         }
     }
     out
+}
+
+/// Claims `children` for `owner` and writes the outcome: releases the owned
+/// ones its selector no longer matches, adopts the matching orphans.
+/// Answers what the owner controls now (adopted ones included).
+pub async fn claim_and_write<P: Resource, C: Resource>(
+    api: &Api<C>,
+    owner: &P,
+    sel: &LabelSelector,
+    deleting: bool,
+    children: Vec<Arc<C>>,
+) -> Result<Vec<Arc<C>>, Error> {
+    let uid = owner.metadata().uid.clone().unwrap_or_default();
+    let claim = claim(&uid, sel, deleting, children);
+    let mut owned = claim.owned;
+    for c in &claim.release {
+        release(api, c, &uid).await?;
+    }
+    for c in &claim.adopt {
+        owned.push(Arc::new(adopt(api, c, controller_ref(owner)).await?));
+    }
+    Ok(owned)
 }
 
 /// Writes `refs` as the child's ownerReferences, only if the child is still

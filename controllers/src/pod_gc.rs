@@ -20,13 +20,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Api, Client, DeleteParams, Leadership, ObjectKey, PostParams, Store};
+use balsa_api::client::{Api, Client, DeleteParams, Leadership, ObjectKey, Store};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::time::Instant;
 
-use crate::owners::MANAGER;
 use crate::{pods, Error};
 
 pub const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
@@ -276,10 +275,7 @@ impl PodGc {
                 last_transition_time: Some(Time(self.clock.now_to_second())),
                 ..Default::default()
             });
-            let pp = PostParams {
-                field_manager: MANAGER.into(),
-                ..Default::default()
-            };
+            let pp = crate::owners::post_params();
             match Api::<Pod>::namespaced(self.client.clone(), &ns)
                 .replace_status(&failed, &pp)
                 .await

@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use balsa_api::client::events::{object_ref, EventType, Recorder};
-use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, PostParams, Store};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::owners::{self, MANAGER};
+use crate::owners::{self};
 use crate::{pods, Error};
 
 /// The most pods one reconcile creates or deletes (upstream's burstReplicas).
@@ -262,7 +262,6 @@ pub fn pod_for(rs: &ReplicaSet) -> Pod {
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*rs);
     let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let pod_api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
     let selector = rs
         .spec
@@ -273,15 +272,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
     let in_ns = ctx
         .pods
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
-    let claim = owners::claim(&uid, &selector, deleting, in_ns);
-    let mut owned = claim.owned;
-    for p in &claim.release {
-        owners::release(&pod_api, p, &uid).await?;
-    }
-    for p in &claim.adopt {
-        let adopted = owners::adopt(&pod_api, p, owners::controller_ref(&*rs)).await?;
-        owned.push(Arc::new(adopted));
-    }
+    let owned = owners::claim_and_write(&pod_api, &*rs, &selector, deleting, in_ns).await?;
 
     let mut action = Action::await_change();
     if !deleting && ctx.expectations.satisfied(&key, &ctx.pods) {
@@ -344,15 +335,9 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         let mut new = (*rs).clone();
         new.status = Some(status);
         let api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns);
-        api.replace_status(
-            &new,
-            &PostParams {
-                field_manager: MANAGER.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(Error::api("updating status of", key.to_string()))?;
+        api.replace_status(&new, &owners::post_params())
+            .await
+            .map_err(Error::api("updating status of", key.to_string()))?;
     }
     if let Some(d) = recheck {
         action = Action::requeue(d);
@@ -369,10 +354,7 @@ async fn create_pods(
     n: usize,
 ) -> (Vec<String>, Option<Error>) {
     let pod = pod_for(rs);
-    let pp = PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    };
+    let pp = owners::post_params();
     let mut created = Vec::new();
     for batch in slow_start_batches(n) {
         let mut set = tokio::task::JoinSet::new();

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{Action, Api, Client, ObjectKey, PostParams, Resource, Store};
+use balsa_api::client::{Action, Api, Client, ObjectKey, Resource, Store};
 use balsa_api::grpc::client::Client as Raw;
 use balsa_api::registry::kinds::KINDS;
 use balsa_api::registry::quantity::Quantity;
@@ -20,7 +20,6 @@ use balsa_api::registry::quota::{self, Usage};
 use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 
-use crate::owners::MANAGER;
 use crate::Error;
 
 /// Kinds without an informer here (Deployments, Jobs, ...) are recounted
@@ -128,13 +127,7 @@ pub async fn reconcile(rq: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
         let mut new = (*rq).clone();
         new.status = Some(status);
         Api::<ResourceQuota>::namespaced(ctx.client.clone(), &ns)
-            .replace_status(
-                &new,
-                &PostParams {
-                    field_manager: MANAGER.into(),
-                    ..Default::default()
-                },
-            )
+            .replace_status(&new, &crate::owners::post_params())
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }

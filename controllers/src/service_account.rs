@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 
-use balsa_api::client::{Action, Api, Client, ObjectKey, PostParams, Store};
+use balsa_api::client::{Action, Api, Client, ObjectKey, Store};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::owners::MANAGER;
 use crate::Error;
 
 pub const DEFAULT: &str = "default";
@@ -53,10 +52,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
         },
         ..Default::default()
     };
-    let pp = PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    };
+    let pp = crate::owners::post_params();
     match Api::<ServiceAccount>::namespaced(ctx.client.clone(), &name)
         .create(&sa, &pp)
         .await

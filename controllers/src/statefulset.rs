@@ -22,9 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balsa_api::client::{
-    Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, PostParams, Store,
-};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, Store};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -381,20 +379,12 @@ impl View<'_> {
 
 // ---- reconcile -----------------------------------------------------------
 
-fn pp() -> PostParams {
-    PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    }
-}
-
 pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*set);
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = set.metadata.namespace.clone().unwrap_or_default();
-    let uid = set.metadata.uid.clone().unwrap_or_default();
     let selector = set
         .spec
         .as_ref()
@@ -405,18 +395,14 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, E
     let set_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns);
     let in_ns = |m: &ObjectMeta| m.namespace.as_deref() == Some(ns.as_str());
 
-    let claim = owners::claim(
-        &uid,
+    let revisions = owners::claim_and_write(
+        &cr_api,
+        &*set,
         &selector,
         false,
         ctx.revisions.filter(|r| in_ns(&r.metadata)),
-    );
-    let mut revisions = claim.owned;
-    for r in &claim.adopt {
-        revisions.push(Arc::new(
-            owners::adopt(&cr_api, r, owners::controller_ref(&*set)).await?,
-        ));
-    }
+    )
+    .await?;
     let template = set
         .spec
         .as_ref()
@@ -430,7 +416,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, E
             let status = new.status.get_or_insert_with(Default::default);
             status.collision_count = Some(collisions.unwrap_or(0) + 1);
             set_api
-                .replace_status(&new, &pp())
+                .replace_status(&new, &owners::post_params())
                 .await
                 .map_err(Error::api("bumping collisionCount of", key.to_string()))?;
             return Ok(Action::requeue(Duration::from_millis(100)));
@@ -451,21 +437,14 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, E
     let current_name = current.metadata.name.clone().unwrap_or_default();
     let current_template = history::template_of(&current).unwrap_or_else(|| template.clone());
 
-    let claim = owners::claim(
-        &uid,
+    let owned = owners::claim_and_write(
+        &pod_api,
+        &*set,
         &selector,
         false,
         ctx.pods.filter(|p| in_ns(&p.metadata)),
-    );
-    let mut owned = claim.owned;
-    for p in &claim.release {
-        owners::release(&pod_api, p, &uid).await?;
-    }
-    for p in &claim.adopt {
-        owned.push(Arc::new(
-            owners::adopt(&pod_api, p, owners::controller_ref(&*set)).await?,
-        ));
-    }
+    )
+    .await?;
     let members: Vec<(i32, Arc<Pod>)> = owned
         .iter()
         .filter_map(|p| {
@@ -520,7 +499,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, E
         let mut new = (*set).clone();
         new.status = Some(status);
         set_api
-            .replace_status(&new, &pp())
+            .replace_status(&new, &owners::post_params())
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }
@@ -544,7 +523,7 @@ async fn ensure_claims(set: &StatefulSet, ordinal: i32, ctx: &Ctx) -> Result<(),
         if ctx.claims.get(&ObjectKey::new(Some(&ns), &name)).is_some() {
             continue;
         }
-        match api.create(&c, &pp()).await {
+        match api.create(&c, &owners::post_params()).await {
             Ok(_) => tracing::info!(claim = %name, "created claim"),
             Err(e) if e.code() == 409 => {}
             Err(e) => return Err(Error::api("creating claim", name)(e)),
@@ -621,7 +600,7 @@ async fn apply(
             pod_for(set, &template, *ordinal, update)
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
-        match api.create(&pod, &pp()).await {
+        match api.create(&pod, &owners::post_params()).await {
             Ok(_) => {
                 tracing::info!(statefulset = %key, pod = %name, "created pod");
                 created.push(name);

@@ -34,9 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use balsa_api::client::events::{object_ref, EventType, Recorder};
-use balsa_api::client::{
-    Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, PostParams, Store,
-};
+use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, Store};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
@@ -853,15 +851,9 @@ async fn write_status(jobs: &Api<Job>, current: &Job, status: &JobStatus) -> Res
     let mut new = current.clone();
     new.status = Some(status.clone());
     let name = current.metadata.name.clone().unwrap_or_default();
-    jobs.replace_status(
-        &new,
-        &PostParams {
-            field_manager: MANAGER.into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(Error::api("updating status of job", name))
+    jobs.replace_status(&new, &owners::post_params())
+        .await
+        .map_err(Error::api("updating status of job", name))
 }
 
 /// The job's pods: those it controls and selects, and those it adopts
@@ -1115,10 +1107,7 @@ async fn create_pods(
     api: &Api<Pod>,
     slots: &[Option<u32>],
 ) -> (Vec<String>, Option<Error>) {
-    let pp = PostParams {
-        field_manager: MANAGER.into(),
-        ..Default::default()
-    };
+    let pp = owners::post_params();
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let mut created = Vec::new();
     let mut rest = slots;
