@@ -503,3 +503,69 @@ async fn deleting_a_namespace_removes_its_objects() {
     assert!(pods.list().await.unwrap().items.is_empty());
     c.shutdown().await;
 }
+
+/// The leader dies mid-rollout: the next leader's controllers finish it,
+/// never beyond maxSurge (3 + 1 pods at once) and with no pod lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_survives_a_leader_kill() {
+    let mut c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "dep").await;
+    let most = Arc::new(AtomicUsize::new(0));
+    let kubelet = fake_kubelet(client.clone(), "dep", most.clone());
+    let deps = Api::<Deployment>::namespaced(client.clone(), "dep");
+    let rss = Api::<ReplicaSet>::namespaced(client.clone(), "dep");
+    let pods = Api::<Pod>::namespaced(client.clone(), "dep");
+    let d = Deployment {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(3),
+            // Each new pod waits 2 s to count as available: the rollout
+            // takes several seconds, so the kill lands in the middle.
+            min_ready_seconds: Some(2),
+            selector: selector(),
+            template: template("a"),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    deps.create(&d, &PostParams::default()).await.unwrap();
+    rolled_out(&deps, &rss, "a").await;
+
+    most.store(0, Ordering::SeqCst);
+    set_image(&deps, "b").await;
+    // Wait until the new ReplicaSet has begun, then kill the leader.
+    eventually("the rollout of b started", || async {
+        let list = rss.list().await.ok()?.items;
+        list.iter()
+            .any(|rs| {
+                image_of(rs) == "b" && rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0
+            })
+            .then_some(())
+    })
+    .await;
+    let leader = c.wait_leader(&[]).await;
+    c.stop(leader).await;
+    let list = rolled_out(&deps, &rss, "b").await;
+    assert_eq!(list.len(), 2, "one new replicaset, not one per leader");
+
+    let peak = most.load(Ordering::SeqCst);
+    assert!(
+        peak <= 4,
+        "{peak} pods at once: beyond maxSurge across the leader change"
+    );
+    let running = pods.list().await.unwrap().items;
+    let live = active(&running);
+    assert_eq!(live.len(), 3, "no pod lost, none extra");
+    for p in live {
+        assert_eq!(
+            p.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some("b")
+        );
+    }
+    kubelet.abort();
+    c.shutdown().await;
+}
