@@ -153,6 +153,68 @@ pub fn scale_down_old(replicas: i32, max_unavailable: i32, new: Old, old: &[Old]
     out
 }
 
+/// One active ReplicaSet as proportional scaling sees it, in the order
+/// `owned` keeps (oldest first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sized {
+    pub replicas: i32,
+    /// Its `max-replicas` annotation: the deployment's size plus surge when
+    /// it was last scaled.
+    pub max_replicas: Option<i32>,
+}
+
+/// Upstream's proportional scaling (DeploymentController.scale): when the
+/// deployment is resized mid-rollout, every active ReplicaSet grows or
+/// shrinks by its share of the change (`replicas * allowed / max-replicas`,
+/// rounded), so neither the new nor the old pods absorb it all. The
+/// largest ReplicaSets go first (the newest on a tie when growing, the
+/// oldest when shrinking) and the rounding leftover goes to the first.
+/// `current` is the deployment's status.replicas, the fallback for a
+/// missing annotation.
+pub fn proportional(want: i32, max_surge: i32, current: i32, active: &[Sized]) -> Vec<i32> {
+    let allowed = want + max_surge;
+    let total: i32 = active.iter().map(|a| a.replicas).sum();
+    let to_add = allowed - total;
+    let mut out: Vec<i32> = active.iter().map(|a| a.replicas).collect();
+    if to_add == 0 || active.is_empty() {
+        return out;
+    }
+    let mut order: Vec<usize> = (0..active.len()).collect();
+    // `active` is oldest first: a later index is newer.
+    if to_add > 0 {
+        order.sort_by(|a, b| active[*b].replicas.cmp(&active[*a].replicas).then(b.cmp(a)));
+    } else {
+        order.sort_by(|a, b| active[*b].replicas.cmp(&active[*a].replicas).then(a.cmp(b)));
+    }
+    let mut added = 0;
+    for &i in &order {
+        let rs = active[i];
+        if rs.replicas == 0 || added == to_add {
+            continue;
+        }
+        let fraction = if want == 0 {
+            -rs.replicas
+        } else {
+            let was = rs.max_replicas.unwrap_or(current).max(1);
+            let size = (rs.replicas as f64 * allowed as f64 / was as f64).round() as i32;
+            size - rs.replicas
+        };
+        let left = to_add - added;
+        let share = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        out[i] += share;
+        added += share;
+    }
+    if added != to_add {
+        let first = order[0];
+        out[first] = (out[first] + to_add - added).max(0);
+    }
+    out
+}
+
 fn fnv1a(h: u32, bytes: &[u8]) -> u32 {
     bytes
         .iter()
@@ -611,6 +673,42 @@ async fn new_replicaset(
     }
 }
 
+/// When the deployment was resized while more than one ReplicaSet is active
+/// (an active one's `desired-replicas` annotation is not `want`): each
+/// active ReplicaSet and its proportional size. Every one is written, so
+/// the annotations record the new size even where the count stays.
+fn resized(
+    d: &Deployment,
+    owned: &[Arc<ReplicaSet>],
+    want: i32,
+    max_surge: i32,
+) -> Option<Vec<(Arc<ReplicaSet>, i32)>> {
+    let active: Vec<&Arc<ReplicaSet>> = owned.iter().filter(|rs| spec_replicas(rs) > 0).collect();
+    let annotated = |rs: &ReplicaSet, key: &str| {
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    let stale = active
+        .iter()
+        .any(|rs| annotated(rs, DESIRED_REPLICAS).is_some_and(|n| n != want));
+    if active.len() < 2 || !stale {
+        return None;
+    }
+    let sized: Vec<Sized> = active
+        .iter()
+        .map(|rs| Sized {
+            replicas: spec_replicas(rs),
+            max_replicas: annotated(rs, MAX_REPLICAS),
+        })
+        .collect();
+    let current = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let sizes = proportional(want, max_surge, current, &sized);
+    Some(active.into_iter().cloned().zip(sizes).collect())
+}
+
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*d);
     let ns = d.metadata.namespace.clone().unwrap_or_default();
@@ -679,6 +777,11 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                     scale(&rs_api, &ctx.recorder, &rs, want, &d, 0).await?;
                 }
                 new_rs = Some(rs);
+            }
+        } else if let Some(resized) = resized(&d, &owned, want, max_surge) {
+            // A resize mid-rollout: this pass only shares it out.
+            for (rs, n) in resized {
+                scale(&rs_api, &ctx.recorder, &rs, n, &d, max_surge).await?;
             }
         } else {
             let all: i32 = owned.iter().map(|rs| spec_replicas(rs)).sum();
@@ -870,6 +973,27 @@ mod tests {
         // Never beyond replicas, and scales down when above.
         assert_eq!(new_rs_replicas(3, 5, 0, 0), 3);
         assert_eq!(new_rs_replicas(3, 1, 5, 5), 3);
+    }
+
+    #[test]
+    fn a_resize_mid_rollout_is_shared_out_as_upstream() {
+        let s = |replicas, max| Sized {
+            replicas,
+            max_replicas: Some(max),
+        };
+        // 10 replicas, surge 3, mid-rollout old 8 + new 5; resized to 15
+        // (surge 4): 19 allowed, 6 to add; the larger (old) goes first.
+        // old: round(8 * 19 / 13) = 12 (+4), new: round(5 * 19 / 13) = 7 (+2).
+        assert_eq!(proportional(15, 4, 13, &[s(8, 13), s(5, 13)]), [12, 7]);
+        // Back down to 5 (surge 2): 7 allowed, 6 to remove.
+        // old: round(8 * 7 / 13) = 4 (-4), new: round(5 * 7 / 13) = 3 (-2).
+        assert_eq!(proportional(5, 2, 13, &[s(8, 13), s(5, 13)]), [4, 3]);
+        // A tie when growing: the newer grows first.
+        assert_eq!(proportional(4, 1, 4, &[s(2, 4), s(2, 4)]), [2, 3]);
+        // To zero: everything goes.
+        assert_eq!(proportional(0, 0, 13, &[s(8, 13), s(5, 13)]), [0, 0]);
+        // Nothing to share: unchanged.
+        assert_eq!(proportional(10, 3, 13, &[s(8, 13), s(5, 13)]), [8, 5]);
     }
 
     #[test]
