@@ -48,7 +48,7 @@ impl Registry {
         Ok(ops)
     }
 
-    /// Refuses a batch whose ops update one object twice (two quota charges
+    /// Refuses a batch whose ops write one object twice (two quota charges
     /// computed from the same usage would lose one of them).
     pub fn txn_check(ops: &[Op]) -> Result<(), ApiError> {
         let mut seen = std::collections::HashSet::new();
