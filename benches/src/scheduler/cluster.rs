@@ -69,6 +69,9 @@ pub struct ClusterRun {
     pub masters: Vec<Master>,
 }
 
+/// When the watch showed a pod bound, and the index of its node.
+type Bound = (Instant, usize);
+
 #[derive(Deserialize)]
 struct PodView {
     metadata: PodMeta,
@@ -176,7 +179,7 @@ pub async fn run(
         .context("watching pods")?;
     let starts: Arc<Vec<OnceLock<Instant>>> =
         Arc::new((0..pods).map(|_| OnceLock::new()).collect());
-    let bound: Arc<Mutex<Vec<Option<(Instant, usize)>>>> = Arc::new(Mutex::new(vec![None; pods]));
+    let bound: Arc<Mutex<Vec<Option<Bound>>>> = Arc::new(Mutex::new(vec![None; pods]));
     let t0 = Instant::now();
     let watcher = {
         let bound = bound.clone();
