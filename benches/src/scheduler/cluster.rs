@@ -112,19 +112,25 @@ async fn create_nodes(clients: &[Client], nodes: usize) -> anyhow::Result<(Throu
     Ok((t, last.load(Ordering::Relaxed)))
 }
 
-/// Waits until every master has applied what the leader committed.
+/// Waits until every master has applied what the leader had committed when
+/// the wait began (a fixed target: the controllers keep writing meanwhile).
 async fn all_applied(sys: &BalsaSystem, leader: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut target = None;
     loop {
         let s = leader.cluster_status().await?;
         let commit = s
             .members
             .iter()
             .find(|m| m.id == s.leader)
-            .map(|m| m.commit_index)
-            .unwrap_or(u64::MAX);
-        if s.members.len() == sys.members() && s.members.iter().all(|m| m.applied_index >= commit) {
-            return Ok(());
+            .map(|m| m.commit_index);
+        if target.is_none() {
+            target = commit;
+        }
+        if let Some(t) = target {
+            if s.members.len() == sys.members() && s.members.iter().all(|m| m.applied_index >= t) {
+                return Ok(());
+            }
         }
         anyhow::ensure!(
             Instant::now() < deadline,
