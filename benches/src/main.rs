@@ -4,6 +4,7 @@
 //! cargo build --release --bin balsa -p balsa      # the masters the bench starts
 //! cargo run --release -p balsa-benches -- store [--quick] [--json out.json]
 //! cargo run --release -p balsa-benches -- rest [--quick] [--json out.json]
+//! cargo run --release -p balsa-benches -- scheduler [--quick] [--core-only] [--json out.json]
 //! ```
 
 mod balsa_cluster;
@@ -11,6 +12,7 @@ mod etcd_pb;
 mod load;
 mod procstat;
 mod rest;
+mod scheduler;
 mod stats;
 mod store;
 mod system;
@@ -83,6 +85,34 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',')]
         jobs: Vec<rest::Job>,
     },
+    /// Scheduler throughput as kube-scheduler's scheduler_perf measures it:
+    /// Node objects, pods created through the API and bound through the API
+    /// by the masters' scheduler, first create to last bind; beside it, the
+    /// scheduling algorithm alone on an in-memory snapshot.
+    Scheduler {
+        /// Small shapes (500 nodes), for smoke tests.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The `balsa` binary (default: next to this binary).
+        #[arg(long, value_name = "PATH")]
+        balsa_bin: Option<PathBuf>,
+        /// Keep each cluster's data dir and logs (printed at the end).
+        #[arg(long)]
+        keep_data: bool,
+        /// A flag added to every `balsa server` (repeatable).
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+        /// Run only these shapes (comma-separated; default: basic,
+        /// anti-affinity, spread; basic50k is 5,000 x 50,000).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        shapes: Vec<scheduler::Shape>,
+        /// Only the scheduling algorithm on an in-memory snapshot: no cluster.
+        #[arg(long)]
+        core_only: bool,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -105,6 +135,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio::select! {
                 r = rest::run(opts) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        }
+        Command::Scheduler {
+            quick,
+            json,
+            balsa_bin,
+            keep_data,
+            server_args,
+            shapes,
+            core_only,
+        } => {
+            let opts = scheduler::Options {
+                quick,
+                json,
+                balsa_bin,
+                keep_data,
+                server_args,
+                shapes,
+                core_only,
+            };
+            tokio::select! {
+                r = scheduler::run(opts) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
             }
         }
