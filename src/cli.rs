@@ -318,6 +318,7 @@ pub async fn cluster_status(client: &Client, output: Option<Output>) -> anyhow::
                     "commitIndex": m.commit_index, "appliedIndex": m.applied_index,
                     "lastLogIndex": m.last_log_index, "voter": m.voter,
                     "peer": m.peer_addr, "api": m.api_addr, "error": m.error,
+                    "clusterId": m.cluster_id, "clusterMismatch": m.cluster_mismatch,
                 })
             })
             .collect();
@@ -345,8 +346,26 @@ pub async fn cluster_status(client: &Client, output: Option<Output>) -> anyhow::
             m.last_log_index,
             m.api_addr,
             m.peer_addr,
-            m.error
+            if m.error.is_empty() {
+                &m.cluster_mismatch
+            } else {
+                &m.error
+            }
         );
+    }
+    // Every member should name the same cluster; say so when one does not.
+    let mut ids: Vec<&str> = status
+        .members
+        .iter()
+        .map(|m| m.cluster_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match ids[..] {
+        [one] => println!("cluster {one}"),
+        [] => {}
+        _ => println!("members disagree on the cluster id: {}", ids.join(", ")),
     }
     Ok(())
 }

@@ -233,6 +233,13 @@ struct ServerArgs {
     /// An initial member: ID=PEER_ADDR,API_ADDR (repeat for each).
     #[arg(long = "member")]
     members: Vec<String>,
+    /// With --init: a random nonce given to every initial member of a new
+    /// cluster, and only on their first start. They all derive the same cluster
+    /// id from it and the --member list; a member started with --init without
+    /// it gets a cluster id of its own, which no other member accepts (what a
+    /// wiped member restarted with --init must get).
+    #[arg(long, requires = "init")]
+    init_token: Option<String>,
     /// Join a running cluster through this member's API address.
     #[arg(long)]
     join: Option<String>,
@@ -303,6 +310,7 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool, Option<
     } else if !a.members.is_empty() {
         bail!("--member is only meaningful with --init");
     }
+    opts.init_token = a.init_token;
     opts.join = a.join;
     opts.replica.heartbeat = Duration::from_millis(a.heartbeat_ms);
     opts.replica.election_timeout = (

@@ -30,6 +30,11 @@ pub struct ServerOptions {
     pub rest_listen: SocketAddr,
     /// Bootstrap a new cluster with these members (empty: just this one).
     pub init: Option<BTreeMap<u64, Member>>,
+    /// With `init`: the nonce every initial member is given, from which they
+    /// all derive the same cluster id (see `balsa_raft_store::identity`).
+    /// Give it only to members started for the first time: without it, a
+    /// member gets a cluster id of its own.
+    pub init_token: Option<String>,
     /// API address of a running member to join through.
     pub join: Option<String>,
     /// Id, data dir, Raft timings, snapshots, watch window, request timeout.
@@ -46,6 +51,7 @@ impl ServerOptions {
             api_listen: loopback,
             rest_listen: loopback,
             init: None,
+            init_token: None,
             join: None,
             replica: ReplicaConfig::new(id, data_dir),
             controllers: Default::default(),
@@ -118,7 +124,9 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         if !members.contains_key(&id) {
             bail!("--init members do not include this server's id {}", id);
         }
-        replica.initialize(members).await?;
+        replica
+            .initialize(members, opts.init_token.as_deref())
+            .await?;
     }
     if let Some(via) = &opts.join {
         join(&replica, &me, via).await?;
@@ -141,7 +149,9 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
 }
 
 /// Asks the cluster (through `via`, following redirects to the leader) to add
-/// this replica as a voter. Already a member: nothing to do.
+/// this replica as a voter. Already a member: nothing to do. The member adding
+/// it tells it the cluster id first (`Adopt`), before any Raft message, so
+/// it refuses Raft traffic until then.
 async fn join(replica: &Replica, me: &Member, via: &str) -> anyhow::Result<()> {
     if replica.raft().is_initialized().await? {
         return Ok(());

@@ -73,7 +73,16 @@ fn plan(opts: &UpOptions) -> anyhow::Result<Vec<MemberEntry>> {
         .collect()
 }
 
-fn spawn(opts: &UpOptions, m: &MemberEntry, all: &[MemberEntry]) -> anyhow::Result<Child> {
+/// Starts master `m`. `token` (the init token of a new cluster) is given only
+/// to masters started for the first time: a master restarted on a wiped data
+/// dir must not derive the cluster's id again (see
+/// `balsa_raft_store::identity`).
+fn spawn(
+    opts: &UpOptions,
+    m: &MemberEntry,
+    all: &[MemberEntry],
+    token: Option<&str>,
+) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,6 +108,9 @@ fn spawn(opts: &UpOptions, m: &MemberEntry, all: &[MemberEntry]) -> anyhow::Resu
             "--member",
             &format!("{}={},{}", other.id, other.peer, other.api),
         ]);
+    }
+    if let Some(token) = token {
+        cmd.args(["--init-token", token]);
     }
     cmd.args(&opts.server_args)
         .stdin(Stdio::null())
@@ -148,10 +160,13 @@ async fn start_once(opts: &UpOptions) -> Result<Cluster, (anyhow::Error, Option<
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("creating {}", opts.dir.display()))
         .map_err(no_cluster)?;
+    // A new cluster (no cluster.json yet): one init token for its masters.
+    let token =
+        (!ClusterFile::path(&opts.dir).exists()).then(balsa_raft_store::identity::new_init_token);
     let mut members = plan(opts).map_err(no_cluster)?;
     let mut children = Vec::new();
     for i in 0..members.len() {
-        let child = spawn(opts, &members[i], &members).map_err(no_cluster)?;
+        let child = spawn(opts, &members[i], &members, token.as_deref()).map_err(no_cluster)?;
         members[i].pid = child.id().unwrap_or(0);
         children.push(child);
     }
@@ -252,9 +267,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts master `i` again with the same id, addresses and data.
+    /// Starts master `i` again with the same id, addresses and data (no init
+    /// token: on a wiped data dir it bootstraps a cluster of its own, which
+    /// the others refuse).
     pub fn respawn(&mut self, i: usize, opts: &UpOptions) -> anyhow::Result<()> {
-        let child = spawn(opts, &self.file.members[i], &self.file.members)?;
+        let child = spawn(opts, &self.file.members[i], &self.file.members, None)?;
         self.file.members[i].pid = child.id().unwrap_or(0);
         self.children[i] = child;
         self.file.write(&opts.dir)

@@ -12,7 +12,9 @@ pub struct ReplicaConfig {
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
-    /// Build a snapshot after this many applied entries since the last one.
+    /// Build a snapshot every this many applied entries, at points staggered
+    /// per member (see `snapshot_schedule`): never more than this many
+    /// entries after the last one.
     pub snapshot_every: u64,
     /// Entries kept in the log behind the last snapshot, for slow followers.
     pub keep_after_snapshot: u64,

@@ -109,7 +109,10 @@ mod tests {
         let replica = Replica::open(config, me.clone(), Faults::default())
             .await
             .expect("open");
-        replica.initialize([(1, me)].into()).await.expect("init");
+        replica
+            .initialize([(1, me)].into(), None)
+            .await
+            .expect("init");
         // Writes succeed (retrying while the single member elects itself).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {

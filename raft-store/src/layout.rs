@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `log` | log index, u64 big-endian | `codec::encode_checked(Entry)` |
 //! | `raft` | `vote`, `committed`, `purged` | `codec::encode(..)` |
+//! | `raft` | `cluster_id` | the cluster's UUID, 16 bytes (see `identity`) |
 //! | `objects` | `ResourceKey::encode()` | `created u64 BE | revision u64 BE | JSON` |
 //! | `sm` | `applied`, `membership` | `codec::encode(..)` |
 
@@ -19,6 +20,8 @@ pub const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT, CF_OBJECTS, CF_SM];
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_COMMITTED: &[u8] = b"committed";
 pub const KEY_PURGED: &[u8] = b"purged";
+/// Written once, before the member takes any Raft traffic (`identity`).
+pub const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const KEY_APPLIED: &[u8] = b"applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
 

@@ -24,15 +24,18 @@ pub mod config;
 pub mod db;
 pub mod failpoints;
 pub mod faults;
+pub mod identity;
 pub mod layout;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
 pub mod replica;
+pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod types;
 
 pub use config::ReplicaConfig;
 pub use faults::Faults;
+pub use identity::ClusterId;
 pub use replica::Replica;
 pub use types::{Member, NodeId};

@@ -1,6 +1,8 @@
 //! The peer transport over tonic: openraft's network client, plus the Forward
 //! and ReadIndex calls a follower makes to the leader. Every message passes the
-//! fault seam first.
+//! fault seam first and carries this member's cluster id; a peer that refuses
+//! it as another cluster's is reported once (`identity`) and treated as
+//! unreachable.
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec;
 use crate::faults::{Faults, Verdict};
+use crate::identity::{ClusterId, Identity, IdentityError, METADATA_KEY};
 use crate::types::{Member, NodeId, TypeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ pub enum PeerError {
     Call(#[from] tonic::Status),
     #[error("peer payload: {0}")]
     Codec(#[from] codec::CodecError),
+    /// The peer belongs to another cluster (or to none yet) and refused the
+    /// message before handling it.
+    #[error("{0}")]
+    ForeignCluster(#[source] IdentityError),
 }
 
 impl PeerError {
@@ -44,7 +51,9 @@ impl PeerError {
     /// non-idempotent request may be retried elsewhere.
     pub fn surely_undelivered(&self) -> bool {
         match self {
-            PeerError::Dropped(_) | PeerError::Address { .. } => true,
+            PeerError::Dropped(_) | PeerError::Address { .. } | PeerError::ForeignCluster(_) => {
+                true
+            }
             PeerError::Call(s) => {
                 s.code() == tonic::Code::Unavailable
                     && (s.message().contains("connect") || s.message().contains("fault seam"))
@@ -61,6 +70,7 @@ pub struct PeerLink {
     target: NodeId,
     client: PeerClient<Channel>,
     faults: Faults,
+    identity: Identity,
 }
 
 pub fn channel(addr: &str) -> Result<Channel, PeerError> {
@@ -81,6 +91,7 @@ impl PeerLink {
         target: NodeId,
         addr: &str,
         faults: Faults,
+        identity: Identity,
     ) -> Result<Self, PeerError> {
         let client = PeerClient::new(channel(addr)?)
             .max_decoding_message_size(256 << 20)
@@ -90,7 +101,26 @@ impl PeerLink {
             target,
             client,
             faults,
+            identity,
         })
+    }
+
+    /// A call's outcome, with a refusal by a member of another cluster told
+    /// apart (its receiver names its own id in the metadata).
+    fn answer<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, PeerError> {
+        match r {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                match s.metadata().get(METADATA_KEY) {
+                    Some(theirs) => Err(PeerError::ForeignCluster(
+                        self.identity
+                            .refused_by(self.target, theirs.to_str().unwrap_or("<unreadable>")),
+                    )),
+                    None => Err(PeerError::Call(s)),
+                }
+            }
+            Err(s) => Err(PeerError::Call(s)),
+        }
     }
 
     async fn pass_seam(&self) -> Result<(), PeerError> {
@@ -116,10 +146,11 @@ impl PeerLink {
             from: self.from,
             kind: kind as i32,
             payload: codec::encode(req)?.into(),
+            cluster_id: self.identity.wire(),
         });
         request.set_timeout(timeout);
-        let reply = self.client.raft(request).await?.into_inner();
-        Ok(codec::decode(&reply.payload)?)
+        let reply = self.client.raft(request).await;
+        Ok(codec::decode(&self.answer(reply)?.payload)?)
     }
 
     /// A Forward or ReadIndex call: the payload and reply are codec-encoded.
@@ -134,14 +165,30 @@ impl PeerLink {
             version: WIRE_VERSION,
             from: self.from,
             payload: codec::encode(req)?.into(),
+            cluster_id: self.identity.wire(),
         });
         request.set_timeout(timeout);
         let reply = if forward {
-            self.client.forward(request).await?
+            self.client.forward(request).await
         } else {
-            self.client.read_index(request).await?
+            self.client.read_index(request).await
         };
-        Ok(codec::decode(&reply.into_inner().payload)?)
+        Ok(codec::decode(&self.answer(reply)?.payload)?)
+    }
+
+    /// Tells the peer (a member being added) this cluster's id, `id`: it takes
+    /// it if it has none, and refuses if it belongs to another cluster.
+    pub async fn adopt(&mut self, id: ClusterId, timeout: Duration) -> Result<(), PeerError> {
+        self.pass_seam().await?;
+        let mut request = tonic::Request::new(PeerRequest {
+            version: WIRE_VERSION,
+            from: self.from,
+            payload: Default::default(),
+            cluster_id: id.to_string(),
+        });
+        request.set_timeout(timeout);
+        let reply = self.client.adopt(request).await;
+        self.answer(reply).map(|_| ())
     }
 
     pub async fn status(
@@ -156,7 +203,7 @@ impl PeerLink {
 
     fn rpc_error<E: std::error::Error>(&self, e: PeerError) -> RPCError<NodeId, Member, E> {
         match &e {
-            PeerError::Dropped(_) | PeerError::Address { .. } => {
+            PeerError::Dropped(_) | PeerError::Address { .. } | PeerError::ForeignCluster(_) => {
                 RPCError::Unreachable(Unreachable::new(&e))
             }
             PeerError::Call(s) if s.code() == tonic::Code::Unavailable => {
@@ -172,6 +219,7 @@ impl PeerLink {
 pub struct Network {
     pub id: NodeId,
     pub faults: Faults,
+    pub identity: Identity,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -179,7 +227,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         RaftPeer {
-            peer: PeerLink::new(self.id, target, &node.peer_addr, self.faults.clone()),
+            peer: PeerLink::new(
+                self.id,
+                target,
+                &node.peer_addr,
+                self.faults.clone(),
+                self.identity.clone(),
+            ),
             target,
         }
     }

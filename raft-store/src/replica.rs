@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::ReplicaConfig;
 use crate::faults::Faults;
+use crate::identity::{ClusterId, Identity, IdentityError};
 use crate::layout::{CF_RAFT, KEY_COMMITTED};
 use crate::log_store::{LogError, LogStore};
 use crate::network::{Network, PeerLink};
@@ -42,6 +43,14 @@ pub enum ReplicaError {
     Start(String),
     #[error("initializing the cluster: {0}")]
     Initialize(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(
+        "the data dir holds Raft state but no cluster id (written by a Balsa \
+         before cluster ids); start this member on an empty data dir and add it \
+         back, or bootstrap a new cluster"
+    )]
+    NoClusterId,
 }
 
 pub struct Replica {
@@ -52,6 +61,7 @@ pub struct Replica {
     db: Arc<rocksdb::DB>,
     config: ReplicaConfig,
     faults: Faults,
+    identity: Identity,
     /// One peer channel per member, reused by forwarded writes and read-index
     /// calls (a channel per request would cost a connection per request).
     links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
@@ -128,12 +138,15 @@ impl Replica {
         let sm = StateMachine::open(db.clone(), config.data_dir.clone(), config.window.clone())
             .map_err(ReplicaError::StateMachine)?;
         let shared = sm.shared();
+        let identity = Identity::load(config.id, db.clone())?;
         let raft_config = Config {
             cluster_name: "balsa".into(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.0.as_millis() as u64,
             election_timeout_max: config.election_timeout.1.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // Snapshots are triggered by `snapshot_schedule`, at points
+            // staggered per member.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_after_snapshot,
             install_snapshot_timeout: 2_000,
             ..Default::default()
@@ -142,10 +155,17 @@ impl Replica {
         let network = Network {
             id: config.id,
             faults: faults.clone(),
+            identity: identity.clone(),
         };
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| ReplicaError::Start(e.to_string()))?;
+        // Every path that gives a member Raft state sets its cluster id first.
+        if identity.get().is_none() && raft.is_initialized().await.unwrap_or(false) {
+            let _ = raft.shutdown().await;
+            return Err(ReplicaError::NoClusterId);
+        }
+        crate::snapshot_schedule::spawn(raft.clone(), config.id, config.snapshot_every);
         let fresh = follow(raft.metrics(), fresh, false);
         Ok(Arc::new(Self {
             id: config.id,
@@ -155,6 +175,7 @@ impl Replica {
             db,
             config,
             faults,
+            identity,
             links: Default::default(),
             fresh,
         }))
@@ -162,7 +183,39 @@ impl Replica {
 
     /// Bootstraps a new cluster of fixed membership. A replica that is already
     /// part of a cluster ignores this (restarts with `--init` are harmless).
-    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ReplicaError> {
+    ///
+    /// The cluster id is set first (see `identity`): derived from `token` and
+    /// `members` when a token is given, so that every initial member started
+    /// with the same token agrees; random otherwise, which only suits a
+    /// one-member cluster (or a member that must not match any other). A
+    /// member that already has an id keeps it.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, Member>,
+        token: Option<&str>,
+    ) -> Result<(), ReplicaError> {
+        let wanted = match token {
+            Some(t) => ClusterId::derive(t, &members),
+            None => ClusterId::random(),
+        };
+        match self.identity.get() {
+            Some(id) if token.is_some() && id != wanted => {
+                tracing::warn!(cluster.id = %id, "this member already has a cluster id; the init token is ignored");
+            }
+            Some(_) => {}
+            None => {
+                if token.is_none() && members.len() > 1 {
+                    tracing::warn!(
+                        members = members.len(),
+                        "--init of several members without an init token: this member gets a \
+                         random cluster id that no other member shares (right for a member \
+                         whose data was lost; a new cluster needs the same --init-token on \
+                         every initial member)"
+                    );
+                }
+                self.identity.adopt(self.id, wanted)?;
+            }
+        }
         if self
             .raft
             .is_initialized()
@@ -216,6 +269,11 @@ impl Replica {
         &self.faults
     }
 
+    /// This member's cluster id and the mismatches it saw.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -233,8 +291,14 @@ impl Replica {
                 return Ok(link.clone());
             }
         }
-        let link = PeerLink::new(self.id, target, &member.peer_addr, self.faults.clone())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let link = PeerLink::new(
+            self.id,
+            target,
+            &member.peer_addr,
+            self.faults.clone(),
+            self.identity.clone(),
+        )
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         links.insert(target, (member.peer_addr.clone(), link.clone()));
         Ok(link)
     }
@@ -446,6 +510,8 @@ impl Replica {
                 .as_ref()
                 .err()
                 .map_or_else(String::new, |e| format!("raft has stopped: {e}")),
+            cluster_id: self.identity.wire(),
+            cluster_mismatch: self.identity.last_mismatch().unwrap_or_default(),
         }
     }
 
@@ -510,12 +576,33 @@ impl Replica {
     }
 
     /// Adds a member as a learner, and with `promote` makes it a voter. Leader only.
+    /// The member is told the cluster id first: an empty member takes it, one
+    /// of another cluster refuses and nothing is changed.
     pub async fn add_member(
         &self,
         id: NodeId,
         member: Member,
         promote: bool,
     ) -> Result<(), StoreError> {
+        let ours = self
+            .identity
+            .get()
+            .ok_or_else(|| StoreError::Unavailable("this member has no cluster id yet".into()))?;
+        let mut link = self.link(id, &member)?;
+        match link.adopt(ours, Duration::from_secs(2)).await {
+            Ok(()) => {}
+            Err(crate::network::PeerError::ForeignCluster(e)) => {
+                return Err(StoreError::Invalid(format!(
+                    "member {id} cannot be added: {e}"
+                )))
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "member {id} at {} was not told the cluster id: {e}",
+                    member.peer_addr
+                )))
+            }
+        }
         self.raft
             .add_learner(id, member, true)
             .await

@@ -50,13 +50,15 @@ impl InProc {
                 (s.replica.id(), m)
             })
             .collect();
-        servers[0]
-            .as_ref()
-            .expect("started")
-            .replica
-            .initialize(members)
-            .await
-            .expect("initialize");
+        // Every initial member bootstraps with the same token, as `balsa up`
+        // starts them, so they agree on the cluster id.
+        let token = balsa_raft_store::identity::new_init_token();
+        for s in servers.iter().flatten() {
+            s.replica
+                .initialize(members.clone(), Some(token.as_str()))
+                .await
+                .expect("initialize");
+        }
         let cluster = Self {
             dir,
             opts,

@@ -9,6 +9,7 @@ mod controllers;
 mod cri;
 mod faults;
 mod harness;
+mod identity;
 mod jobs;
 mod membership;
 mod node;

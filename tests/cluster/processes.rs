@@ -171,6 +171,135 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
     cluster.stop(Duration::from_secs(5)).await;
 }
 
+/// This member's own entry in a cluster status it answered.
+fn own(status: &balsa_proto::objects::ClusterStatus, id: u64) -> balsa_proto::peer::MemberStatus {
+    status
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A member whose data dir is wiped and that is started again with `--init`
+/// (as `balsa up` and the chaos harness restart a master) bootstraps a cluster
+/// of its own: the other two refuse its messages and it refuses theirs. They
+/// keep their leader serving every write, nothing acknowledged is lost, their
+/// term does not follow its campaigns, and it reports the mismatch and never
+/// leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_member_restarted_with_init_cannot_disturb_its_old_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = options(dir.path());
+    let mut cluster = start(&opts).await;
+    let clients = clients(&cluster).await;
+    let leader = leader_index(&cluster, &clients).await;
+    let wiped = (leader + 1) % 3;
+    let wiped_id = cluster.file.members[wiped].id;
+    let before = clients[leader].cluster_status().await.expect("status");
+    let leader_id = cluster.file.members[leader].id;
+    let cluster_id = own(&before, leader_id).cluster_id;
+    assert!(!cluster_id.is_empty(), "the cluster has an id");
+    assert!(
+        before.members.iter().all(|m| m.cluster_id == cluster_id),
+        "a fresh `balsa up` agrees on one id: {before:?}"
+    );
+    let term_before = own(&before, leader_id).term;
+
+    // Writers go through the two members that stay.
+    let survivors: Vec<Client> = (0..3)
+        .filter(|i| *i != wiped)
+        .map(|i| clients[i].clone())
+        .collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (clients, acked, stop) = (survivors.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("i{w}-{n}");
+                if create_acked(&clients, w, &name).await {
+                    acked.lock().expect("lock").push(name);
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_wipe = acked.lock().expect("lock").len();
+
+    cluster.kill(wiped).await.expect("SIGKILL");
+    let data_dir = cluster.file.members[wiped].data_dir.clone();
+    std::fs::remove_dir_all(&data_dir).expect("wipe the data dir");
+    cluster
+        .respawn(wiped, &opts)
+        .expect("start it again with --init");
+    let stranger = self::clients(&cluster).await.remove(wiped);
+
+    // It reports the mismatch (it refuses the leader's heartbeats, and its
+    // campaigns are refused), and never leads; the others never follow it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut reported = String::new();
+    let mut polls = 0;
+    while tokio::time::Instant::now() < deadline && (reported.is_empty() || polls < 20) {
+        polls += 1;
+        if let Ok(s) = stranger.cluster_status().await {
+            let me = own(&s, wiped_id);
+            assert_ne!(me.role, "leader", "the wiped member leads: {me:?}");
+            if !me.cluster_mismatch.is_empty() {
+                assert_ne!(me.cluster_id, cluster_id, "it got an id of its own");
+                reported = me.cluster_mismatch;
+            }
+        }
+        for c in &survivors {
+            if let Ok(s) = c.cluster_status().await {
+                assert_ne!(s.leader, wiped_id, "a survivor follows the wiped member");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reported.contains(&cluster_id),
+        "the wiped member names the cluster it is refused by: {reported:?}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let names = acked.lock().expect("lock").clone();
+    assert!(before_wipe > 0, "writes were acknowledged before the wipe");
+    assert!(
+        names.len() > before_wipe,
+        "writes were acknowledged after the wiped member came back"
+    );
+    let after = survivors[0].cluster_status().await.expect("status");
+    let (leader_after, term_after) = (after.leader, own(&after, after.leader).term);
+    println!(
+        "leader {leader_id} term {term_before} before; leader {leader_after} term {term_after} \
+         after; {} writes acknowledged",
+        names.len()
+    );
+    assert_ne!(leader_after, wiped_id);
+    // Its campaigns run its own term up every election timeout (dozens of
+    // terms by now); a survivor that heard them would have taken that term.
+    // Allow an ordinary election or two on a loaded machine.
+    assert!(
+        term_after <= term_before + 2,
+        "the survivors' term went from {term_before} to {term_after}"
+    );
+    let stranger_term = own(&stranger.cluster_status().await.expect("status"), wiped_id).term;
+    println!("the wiped member's own term: {stranger_term}");
+    assert!(
+        stranger_term > term_before + 2,
+        "the wiped member campaigned ({stranger_term}), so a survivor that heard it would show"
+    );
+    assert_everywhere(&survivors, &names).await;
+    cluster.stop(Duration::from_secs(5)).await;
+}
+
 /// Kill every master at once and start them again: nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_every_replica_keeps_every_write() {

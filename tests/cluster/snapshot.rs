@@ -98,3 +98,69 @@ async fn a_replica_that_missed_a_snapshot_catches_up() {
     assert!(got.is_ok(), "{got:?}");
     cluster.shutdown().await;
 }
+
+/// Members snapshot at staggered points (see `snapshot_schedule`), so they do
+/// not all stall building a snapshot at the same moment; each still purges
+/// its log behind its own snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_snapshot_at_staggered_points() {
+    use balsa_raft_store::snapshot_schedule::next_point;
+    const EVERY: u64 = 60;
+    let cluster = InProc::start(3, |o| {
+        o.replica.snapshot_every = EVERY;
+        o.replica.keep_after_snapshot = 5;
+    })
+    .await;
+    let leader = cluster.wait_leader(&[]).await;
+    let ns = "stagger";
+    for n in 0..200 {
+        let name = format!("o{n}");
+        cluster
+            .store(leader)
+            .create(key(ns, &name), configmap(ns, &name, "1"))
+            .await
+            .expect("create");
+    }
+    let metrics = |i: usize| cluster.server(i).replica.raft().metrics().borrow().clone();
+    let applied = metrics(leader).last_applied.map_or(0, |l| l.index);
+    // Wait until each member has built the snapshot of its last point at or
+    // below `applied`.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let snapshots = loop {
+        let snaps: Vec<(u64, u64)> = (0..3)
+            .map(|i| {
+                let m = metrics(i);
+                let id = i as u64 + 1;
+                let last_point = next_point(id, EVERY, applied) - EVERY;
+                (m.snapshot.map_or(0, |l| l.index), last_point)
+            })
+            .collect();
+        if snaps.iter().all(|(snap, point)| snap >= point) {
+            break snaps;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members did not snapshot at their points: {snaps:?} (applied {applied})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("applied {applied}; (snapshot, point) per member: {snapshots:?}");
+    for a in 0..3 {
+        for b in a + 1..3 {
+            let gap = snapshots[a].0.abs_diff(snapshots[b].0);
+            assert!(
+                gap >= EVERY / 6,
+                "members {} and {} snapshot too close together: {snapshots:?}",
+                a + 1,
+                b + 1
+            );
+        }
+        let purged = metrics(a).purged.map_or(0, |l| l.index);
+        assert!(
+            purged + 5 + EVERY >= snapshots[a].0 && purged > 0,
+            "member {} purged its log behind its snapshot: purged {purged}, {snapshots:?}",
+            a + 1
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -50,6 +50,10 @@ pub struct Cluster {
     /// wiped and re-added, and `--init` on an empty data directory would
     /// bootstrap a second cluster.
     joined: Vec<bool>,
+    /// Given with `--init` to each master's first start only, so that the
+    /// initial masters agree on one cluster id and a master wiped and started
+    /// again with `--init` does not (see `balsa_raft_store::identity`).
+    init_token: String,
     pub disk: Option<(usize, SmallDisk)>,
 }
 
@@ -182,6 +186,7 @@ impl Cluster {
             net,
             seams: vec![Seam::default(); n],
             joined: vec![false; n],
+            init_token: format!("{:032x}", rand::random::<u128>()),
             disk,
         };
         for i in 0..n {
@@ -250,6 +255,10 @@ impl Cluster {
                     "--member",
                     &format!("{}={},{}", other.id, other.peer, other.api),
                 ]);
+            }
+            // pid 0: never started yet.
+            if m.pid == 0 {
+                cmd.args(["--init-token", &self.init_token]);
             }
         }
         cmd.args(&self.opts.server_args)
