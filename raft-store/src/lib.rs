@@ -12,7 +12,9 @@
 //! Module rules: `layout` owns every on-disk key; `codec` owns every byte format
 //! (each with a version marker); `faults` is the only seam tests and the chaos
 //! harness use to disturb peer traffic; `failpoints` (real only with the
-//! `failpoints` feature) is the one that disturbs the disk.
+//! `failpoints` feature) is the one that disturbs the disk; `identity` decides
+//! which cluster a member belongs to, and every peer message is checked
+//! against it before Raft sees it.
 
 // openraft's StorageError (what its storage traits return) is large; boxing it
 // at every call would only hide that.
