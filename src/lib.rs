@@ -9,5 +9,6 @@ pub mod control;
 pub mod fault_file;
 pub mod listeners;
 pub mod node;
+pub mod raft_runtime;
 pub mod server;
 pub mod up;

@@ -21,6 +21,7 @@ use crate::bootstrap;
 use crate::control;
 use crate::fault_file;
 use crate::listeners::{incoming, rest_incoming, Listeners};
+use crate::raft_runtime::RaftRuntime;
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -70,6 +71,8 @@ pub struct RunningServer {
     /// The scheduler and the controller manager (`control::spawn`), acting
     /// only while this master leads; aborted first on stop.
     control: JoinHandle<()>,
+    /// Consensus's own thread (`raft_runtime`); dropped last.
+    raft_runtime: RaftRuntime,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -85,14 +88,26 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     };
     let (id, data_dir) = (opts.replica.id, opts.replica.data_dir.clone());
     let controllers = opts.controllers.clone();
-    let replica = Replica::open(opts.replica, me.clone(), faults)
-        .await
+    let raft_runtime = RaftRuntime::new(id).context("starting the raft thread")?;
+    let replica = raft_runtime
+        .run(Replica::open(opts.replica, me.clone(), faults))
+        .await?
         .with_context(|| format!("opening replica {id} in {}", data_dir.display()))?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let peer = tonic::transport::Server::builder()
-        .add_service(balsa_raft_store::peer_service::server(replica.clone()))
-        .serve_with_incoming_shutdown(incoming(listeners.peer), stopped(stop_rx.clone()));
+    // The peer server answers heartbeats: it runs beside the Raft core, its
+    // listener registered with the raft thread's reactor.
+    let peer_listener = listeners.peer.into_std()?;
+    let peer_service = balsa_raft_store::peer_service::server(replica.clone());
+    let peer_stop = stopped(stop_rx.clone());
+    let peer = raft_runtime.handle().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(peer_listener)?;
+        tonic::transport::Server::builder()
+            .add_service(peer_service)
+            .serve_with_incoming_shutdown(incoming(listener), peer_stop)
+            .await?;
+        anyhow::Ok(())
+    });
     let store: Arc<dyn Store> = replica.clone();
     let registry = Registry::new(store);
     let api = tonic::transport::Server::builder()
@@ -109,7 +124,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let tasks = vec![
-        tokio::spawn(async move { Ok(peer.await?) }),
+        tokio::spawn(async move { Ok(peer.await??) }),
         tokio::spawn(async move { Ok(api.await?) }),
         tokio::spawn(async move { Ok(rest.await?) }),
         tokio::spawn(bootstrap::namespaces(registry, stopped(stop_rx))),
@@ -139,6 +154,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
+        raft_runtime,
         peer_addr,
         api_addr,
         rest_addr,
@@ -195,6 +211,9 @@ impl RunningServer {
                 t.abort();
             }
         }
+        // Last: what is left on the raft thread (replication streams of a
+        // node that is shutting down) is cancelled, not waited for.
+        drop(self.raft_runtime);
     }
 
     /// Why this master can no longer serve, if it cannot: a serving task
