@@ -124,7 +124,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let tasks = vec![
-        tokio::spawn(async move { Ok(peer.await??) }),
+        tokio::spawn(async move { peer.await? }),
         tokio::spawn(async move { Ok(api.await?) }),
         tokio::spawn(async move { Ok(rest.await?) }),
         tokio::spawn(bootstrap::namespaces(registry, stopped(stop_rx))),
