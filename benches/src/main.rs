@@ -5,9 +5,11 @@
 //! cargo run --release -p balsa-benches -- store [--quick] [--json out.json]
 //! cargo run --release -p balsa-benches -- rest [--quick] [--json out.json]
 //! cargo run --release -p balsa-benches -- scheduler [--quick] [--core-only] [--json out.json]
+//! cargo run --release -p balsa-benches -- deployment [--quick] [--json out.json]
 //! ```
 
 mod balsa_cluster;
+mod deployment;
 mod etcd_pb;
 mod load;
 mod procstat;
@@ -113,10 +115,59 @@ enum Command {
         #[arg(long)]
         core_only: bool,
     },
+    /// A Deployment of 10,000 replicas on 1,000 sim nodes (one `balsa node
+    /// --runtime sim` process): create to all Available, then a rolling
+    /// update to completion; pods/s, elections, masters' CPU and RSS.
+    Deployment {
+        /// 100 nodes x 1,000 replicas, under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The `balsa` binary (default: next to this binary).
+        #[arg(long, value_name = "PATH")]
+        balsa_bin: Option<PathBuf>,
+        /// Keep the cluster's data dir and logs (printed at the end).
+        #[arg(long)]
+        keep_data: bool,
+        /// A flag added to every `balsa server` (repeatable).
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+        /// Sim nodes (overrides the shape's).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Replicas (overrides the shape's).
+        #[arg(long)]
+        replicas: Option<usize>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Deployment {
+            quick,
+            json,
+            balsa_bin,
+            keep_data,
+            server_args,
+            nodes,
+            replicas,
+        } => {
+            let opts = deployment::Options {
+                quick,
+                json,
+                balsa_bin,
+                keep_data,
+                server_args,
+                nodes,
+                replicas,
+            };
+            tokio::select! {
+                r = deployment::run(opts) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        }
         Command::Rest {
             quick,
             json,

@@ -17,11 +17,18 @@
 //!
 //! The scheduler, not this controller, binds the pods: the node affinity
 //! leaves it one choice (upstream since 1.12).
+//!
+//! Events on the DaemonSet, as kube-controller-manager's
+//! `daemonset-controller` words them: `SuccessfulCreate` "Created pod: X",
+//! `SuccessfulDelete` "Deleted pod: X", `FailedCreate` "Error creating: ...",
+//! `FailedDelete` "Error deleting: ...", and `FailedDaemonPod` for a failed
+//! pod about to be replaced.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -48,6 +55,8 @@ pub struct Ctx {
     pub nodes: Store<Node>,
     pub revisions: Store<ControllerRevision>,
     pub expectations: Expectations,
+    /// Records as `daemonset-controller`.
+    pub recorder: Recorder,
 }
 
 // ---- pure decisions ----------------------------------------------------
@@ -199,6 +208,9 @@ fn oldest_first(pods: &mut [Arc<Pod>]) {
 pub struct Plan {
     pub create: Vec<String>,
     pub delete: Vec<String>,
+    /// The failed pods among `delete`, with their node: each is told in a
+    /// `FailedDaemonPod` event before it goes.
+    pub failed: Vec<(String, String)>,
 }
 
 /// Everything one decision reads.
@@ -261,6 +273,8 @@ impl View<'_> {
             let (failed, running): (Vec<_>, Vec<_>) =
                 on.into_iter().partition(|p| pods::phase(p) == "Failed");
             plan.delete.extend(names(&failed));
+            plan.failed
+                .extend(names(&failed).into_iter().map(|p| (p, name.clone())));
             if run && running.is_empty() {
                 plan.create.push(name);
             } else if keep {
@@ -581,12 +595,36 @@ async fn sync_nodes(
     api: &Api<Pod>,
     ctx: &Ctx,
 ) -> Result<(), Error> {
+    let me = || object_ref(ds);
+    let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
+    for (pod, node) in &plan.failed {
+        ctx.recorder.event(
+            me(),
+            EventType::Warning,
+            "FailedDaemonPod",
+            format!("Found failed daemon pod {ns}/{pod} on node {node}, will try to kill it"),
+        );
+    }
     let mut deleted = Vec::new();
     for name in plan.delete.iter().take(BURST) {
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => deleted.push(name.clone()),
+            Ok(_) => {
+                ctx.recorder.event(
+                    me(),
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                );
+                deleted.push(name.clone())
+            }
             Err(e) if e.code() == 404 => deleted.push(name.clone()),
             Err(e) => {
+                ctx.recorder.event(
+                    me(),
+                    EventType::Warning,
+                    "FailedDelete",
+                    format!("Error deleting: {}", e.message),
+                );
                 ctx.expectations.expect(key, vec![], deleted);
                 return Err(Error::api("deleting daemon pod", name.clone())(e));
             }
@@ -605,8 +643,25 @@ async fn sync_nodes(
         next += batch;
         while let Some(r) = set.join_next().await {
             match r {
-                Ok(Ok(p)) => created.push(p.metadata.name.unwrap_or_default()),
-                Ok(Err(e)) => err = Some(Error::api("creating daemon pod for", key.to_string())(e)),
+                Ok(Ok(p)) => {
+                    let name = p.metadata.name.unwrap_or_default();
+                    ctx.recorder.event(
+                        me(),
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    );
+                    created.push(name)
+                }
+                Ok(Err(e)) => {
+                    ctx.recorder.event(
+                        me(),
+                        EventType::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {}", e.message),
+                    );
+                    err = Some(Error::api("creating daemon pod for", key.to_string())(e))
+                }
                 Err(e) => err = Some(Error::Invalid(format!("pod create task failed: {e}"))),
             }
         }
@@ -774,6 +829,8 @@ mod tests {
         // b's only pod failed: replaced; c keeps its oldest; x is no node.
         assert_eq!(plan.create, ["b"]);
         assert_eq!(plan.delete, ["failed-b", "gone", "new-c"]);
+        // The failed one is told (FailedDaemonPod) with its node.
+        assert_eq!(plan.failed, [("failed-b".to_string(), "b".to_string())]);
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         nodes: nodes.store(),
         revisions: revisions.store(),
         expectations: Default::default(),
+        recorder: recorder.named("daemonset-controller"),
     });
     let node_changes = daemonset::NodeChanges::new(daemonsets.store(), nodes.store());
     let ds_controller = Controller::new("daemonset", &daemonsets)
@@ -161,6 +162,7 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         claims: claims.store(),
         revisions: revisions.store(),
         expectations: Default::default(),
+        recorder: recorder.named("statefulset-controller"),
     });
     let sts_controller = Controller::new("statefulset", &statefulsets)
         .owns(&pods)

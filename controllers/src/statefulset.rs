@@ -17,11 +17,17 @@
 //!    │  revision: delete it (recreated next pass); an unhealthy one: wait
 //!    └─ status; rollout complete: currentRevision = updateRevision
 //! ```
+//!
+//! Events on the set, as kube-controller-manager's `statefulset-controller`
+//! words them (see [`pod_event`], [`claim_event`]): "create Pod web-0 in
+//! StatefulSet web successful", "create Claim data-web-0 Pod web-0 in
+//! StatefulSet web success", and the `Failed*` ones with the error.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Patch, PatchParams, Store};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -45,9 +51,70 @@ pub struct Ctx {
     pub claims: Store<PersistentVolumeClaim>,
     pub revisions: Store<ControllerRevision>,
     pub expectations: Expectations,
+    /// Records as `statefulset-controller`.
+    pub recorder: Recorder,
 }
 
 // ---- pure decisions ----------------------------------------------------
+
+/// Upstream's `Successful<Verb>` / `Failed<Verb>` reason for `verb`
+/// ("create" -> "Create").
+fn reason(verb: &str, failed: bool) -> String {
+    let mut title = verb.to_string();
+    if let Some(first) = title.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    format!("{}{title}", if failed { "Failed" } else { "Successful" })
+}
+
+/// The event upstream's recordPodEvent writes on the set after `verb`
+/// ("create", "delete") of `pod`, failed with `err` or not.
+pub fn pod_event(
+    verb: &str,
+    set: &str,
+    pod: &str,
+    err: Option<&str>,
+) -> (EventType, String, String) {
+    match err {
+        None => (
+            EventType::Normal,
+            reason(verb, false),
+            format!("{verb} Pod {pod} in StatefulSet {set} successful"),
+        ),
+        Some(e) => (
+            EventType::Warning,
+            reason(verb, true),
+            format!("{verb} Pod {pod} in StatefulSet {set} failed error: {e}"),
+        ),
+    }
+}
+
+/// The event upstream's recordClaimEvent writes on the set after `verb` of
+/// `claim` for `pod`.
+pub fn claim_event(
+    verb: &str,
+    set: &str,
+    pod: &str,
+    claim: &str,
+    err: Option<&str>,
+) -> (EventType, String, String) {
+    match err {
+        None => (
+            EventType::Normal,
+            reason(verb, false),
+            format!("{verb} Claim {claim} Pod {pod} in StatefulSet {set} success"),
+        ),
+        Some(e) => (
+            EventType::Warning,
+            reason(verb, true),
+            format!("{verb} Claim {claim} for Pod {pod} in StatefulSet {set} failed error: {e}"),
+        ),
+    }
+}
+
+fn record(ctx: &Ctx, set: &StatefulSet, (type_, reason, message): (EventType, String, String)) {
+    ctx.recorder.event(object_ref(set), type_, &reason, message);
+}
 
 fn set_name(set: &StatefulSet) -> &str {
     set.metadata.name.as_deref().unwrap_or_default()
@@ -514,8 +581,9 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, E
     Ok(Action::await_change())
 }
 
-/// Makes each missing PVC of `ordinal` (an existing one is kept as is).
-async fn ensure_claims(set: &StatefulSet, ordinal: i32, ctx: &Ctx) -> Result<(), Error> {
+/// Makes each missing PVC of `ordinal` (an existing one is kept as is),
+/// for the pod `pod`.
+async fn ensure_claims(set: &StatefulSet, ordinal: i32, pod: &str, ctx: &Ctx) -> Result<(), Error> {
     let ns = set.metadata.namespace.clone().unwrap_or_default();
     let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns);
     for c in claims_for(set, ordinal) {
@@ -524,9 +592,21 @@ async fn ensure_claims(set: &StatefulSet, ordinal: i32, ctx: &Ctx) -> Result<(),
             continue;
         }
         match api.create(&c, &owners::post_params()).await {
-            Ok(_) => tracing::info!(claim = %name, "created claim"),
+            Ok(_) => {
+                tracing::info!(claim = %name, "created claim");
+                record(
+                    ctx,
+                    set,
+                    claim_event("create", set_name(set), pod, &name, None),
+                );
+            }
+            // Upstream stays silent when the claim is already there.
             Err(e) if e.code() == 409 => {}
-            Err(e) => return Err(Error::api("creating claim", name)(e)),
+            Err(e) => {
+                let ev = claim_event("create", set_name(set), pod, &name, Some(&e.message));
+                record(ctx, set, ev);
+                return Err(Error::api("creating claim", name)(e));
+            }
         }
     }
     Ok(())
@@ -593,22 +673,26 @@ async fn apply(
         .unwrap_or_default();
     let mut created = Vec::new();
     for (ordinal, at_current) in plan.create.iter().take(BURST) {
-        ensure_claims(set, *ordinal, ctx).await?;
         let pod = if *at_current {
             pod_for(set, current_template, *ordinal, current)
         } else {
             pod_for(set, &template, *ordinal, update)
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
+        ensure_claims(set, *ordinal, &name, ctx).await?;
         match api.create(&pod, &owners::post_params()).await {
             Ok(_) => {
                 tracing::info!(statefulset = %key, pod = %name, "created pod");
+                record(ctx, set, pod_event("create", set_name(set), &name, None));
                 created.push(name);
             }
             // Our earlier create the cache has not shown, or a pod still
-            // terminating under the name: wait for the cache.
+            // terminating under the name: wait for the cache (no event, as
+            // upstream).
             Err(e) if e.code() == 409 => created.push(name),
             Err(e) => {
+                let ev = pod_event("create", set_name(set), &name, Some(&e.message));
+                record(ctx, set, ev);
                 ctx.expectations.expect(key, created, vec![]);
                 return Err(Error::api("creating pod", name)(e));
             }
@@ -632,9 +716,17 @@ async fn apply(
             ..Default::default()
         };
         match api.delete(name, &dp).await {
-            Ok(_) => tracing::info!(statefulset = %key, pod = %name, "deleted pod"),
+            Ok(_) => {
+                tracing::info!(statefulset = %key, pod = %name, "deleted pod");
+                record(ctx, set, pod_event("delete", set_name(set), name, None));
+            }
+            // Gone already, or another pod under the name now: not ours to tell.
             Err(e) if e.code() == 404 || e.code() == 409 => {}
-            Err(e) => return Err(Error::api("deleting pod", name.clone())(e)),
+            Err(e) => {
+                let ev = pod_event("delete", set_name(set), name, Some(&e.message));
+                record(ctx, set, ev);
+                return Err(Error::api("deleting pod", name.clone())(e));
+            }
         }
     }
     Ok(())
@@ -699,6 +791,36 @@ mod tests {
             now: Timestamp::from_second(1000).unwrap(),
         }
         .plan()
+    }
+
+    #[test]
+    fn events_are_worded_as_upstream() {
+        assert_eq!(
+            pod_event("create", "web", "web-0", None),
+            (
+                EventType::Normal,
+                "SuccessfulCreate".into(),
+                "create Pod web-0 in StatefulSet web successful".into()
+            )
+        );
+        assert_eq!(
+            pod_event("delete", "web", "web-2", Some("boom")),
+            (
+                EventType::Warning,
+                "FailedDelete".into(),
+                "delete Pod web-2 in StatefulSet web failed error: boom".into()
+            )
+        );
+        assert_eq!(
+            claim_event("create", "web", "web-1", "data-web-1", None).2,
+            "create Claim data-web-1 Pod web-1 in StatefulSet web success"
+        );
+        let (t, r, m) = claim_event("create", "web", "web-1", "data-web-1", Some("quota"));
+        assert_eq!((t, r.as_str()), (EventType::Warning, "FailedCreate"));
+        assert_eq!(
+            m,
+            "create Claim data-web-1 for Pod web-1 in StatefulSet web failed error: quota"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ use balsa_api::client::{Api, Client, DeleteParams, Event, Patch, PatchParams, Po
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolumeClaim, Pod, PodCondition, PodStatus,
+    Event as CoreEvent, Namespace, Node, PersistentVolumeClaim, Pod, PodCondition, PodStatus,
+    ResourceQuota,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{json, Value};
@@ -103,6 +104,52 @@ async fn patch_node(client: &Client, name: &str, patch: Value) {
         .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .expect("patch node");
+}
+
+/// Waits for an Event on `object` in `ns` from `component` with `reason`
+/// whose message starts with `prefix` (what `kubectl describe` lists), and
+/// returns its message.
+async fn said(
+    client: &Client,
+    ns: &str,
+    component: &str,
+    object: &str,
+    reason: &str,
+    prefix: &str,
+) -> String {
+    let events = Api::<CoreEvent>::namespaced(client.clone(), ns);
+    let what = format!("{component} event {reason} {prefix:?} on {object}");
+    eventually(&what, || async {
+        events.list().await.ok()?.items.into_iter().find_map(|e| {
+            let message = e.message.unwrap_or_default();
+            (e.source.and_then(|s| s.component).as_deref() == Some(component)
+                && e.involved_object.name.as_deref() == Some(object)
+                && e.reason.as_deref() == Some(reason)
+                && message.starts_with(prefix))
+            .then_some(message)
+        })
+    })
+    .await
+}
+
+/// A ResourceQuota of `pods` pods in `ns`, once its status shows `used`
+/// pods (admission checks against it).
+async fn pod_quota(client: &Client, ns: &str, pods: &str, used: &str) {
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), ns);
+    let q: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "pods"},
+        "spec": {"hard": {"pods": pods}},
+    }))
+    .expect("quota");
+    quotas
+        .create(&q, &PostParams::default())
+        .await
+        .expect("quota");
+    eventually("quota usage counted", || async {
+        let s = quotas.get("pods").await.ok()?.status?;
+        (s.used?.get("pods")?.0 == used).then_some(())
+    })
+    .await;
 }
 
 fn node_of(p: &Pod) -> Option<String> {
@@ -459,6 +506,50 @@ async fn daemonset_follows_nodes_taints_and_selectors() {
             .any(|p| node_of(p).as_deref() == Some("tainted")),
         "a pod on the tainted node"
     );
+
+    // What `kubectl describe ds` lists, worded as daemonset-controller does.
+    let component = "daemonset-controller";
+    said(
+        &client,
+        "ds",
+        component,
+        "agent",
+        "SuccessfulCreate",
+        "Created pod: agent-",
+    )
+    .await;
+    // b's pod evicted by the taint, c's gone with its node.
+    said(
+        &client,
+        "ds",
+        component,
+        "agent",
+        "SuccessfulDelete",
+        "Deleted pod: agent-",
+    )
+    .await;
+    said(
+        &client,
+        "ds",
+        component,
+        "gpu",
+        "SuccessfulDelete",
+        "Deleted pod: gpu-",
+    )
+    .await;
+    // A create the API refuses (over quota) is told as FailedCreate.
+    pod_quota(&client, "ds", "1", "1").await;
+    node(&client, "d", json!({})).await;
+    let refused = said(
+        &client,
+        "ds",
+        component,
+        "agent",
+        "FailedCreate",
+        "Error creating: ",
+    )
+    .await;
+    assert!(refused.contains("exceeded quota"), "{refused}");
 }
 
 /// Nodes without a Ready, not-deleting pod of `app`, replayed over the
@@ -856,6 +947,52 @@ async fn statefulset_ordered_ready_in_order_with_claims_and_scales_down_in_rever
         (s.replicas == 1 && s.ready_replicas == Some(1)).then_some(())
     })
     .await;
+
+    // What `kubectl describe sts` lists, worded as statefulset-controller does.
+    let component = "statefulset-controller";
+    for (reason, message) in [
+        (
+            "SuccessfulCreate",
+            "create Claim data-db-0 Pod db-0 in StatefulSet db success",
+        ),
+        (
+            "SuccessfulCreate",
+            "create Pod db-0 in StatefulSet db successful",
+        ),
+        (
+            "SuccessfulCreate",
+            "create Pod db-2 in StatefulSet db successful",
+        ),
+        (
+            "SuccessfulDelete",
+            "delete Pod db-2 in StatefulSet db successful",
+        ),
+        (
+            "SuccessfulDelete",
+            "delete Pod db-1 in StatefulSet db successful",
+        ),
+    ] {
+        said(&client, "sts", component, "db", reason, message).await;
+    }
+    // A pod the API refuses (over quota): FailedCreate with the error.
+    pod_quota(&client, "sts", "1", "1").await;
+    sets.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    let refused = said(
+        &client,
+        "sts",
+        component,
+        "db",
+        "FailedCreate",
+        "create Pod db-1 in StatefulSet db failed error: ",
+    )
+    .await;
+    assert!(refused.contains("exceeded quota"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

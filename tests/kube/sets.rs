@@ -170,6 +170,43 @@ async fn kubectl_rollout_daemonset_and_statefulset() {
         assert_eq!(image, "busybox:1.36");
     }
 
+    // `kubectl describe` lists the controllers' events on each set, worded
+    // and attributed as kube-controller-manager's (written asynchronously).
+    for (what, wants) in [
+        (
+            "ds/agent",
+            &[
+                "daemonset-controller",
+                "SuccessfulCreate",
+                "Created pod: agent-",
+                "SuccessfulDelete",
+                "Deleted pod: agent-",
+            ][..],
+        ),
+        (
+            "sts/db",
+            &[
+                "statefulset-controller",
+                "create Claim data-db-0 Pod db-0 in StatefulSet db success",
+                "create Pod db-1 in StatefulSet db successful",
+                "delete Pod db-1 in StatefulSet db successful",
+            ][..],
+        ),
+    ] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = k.run_ok(&with(&["describe", what]), None);
+            if wants.iter().all(|w| out.contains(w)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: expected {wants:?} among the events in:\n{out}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     let pods = k.run_ok(&["get", "pods", "-n", "sets", "-o", "wide"], None);
     for p in ["db-0", "db-1", "agent-"] {
         has(&pods, p);

@@ -10,10 +10,15 @@
 //! Recording is best effort, as upstream: a full channel or a failed write
 //! loses the event (logged once), never slows the caller. The one task owns
 //! the dedupe cache; writes run concurrently, a bounded number at a time.
+//!
+//! As client-go's EventSourceObjectSpamFilter, each (component, object) may
+//! write 25 events at once and one more every 5 minutes; the rest are
+//! dropped. A ReplicaSet of 10,000 replicas thus costs 25 Events, not
+//! 10,000 Raft writes beside its pods.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Api, Client, Patch, PatchParams, PostParams, Resource};
 use crate::registry::Reason;
@@ -53,6 +58,57 @@ struct Record {
     type_: EventType,
     reason: String,
     message: String,
+}
+
+/// Events one component may write about one object at once (client-go's
+/// defaultSpamBurst).
+const SPAM_BURST: u32 = 25;
+/// How often that allowance grows back by one (client-go's defaultSpamQPS,
+/// 1/300).
+const SPAM_REFILL: Duration = Duration::from_secs(300);
+
+/// What the spam filter counts by: component, and the object's namespace,
+/// name, uid and kind (client-go's getSpamKey; we set no source host).
+type SpamKey = (Arc<str>, String, String, String, String);
+
+/// Token buckets per [`SpamKey`], refilled lazily; cleared when full
+/// (upstream keeps an LRU of the same size).
+struct SpamFilter {
+    buckets: HashMap<SpamKey, (f64, Instant)>,
+}
+
+impl SpamFilter {
+    fn new() -> Self {
+        Self {
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether `r` may be written at `now` (and if so, spends a token).
+    fn allow(&mut self, r: &Record, now: Instant) -> bool {
+        if self.buckets.len() >= CACHE {
+            self.buckets.clear();
+        }
+        let o = &r.object;
+        let key = (
+            r.component.clone(),
+            o.namespace.clone().unwrap_or_default(),
+            o.name.clone().unwrap_or_default(),
+            o.uid.clone().unwrap_or_default(),
+            o.kind.clone().unwrap_or_default(),
+        );
+        let burst = f64::from(SPAM_BURST);
+        let (tokens, at) = self.buckets.entry(key).or_insert((burst, now));
+        let refilled = now.saturating_duration_since(*at).as_secs_f64() / SPAM_REFILL.as_secs_f64();
+        *tokens = (*tokens + refilled).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What identifies repeats of one event: component, namespace, uid, type,
@@ -152,8 +208,13 @@ fn key(r: &Record) -> Key {
 
 async fn write_events(client: Client, mut rx: mpsc::Receiver<Record>) {
     let mut seen: HashMap<Key, Seen> = HashMap::new();
+    let mut spam = SpamFilter::new();
     let mut writes = JoinSet::new();
     while let Some(r) = rx.recv().await {
+        if !spam.allow(&r, Instant::now()) {
+            tracing::debug!(reason = %r.reason, object = ?r.object.name, "event over its source's burst; dropped");
+            continue;
+        }
         while writes.len() >= WRITES_IN_FLIGHT {
             writes.join_next().await;
         }
@@ -266,5 +327,52 @@ fn build(r: &Record, name: &str, count: i32, first: Timestamp, last: Timestamp) 
         first_timestamp: Some(Time(first)),
         last_timestamp: Some(Time(last)),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(component: &str, object: &str, message: &str) -> Record {
+        Record {
+            component: component.into(),
+            object: ObjectReference {
+                kind: Some("ReplicaSet".into()),
+                namespace: Some("ns".into()),
+                name: Some(object.into()),
+                uid: Some(format!("uid-{object}")),
+                ..Default::default()
+            },
+            type_: EventType::Normal,
+            reason: "SuccessfulCreate".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn spam_filter_allows_a_burst_per_source_and_object_then_one_per_refill() {
+        let mut f = SpamFilter::new();
+        let t0 = Instant::now();
+        let allowed = (0..100)
+            .filter(|i| f.allow(&record("rs", "a", &format!("Created pod: a-{i}")), t0))
+            .count();
+        assert_eq!(
+            allowed, SPAM_BURST as usize,
+            "distinct messages share the bucket"
+        );
+        // Another object, or another component about the same object: its own.
+        assert!(f.allow(&record("rs", "b", "Created pod: b-0"), t0));
+        assert!(f.allow(&record("deployment", "a", "Scaled up"), t0));
+        // One more after a refill period, not two.
+        let later = t0 + SPAM_REFILL;
+        assert!(f.allow(&record("rs", "a", "Created pod: a-100"), later));
+        assert!(!f.allow(&record("rs", "a", "Created pod: a-101"), later));
+        // Long idle: back to a full burst, no more.
+        let idle = later + SPAM_REFILL * 100;
+        let allowed = (0..100)
+            .filter(|i| f.allow(&record("rs", "a", &format!("again {i}")), idle))
+            .count();
+        assert_eq!(allowed, SPAM_BURST as usize);
     }
 }
