@@ -47,6 +47,7 @@ pub struct Registration {
 impl Registration {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut pressure = self.pressure.clone();
+        let mut monitor = true;
         let mut beat = Beat {
             r: self,
             uid: None,
@@ -57,11 +58,11 @@ impl Registration {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                changed = pressure.changed() => {
+                changed = pressure.changed(), if monitor => {
                     if changed.is_err() {
                         // The monitor is gone (the agent is stopping).
-                        let _ = stop.wait_for(|s| *s).await;
-                        return;
+                        monitor = false;
+                        continue;
                     }
                 }
                 _ = stop.wait_for(|s| *s) => return,
