@@ -87,6 +87,14 @@ pub struct PodWorker {
     config: Arc<WorkerConfig>,
 }
 
+/// How a worker is stopped: the request (the grace, `Duration::MAX` for
+/// the pod's own) both ways, and why, when the pod must end Failed.
+type Stopping = (
+    watch::Sender<Option<Duration>>,
+    watch::Receiver<Option<Duration>>,
+    Arc<OnceLock<Failure>>,
+);
+
 /// Why a pod was stopped by the node itself and must end Failed (kubelet's
 /// `Evicted`), set at most once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,8 +288,7 @@ impl PodWorker {
                     spec,
                     task_key,
                     status_tx,
-                    (terminate_tx_inner, terminate_rx),
-                    task_failure,
+                    (terminate_tx_inner, terminate_rx, task_failure),
                 ),
                 span,
             )
@@ -303,11 +310,7 @@ impl PodWorker {
         spec: PodSpec,
         key: PodKey,
         status_tx: watch::Sender<PodStatus>,
-        (terminate_tx, terminate): (
-            watch::Sender<Option<Duration>>,
-            watch::Receiver<Option<Duration>>,
-        ),
-        failure: Arc<OnceLock<Failure>>,
+        (terminate_tx, terminate, failure): Stopping,
     ) {
         let status_tx = Arc::new(status_tx);
         // activeDeadlineSeconds counts from the pod's start on this node; when

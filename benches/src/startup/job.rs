@@ -36,6 +36,14 @@ pub struct Run {
     pub failed: usize,
     /// Create issued → Running seen by the watch.
     pub latency: Summary,
+    /// The same path in steps, for the pods that reached Running: create
+    /// issued → `spec.nodeName` seen (the scheduler's bind) ...
+    pub to_bound: Summary,
+    /// ... → the agent's first status seen (`status.hostIP` set: the stream
+    /// delivered the pod, its worker started and the status was written) ...
+    pub bound_to_agent: Summary,
+    /// ... → `Running` seen.
+    pub agent_to_running: Summary,
     /// Pods Running over first create → last Running.
     pub running_per_s: f64,
     /// Wall time of the whole run (creates, then waiting for Running).
@@ -46,7 +54,15 @@ pub struct Run {
 struct PodView {
     metadata: Meta,
     #[serde(default)]
+    spec: Option<SpecView>,
+    #[serde(default)]
     status: Option<StatusView>,
+}
+
+#[derive(Deserialize)]
+struct SpecView {
+    #[serde(rename = "nodeName", default)]
+    node_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +74,15 @@ struct Meta {
 struct StatusView {
     #[serde(default)]
     phase: Option<String>,
+    #[serde(rename = "hostIP", default)]
+    host_ip: Option<String>,
+}
+
+/// When the watch first showed a pod bound, and with the agent's status.
+#[derive(Clone, Copy, Default)]
+struct Steps {
+    bound: Option<Instant>,
+    agent: Option<Instant>,
 }
 
 fn pod_name(i: usize) -> String {
@@ -112,9 +137,10 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         Arc::new((0..pods).map(|_| OnceLock::new()).collect());
     let running: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; pods]));
     let failed = Arc::new(Mutex::new(vec![false; pods]));
+    let steps = Arc::new(Mutex::new(vec![Steps::default(); pods]));
     let t0 = Instant::now();
     let watcher = {
-        let (running, failed) = (running.clone(), failed.clone());
+        let (running, failed, steps) = (running.clone(), failed.clone(), steps.clone());
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             let mut done = 0;
@@ -135,6 +161,24 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
                 };
                 if i >= pods {
                     continue;
+                }
+                {
+                    let mut st = steps.lock().map_err(|_| anyhow!("poisoned"))?;
+                    let bound = pod
+                        .spec
+                        .and_then(|s| s.node_name)
+                        .is_some_and(|n| !n.is_empty());
+                    if bound && st[i].bound.is_none() {
+                        st[i].bound = Some(now);
+                    }
+                    let agent = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.host_ip.as_ref())
+                        .is_some();
+                    if agent && st[i].agent.is_none() {
+                        st[i].agent = Some(now);
+                    }
                 }
                 let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
                 let mut r = running.lock().map_err(|_| anyhow!("poisoned"))?;
@@ -178,10 +222,20 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         .iter()
         .filter(|f| **f)
         .count();
+    let steps = steps.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     let mut latencies = Vec::with_capacity(pods);
+    let (mut to_bound, mut bound_to_agent, mut agent_to_running) =
+        (Vec::new(), Vec::new(), Vec::new());
     for (i, r) in running.iter().enumerate() {
         if let (Some(r), Some(s)) = (r, issued[i].get()) {
             latencies.push(r.saturating_duration_since(*s));
+            // A step the watch skipped (two changes in one event) counts as
+            // taking no time.
+            let bound = steps[i].bound.unwrap_or(*r);
+            let agent = steps[i].agent.unwrap_or(*r).max(bound);
+            to_bound.push(bound.saturating_duration_since(*s));
+            bound_to_agent.push(agent.saturating_duration_since(bound));
+            agent_to_running.push(r.saturating_duration_since(agent));
         }
     }
     let first = issued
@@ -196,6 +250,9 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         failed,
         running_per_s: rate(latencies.len(), last.saturating_duration_since(first)),
         latency: Summary::of(&mut latencies),
+        to_bound: Summary::of(&mut to_bound),
+        bound_to_agent: Summary::of(&mut bound_to_agent),
+        agent_to_running: Summary::of(&mut agent_to_running),
         elapsed_s: elapsed.as_secs_f64(),
     })
 }

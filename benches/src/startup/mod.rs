@@ -160,6 +160,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 run.creates.achieved_per_s,
                 run.running_per_s
             );
+            println!(
+                "  steps p50 / p99 ms: create → bound {:.0} / {:.0}, bound → agent's first status {:.0} / {:.0}, → Running {:.0} / {:.0}",
+                run.to_bound.p50_ms,
+                run.to_bound.p99_ms,
+                run.bound_to_agent.p50_ms,
+                run.bound_to_agent.p99_ms,
+                run.agent_to_running.p50_ms,
+                run.agent_to_running.p99_ms
+            );
             failed |= run.running < pods;
         }
         report.jobs.push(r);
