@@ -149,6 +149,19 @@ struct NodeArgs {
     /// started again on the same --root adopts them.
     #[arg(long)]
     leave_pods_running: bool,
+    /// Hard eviction thresholds, kubelet's syntax: `SIGNAL<QUANTITY` or
+    /// `SIGNAL<PERCENT%`, comma-separated, for memory.available and
+    /// nodefs.available; `0` switches a signal off. Under one, the node
+    /// reports MemoryPressure / DiskPressure and evicts a pod per pass.
+    #[arg(long, default_value = balsa_node::eviction::threshold::DEFAULT_HARD)]
+    eviction_hard: balsa_node::eviction::HardThresholds,
+    /// How long a pressure condition stays True after the node was last
+    /// under its threshold (kubelet's default 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    eviction_pressure_transition_period: Duration,
+    /// How often the eviction signals are read (kubelet: 10s).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    eviction_monitoring_period: Duration,
     /// Exit when the parent process is gone (used by `balsa up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -184,6 +197,9 @@ fn node_options(args: NodeArgs) -> anyhow::Result<NodeOptions> {
         grace: args.shutdown_grace.map(Duration::from_secs),
         leave_pods: args.leave_pods_running,
         exit_with_parent: args.exit_with_parent,
+        eviction_hard: args.eviction_hard,
+        eviction_transition: args.eviction_pressure_transition_period,
+        eviction_period: args.eviction_monitoring_period,
     })
 }
 

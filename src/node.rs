@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa_node::agent::{Agent, AgentConfig};
+use balsa_node::eviction::HardThresholds;
 use balsa_node::{CriRuntime, ProcessRuntime, Runtime, SimRuntime};
 
 use crate::listeners;
@@ -55,6 +56,12 @@ pub struct NodeOptions {
     pub leave_pods: bool,
     /// Exit when the process that started this one is gone (`balsa up`).
     pub exit_with_parent: bool,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: HardThresholds,
+    /// `--eviction-pressure-transition-period`.
+    pub eviction_transition: Duration,
+    /// How often the eviction signals are read.
+    pub eviction_period: Duration,
 }
 
 fn runtime(opts: &NodeOptions, root: &std::path::Path) -> anyhow::Result<Arc<dyn Runtime>> {
@@ -106,6 +113,11 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
             let rt = runtime(opts, &root)?;
             let mut c = AgentConfig::new(name, opts.masters.clone(), root, rt);
             c.host_ip = opts.host_ip.clone();
+            c.thresholds.hard = opts.eviction_hard.clone();
+            c.eviction.transition = opts.eviction_transition;
+            c.eviction.period = opts.eviction_period;
+            // Hollow pods use nothing: evicting them frees nothing.
+            c.eviction.evict = opts.runtime != RuntimeKind::Sim;
             Ok(c)
         })
         .collect()

@@ -6,6 +6,7 @@
 //! cargo run --release -p balsa-benches -- rest [--quick] [--json out.json]
 //! cargo run --release -p balsa-benches -- scheduler [--quick] [--core-only] [--json out.json]
 //! cargo run --release -p balsa-benches -- deployment [--quick] [--json out.json]
+//! cargo run --release -p balsa-benches -- startup [--quick] [--jobs process,sim] [--json out.json]
 //! ```
 
 mod balsa_cluster;
@@ -15,6 +16,7 @@ mod load;
 mod procstat;
 mod rest;
 mod scheduler;
+mod startup;
 mod stats;
 mod store;
 mod system;
@@ -141,6 +143,28 @@ enum Command {
         #[arg(long)]
         replicas: Option<usize>,
     },
+    /// Pod startup latency (create → Running seen by a watch): one agent on
+    /// the process runtime at 30 pods/s, 1,000 sim nodes at 1,000 pods/s.
+    Startup {
+        /// Small runs (45 process pods; 200 sim nodes x 1,000 pods), under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The `balsa` binary (default: next to this binary).
+        #[arg(long, value_name = "PATH")]
+        balsa_bin: Option<PathBuf>,
+        /// Keep each cluster's data dir and logs (printed at the end).
+        #[arg(long)]
+        keep_data: bool,
+        /// A flag added to every `balsa server` (repeatable).
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+        /// Run only these jobs (comma-separated; default: process,sim).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        jobs: Vec<startup::Job>,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -234,6 +258,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // (kill_on_drop) and its temp dirs removed.
             tokio::select! {
                 r = store::run(opts) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
+        }
+        Command::Startup {
+            quick,
+            json,
+            balsa_bin,
+            keep_data,
+            server_args,
+            jobs,
+        } => {
+            let opts = startup::Options {
+                quick,
+                json,
+                balsa_bin,
+                keep_data,
+                server_args,
+                jobs,
+            };
+            tokio::select! {
+                r = startup::run(opts) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
             }
         }

@@ -5,7 +5,8 @@
 //! (`node_status`, `node_labels`) is pure, so the agent loop decides when to
 //! read and tests feed made-up numbers. Allocatable is capacity minus the
 //! reservations and the hard eviction thresholds, as kubelet computes it;
-//! pressure conditions compare the signals with the same thresholds.
+//! the memory and disk pressure conditions are decided by the eviction
+//! monitor (`crate::eviction`) against the same thresholds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,8 @@ use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeStatus, NodeSys
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::eviction::threshold::{HardThresholds, Value};
 
 /// Kubelet's default `maxPods`.
 pub const MAX_PODS: u32 = 110;
@@ -58,14 +61,15 @@ fn read_trimmed(path: &str) -> Option<String> {
 }
 
 /// A `/proc/meminfo` field in bytes.
-fn meminfo(text: &str, field: &str) -> Option<u64> {
+pub(crate) fn meminfo(text: &str, field: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib * 1024)
 }
 
-fn statvfs(dir: &Path) -> Result<(u64, u64), MachineError> {
+/// `(capacity, available)` bytes of the filesystem holding `dir`.
+pub(crate) fn statvfs(dir: &Path) -> Result<(u64, u64), MachineError> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(|source| MachineError::Statvfs {
         path: dir.display().to_string(),
         source,
@@ -164,12 +168,11 @@ impl Signals {
 
 /// Reservations and hard eviction thresholds (kubelet's defaults:
 /// `memory.available<100Mi`, `nodefs.available<10%`; pids: 90% used).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
     pub reserved_cpu_millis: u64,
     pub reserved_memory_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub nodefs_available_fraction: f64,
+    pub hard: HardThresholds,
     pub pids_used_fraction: f64,
 }
 
@@ -178,10 +181,25 @@ impl Default for Thresholds {
         Self {
             reserved_cpu_millis: 0,
             reserved_memory_bytes: 0,
-            memory_available_bytes: 100 * 1024 * 1024,
-            nodefs_available_fraction: 0.10,
+            hard: HardThresholds::default(),
             pids_used_fraction: 0.90,
         }
+    }
+}
+
+/// The node's pressure conditions, as decided elsewhere (memory and disk by
+/// the eviction monitor, PIDs from [`Signals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodePressure {
+    pub memory: bool,
+    pub disk: bool,
+    pub pid: bool,
+}
+
+impl NodePressure {
+    /// PID pressure from a reading: more than the threshold's share used.
+    pub fn pid_pressure(signals: &Signals, thresholds: &Thresholds) -> bool {
+        (signals.pids_used as f64) > signals.pids_max as f64 * thresholds.pids_used_fraction
     }
 }
 
@@ -217,13 +235,16 @@ pub fn resources(
         ])
     };
     let capacity = list(info.cpu_millis, info.memory_bytes, info.ephemeral_bytes);
-    let nodefs_reserve = (info.ephemeral_bytes as f64 * t.nodefs_available_fraction) as u64;
+    let reserve = |v: Option<&Value>, capacity: u64| v.map_or(0, |v| v.bytes(capacity));
     let allocatable = list(
         info.cpu_millis.saturating_sub(t.reserved_cpu_millis),
         info.memory_bytes
             .saturating_sub(t.reserved_memory_bytes)
-            .saturating_sub(t.memory_available_bytes),
-        info.ephemeral_bytes.saturating_sub(nodefs_reserve),
+            .saturating_sub(reserve(t.hard.memory_available.as_ref(), info.memory_bytes)),
+        info.ephemeral_bytes.saturating_sub(reserve(
+            t.hard.nodefs_available.as_ref(),
+            info.ephemeral_bytes,
+        )),
     );
     (capacity, allocatable)
 }
@@ -269,7 +290,7 @@ fn condition(
 /// stable across heartbeats.
 pub fn node_status(
     info: &MachineInfo,
-    signals: &Signals,
+    pressure_now: &NodePressure,
     thresholds: &Thresholds,
     internal_ip: &str,
     kubelet_version: &str,
@@ -277,56 +298,44 @@ pub fn node_status(
     now: Timestamp,
 ) -> NodeStatus {
     let (capacity, allocatable) = resources(info, thresholds);
-    let memory_pressure = signals.memory_available < thresholds.memory_available_bytes;
-    let disk_pressure = (signals.nodefs_available as f64)
-        < signals.nodefs_capacity as f64 * thresholds.nodefs_available_fraction;
-    let pid_pressure =
-        (signals.pids_used as f64) > signals.pids_max as f64 * thresholds.pids_used_fraction;
-    let pressure = |value: bool, type_: &str, yes: &str, no: &str, what: &str| {
-        if value {
-            condition(
-                previous,
-                type_,
-                true,
-                yes,
-                &format!("kubelet has {what}"),
-                now,
-            )
-        } else {
-            condition(
-                previous,
-                type_,
-                false,
-                no,
-                &format!("kubelet has no {what}"),
-                now,
-            )
-        }
+    // kubelet's reasons and messages (pkg/kubelet/nodestatus/setters.go).
+    let pressure = |value: bool, type_: &str, yes: (&str, &str), no: (&str, &str)| {
+        let (reason, message) = if value { yes } else { no };
+        condition(previous, type_, value, reason, message, now)
     };
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
         conditions: Some(vec![
             pressure(
-                memory_pressure,
+                pressure_now.memory,
                 "MemoryPressure",
-                "KubeletHasInsufficientMemory",
-                "KubeletHasSufficientMemory",
-                "memory pressure",
+                (
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                ),
+                (
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
             ),
             pressure(
-                disk_pressure,
+                pressure_now.disk,
                 "DiskPressure",
-                "KubeletHasDiskPressure",
-                "KubeletHasNoDiskPressure",
-                "disk pressure",
+                ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+                ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             ),
             pressure(
-                pid_pressure,
+                pressure_now.pid,
                 "PIDPressure",
-                "KubeletHasInsufficientPID",
-                "KubeletHasSufficientPID",
-                "PID pressure",
+                (
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                ),
+                (
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
             ),
             condition(
                 previous,
@@ -401,13 +410,7 @@ mod tests {
         assert_eq!(cap["pods"].0, "110");
         let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2024-01-01T00:00:10Z".parse().unwrap();
-        let ok = Signals {
-            memory_available: 1 << 30,
-            nodefs_available: 50 << 30,
-            nodefs_capacity: 100 << 30,
-            pids_used: 100,
-            pids_max: 4_000_000,
-        };
+        let ok = NodePressure::default();
         let s0 = node_status(
             &info(),
             &ok,
@@ -417,10 +420,7 @@ mod tests {
             None,
             t0,
         );
-        let low = Signals {
-            memory_available: 10 << 20,
-            ..ok
-        };
+        let low = NodePressure { memory: true, ..ok };
         let s1 = node_status(
             &info(),
             &low,
@@ -442,11 +442,31 @@ mod tests {
         assert_eq!(get(&s0, "MemoryPressure").status, "False");
         assert_eq!(get(&s1, "MemoryPressure").status, "True");
         assert_eq!(
+            get(&s1, "MemoryPressure").reason.as_deref(),
+            Some("KubeletHasInsufficientMemory")
+        );
+        assert_eq!(
+            get(&s0, "MemoryPressure").message.as_deref(),
+            Some("kubelet has sufficient memory available")
+        );
+        assert_eq!(
             get(&s1, "MemoryPressure").last_transition_time,
             Some(Time(t1))
         );
         assert_eq!(get(&s1, "Ready").last_transition_time, Some(Time(t0)));
         assert_eq!(get(&s1, "DiskPressure").status, "False");
+        assert_eq!(
+            get(&s1, "DiskPressure").reason.as_deref(),
+            Some("KubeletHasNoDiskPressure")
+        );
+        // A percentage threshold reserves its share of the capacity.
+        let t = Thresholds {
+            hard: "memory.available<1Gi,nodefs.available<50%".parse().unwrap(),
+            ..Default::default()
+        };
+        let (_, alloc) = resources(&info(), &t);
+        assert_eq!(alloc["memory"].0, format!("{}Ki", 3 << 20));
+        assert_eq!(alloc["ephemeral-storage"].0, format!("{}Ki", 50 << 20));
         assert_eq!(node_labels("n1", &info())["kubernetes.io/hostname"], "n1");
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use crate::runtime::{PodKey, Recovered};
-use crate::worker::{PodHandle, PodWorker};
+use crate::worker::{Failure, PodHandle, PodWorker};
 
 pub struct PodManager {
     worker: PodWorker,
@@ -113,6 +113,28 @@ impl PodManager {
                 m.listed = false;
                 m.handle.terminate(None);
             }
+        }
+    }
+
+    /// Pods still running here (not stopping, not ended), with their uid
+    /// and latest status: what eviction chooses among.
+    pub fn running(&self) -> Vec<(String, PodStatus)> {
+        self.pods
+            .iter()
+            .filter(|(_, m)| m.listed && !m.handle.stopping())
+            .map(|(uid, m)| (uid.clone(), m.handle.status().borrow().clone()))
+            .collect()
+    }
+
+    /// Stop a pod for the node's sake (eviction); see [`PodHandle::fail`].
+    /// `false` when the pod is not running here.
+    pub fn fail(&mut self, uid: &str, failure: Failure, grace: Duration) -> bool {
+        match self.pods.get(uid) {
+            Some(m) if !m.handle.stopping() => {
+                m.handle.fail(failure, grace);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -18,7 +18,7 @@
 //! [`Runtime::remove_logs`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
@@ -87,11 +87,30 @@ pub struct PodWorker {
     config: Arc<WorkerConfig>,
 }
 
+/// How a worker is stopped: the request (the grace, `Duration::MAX` for
+/// the pod's own) both ways, and why, when the pod must end Failed.
+type Stopping = (
+    watch::Sender<Option<Duration>>,
+    watch::Receiver<Option<Duration>>,
+    Arc<OnceLock<Failure>>,
+);
+
+/// Why a pod was stopped by the node itself and must end Failed (kubelet's
+/// `Evicted`), set at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// `status.reason`.
+    pub reason: String,
+    /// `status.message`, also the `DisruptionTarget` condition's.
+    pub message: String,
+}
+
 /// The agent loop's grip on one pod's worker.
 pub struct PodHandle {
     key: PodKey,
     status: watch::Receiver<PodStatus>,
     terminate: watch::Sender<Option<Duration>>,
+    failure: Arc<OnceLock<Failure>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -117,6 +136,22 @@ impl PodHandle {
                 false
             }
         });
+    }
+
+    /// Stop the pod for the node's sake (eviction): as [`PodHandle::terminate`]
+    /// with `grace`, and the pod ends `Failed` with `failure`'s reason and
+    /// message and a `DisruptionTarget` condition (reason
+    /// `TerminationByKubelet`), as kubelet's eviction leaves it. The first
+    /// failure set wins.
+    pub fn fail(&self, failure: Failure, grace: Duration) {
+        let _ = self.failure.set(failure);
+        self.terminate(Some(grace));
+    }
+
+    /// Whether the pod is being stopped (deleted, evicted, past its deadline)
+    /// or has ended.
+    pub fn stopping(&self) -> bool {
+        self.terminate.borrow().is_some() || self.task.is_finished()
     }
 
     /// End the worker at once, leaving its containers as they are (they
@@ -240,6 +275,8 @@ impl PodWorker {
         let (status_tx, status_rx) = watch::channel(initial);
         let (terminate_tx, terminate_rx) = watch::channel(None);
         let terminate_tx_inner = terminate_tx.clone();
+        let failure = Arc::new(OnceLock::new());
+        let task_failure = failure.clone();
         let worker = self.clone();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
@@ -251,7 +288,7 @@ impl PodWorker {
                     spec,
                     task_key,
                     status_tx,
-                    (terminate_tx_inner, terminate_rx),
+                    (terminate_tx_inner, terminate_rx, task_failure),
                 ),
                 span,
             )
@@ -261,6 +298,7 @@ impl PodWorker {
             key,
             status: status_rx,
             terminate: terminate_tx,
+            failure,
             task,
         }
     }
@@ -272,10 +310,7 @@ impl PodWorker {
         spec: PodSpec,
         key: PodKey,
         status_tx: watch::Sender<PodStatus>,
-        (terminate_tx, terminate): (
-            watch::Sender<Option<Duration>>,
-            watch::Receiver<Option<Duration>>,
-        ),
+        (terminate_tx, terminate, failure): Stopping,
     ) {
         let status_tx = Arc::new(status_tx);
         // activeDeadlineSeconds counts from the pod's start on this node; when
@@ -322,7 +357,7 @@ impl PodWorker {
             }
             None => false,
         };
-        self.finish(&key, &spec, &status_tx, deadline_exceeded)
+        self.finish(&key, &spec, &status_tx, deadline_exceeded, failure.get())
             .await
     }
 
@@ -441,6 +476,7 @@ impl PodWorker {
         spec: &PodSpec,
         status: &watch::Sender<PodStatus>,
         deadline_exceeded: bool,
+        failure: Option<&Failure>,
     ) {
         if let Err(e) = self.runtime.remove_sandbox(key).await {
             tracing::warn!(error = %e, "removing pod sandbox");
@@ -465,7 +501,19 @@ impl PodWorker {
             }
             status::recompute(spec, st, true, now);
             status::set_condition(st, "PodReadyToStartContainers", false, None, None, now);
-            if deadline_exceeded {
+            if let Some(f) = failure {
+                st.phase = Some(status::FAILED.into());
+                st.reason = Some(f.reason.clone());
+                st.message = Some(f.message.clone());
+                status::set_condition(
+                    st,
+                    "DisruptionTarget",
+                    true,
+                    Some("TerminationByKubelet"),
+                    Some(f.message.clone()),
+                    now,
+                );
+            } else if deadline_exceeded {
                 st.phase = Some(status::FAILED.into());
                 st.reason = Some("DeadlineExceeded".into());
                 st.message = Some(DEADLINE_MESSAGE.into());

@@ -699,3 +699,153 @@ async fn a_restarted_agent_adopts_its_running_pods() {
     .await;
     c.shutdown().await;
 }
+
+fn with_resources(mut p: Pod, requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Pod {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let list = |l: &[(&str, &str)]| {
+        (!l.is_empty()).then(|| {
+            l.iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect()
+        })
+    };
+    if let Some(spec) = p.spec.as_mut() {
+        spec.containers[0].resources = Some(ResourceRequirements {
+            requests: list(requests),
+            limits: list(limits),
+            ..Default::default()
+        });
+    }
+    p
+}
+
+fn evicted(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_under_memory_pressure_evicts_best_effort_first_and_keeps_serving() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    default_namespace(&client).await;
+    let root = tempfile::tempdir().expect("root");
+    let node = "node-pressure";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    // Bound before the agent starts: its first snapshot holds all three.
+    let guaranteed = with_resources(
+        pod("guaranteed", node, "sleep 1000"),
+        &[("cpu", "100m"), ("memory", "64Mi")],
+        &[("cpu", "100m"), ("memory", "64Mi")],
+    );
+    let burstable = with_resources(
+        pod("burstable", node, "sleep 1000"),
+        &[("memory", "1Gi")],
+        &[],
+    );
+    for p in [
+        guaranteed,
+        burstable,
+        pod("best-effort", node, "sleep 1000"),
+    ] {
+        pods.create(&p, &pp).await.expect("create");
+    }
+    let masters: Vec<String> = (0..3).map(|i| c.server(i).api_addr.to_string()).collect();
+    let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
+    let mut config = AgentConfig::new(node, masters, root.path(), runtime);
+    config.heartbeat = Duration::from_millis(500);
+    // A threshold this machine is certainly under.
+    config.thresholds.hard = "memory.available<100Ti".parse().expect("threshold");
+    config.eviction.period = Duration::from_secs(2);
+    let agent = Agent::start(config).await.expect("agent");
+
+    // The BestEffort pod goes first, while the others still run.
+    let (first, others) = eventually("the first eviction", || async {
+        let list = pods.list().await.ok()?;
+        let first = list.items.iter().find(|p| evicted(p))?.clone();
+        Some((first, list.items))
+    })
+    .await;
+    assert_eq!(first.metadata.name.as_deref(), Some("best-effort"));
+    for p in &others {
+        if p.metadata.name != first.metadata.name {
+            assert!(!evicted(p), "{:?} evicted with the first", p.metadata.name);
+        }
+    }
+    let status = first.status.expect("status");
+    let message = status.message.expect("a message");
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 100Ti, available: "
+        ),
+        "{message}"
+    );
+    assert!(
+        status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "DisruptionTarget"
+                && c.status == "True"
+                && c.reason.as_deref() == Some("TerminationByKubelet")),
+        "a DisruptionTarget condition"
+    );
+
+    // The condition on the Node, and the event.
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("MemoryPressure True", || async {
+        let n = nodes.get_opt(node).await.ok().flatten()?;
+        n.status?.conditions?.into_iter().find(|c| {
+            c.type_ == "MemoryPressure"
+                && c.status == "True"
+                && c.reason.as_deref() == Some("KubeletHasInsufficientMemory")
+        })
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event = eventually("an Evicted event", || async {
+        let list = events.list().await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("best-effort")
+                && e.reason.as_deref() == Some("Evicted")
+        })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.message.as_deref(), Some(message.as_str()));
+
+    // The pressure stays, so the others follow, one per pass; the agent
+    // keeps serving: its stream, its Lease and graceful deletions.
+    eventually("every pod evicted", || async {
+        let list = pods.list().await.ok()?;
+        (list.items.len() == 3 && list.items.iter().all(evicted)).then_some(())
+    })
+    .await;
+    assert!(agent.stream().borrow().master.is_some(), "still attached");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let renewed = || async {
+        leases
+            .get_opt(node)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.renew_time)
+    };
+    let before = eventually("the Lease", renewed).await;
+    eventually("the Lease renewed", || async {
+        renewed().await.filter(|t| t.0 > before.0)
+    })
+    .await;
+    pods.delete("best-effort", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the evicted pod deleted", || async {
+        matches!(pods.get_opt("best-effort").await, Ok(None)).then_some(())
+    })
+    .await;
+    agent.stop(Some(Duration::from_secs(1))).await;
+    c.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
 //!  registration (every heartbeat) ─────────────────────┴─► Node + nodes/status, Lease
 //!  masters ══ NodeLogs.PodLog ══► log_service ◄── directory (pods, published by the loop)
+//!  eviction monitor ──Running / Fail (bounded)──► loop;  ──Pressure (watch)──► registration
 //! ```
 //!
 //! One task owns the desired set and the [`PodManager`]; the stream, the
@@ -20,6 +21,7 @@
 //! client (any master), not the stream: see `proto/proto/balsa/node.proto`.
 
 mod events;
+pub mod eviction;
 pub mod log_service;
 mod objects;
 mod registration;
@@ -43,6 +45,7 @@ pub use registration::{KUBELET_VERSION, LEASE_NAMESPACE};
 pub use stream::StreamState;
 
 use crate::events::Emitter;
+use crate::eviction::{MachineSignals, Pressure};
 use crate::machine::{MachineError, MachineInfo, Thresholds};
 use crate::runtime::Runtime;
 use crate::worker::{PodWorker, WorkerConfig};
@@ -63,7 +66,10 @@ pub struct AgentConfig {
     /// Worker settings; `node_name`, `host_ip` and the node's allocatable
     /// are filled in from the above and the machine.
     pub worker: WorkerConfig,
+    /// Reservations and hard eviction thresholds.
     pub thresholds: Thresholds,
+    /// The eviction monitor (node pressure).
+    pub eviction: eviction::EvictionConfig,
 }
 
 impl AgentConfig {
@@ -82,6 +88,7 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(10),
             worker: WorkerConfig::default(),
             thresholds: Thresholds::default(),
+            eviction: eviction::EvictionConfig::default(),
         }
     }
 }
@@ -113,6 +120,9 @@ const UPDATES: usize = 256;
 /// stop (the pod's own grace is gone with it; kubelet's default).
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 const EVENTS: usize = 1024;
+/// Requests from the eviction monitor waiting for the loop (it makes one
+/// pass at a time, so a few suffice).
+const EVICTION_CALLS: usize = 4;
 
 impl Agent {
     /// Registers the node and attaches to a master, in the background; errors
@@ -157,6 +167,21 @@ impl Agent {
         let (stream_state, stream_rx) = watch::channel(StreamState::default());
         let (updates_tx, updates) = mpsc::channel(UPDATES);
         let (emitter, events_rx) = Emitter::channel(EVENTS);
+        let (pressure_tx, pressure_rx) = watch::channel(Pressure::default());
+        let (calls_tx, calls_rx) = mpsc::channel(EVICTION_CALLS);
+        let monitor = eviction::Monitor {
+            source: config
+                .eviction
+                .source
+                .clone()
+                .unwrap_or_else(|| Arc::new(MachineSignals::new(config.root.clone()))),
+            config: config.eviction.clone(),
+            hard: config.thresholds.hard.clone(),
+            runtime: config.runtime.clone(),
+            calls: calls_tx,
+            events: emitter.clone(),
+            pressure: pressure_tx,
+        };
 
         let mut worker = config.worker.clone();
         worker.node_name = config.node_name.clone();
@@ -205,12 +230,14 @@ impl Agent {
                 host_ip: config.host_ip.clone(),
                 info,
                 root: config.root.clone(),
-                thresholds: config.thresholds,
+                thresholds: config.thresholds.clone(),
                 every: config.heartbeat,
                 log_port,
+                pressure: pressure_rx,
             }
             .run(stop_rx.clone()),
         );
+        tokio::spawn(monitor.run(stop_rx.clone()));
         let (directory, directory_rx) = watch::channel(Arc::new(HashMap::new()));
         if let Some(listener) = logs {
             let incoming =
@@ -242,7 +269,11 @@ impl Agent {
             runtime: config.runtime.clone(),
         };
         let span = tracing::info_span!("agent", node.name = %config.node_name);
-        let task = tokio::spawn(state.run(updates, shutdown_rx, stop).instrument(span));
+        let task = tokio::spawn(
+            state
+                .run(updates, calls_rx, shutdown_rx, stop)
+                .instrument(span),
+        );
         tracing::info!(node.name = %config.node_name, runtime = config.runtime.name(), "node agent started");
         Ok(Self {
             shutdown,
@@ -335,6 +366,7 @@ impl Loop {
     async fn run(
         mut self,
         mut updates: mpsc::Receiver<stream::Update>,
+        mut calls: mpsc::Receiver<eviction::Call>,
         mut shutdown: oneshot::Receiver<Shutdown>,
         stop: watch::Sender<bool>,
     ) {
@@ -357,6 +389,7 @@ impl Loop {
                     }
                 }
                 _ = tick.tick() => self.tick().await,
+                Some(call) = calls.recv() => self.eviction(call),
             }
         };
         tracing::info!(pods = self.manager.len(), "node agent stopping");
@@ -366,6 +399,34 @@ impl Loop {
             Shutdown::LeavePods => {
                 tracing::info!("leaving the pods running for the next agent");
                 self.manager.abandon().await;
+            }
+        }
+    }
+
+    /// The eviction monitor's requests: the running pods, or one to stop.
+    fn eviction(&mut self, call: eviction::Call) {
+        match call {
+            eviction::Call::Running(reply) => {
+                let by_uid: HashMap<&str, &Pod> =
+                    self.desired.values().map(|p| (uid_of(p), p)).collect();
+                let running = self
+                    .manager
+                    .running()
+                    .into_iter()
+                    .filter_map(|(uid, status)| {
+                        Some(((*by_uid.get(uid.as_str())?).clone(), status))
+                    })
+                    .collect();
+                let _ = reply.send(running);
+            }
+            eviction::Call::Fail {
+                uid,
+                failure,
+                grace,
+            } => {
+                if !self.manager.fail(&uid, failure, grace) {
+                    tracing::debug!(pod.uid = %uid, "not evicted: no longer running");
+                }
             }
         }
     }

@@ -5,7 +5,9 @@
 //! same beat (created when missing), as kubelet does both every 10 s.
 //!
 //! A beat that fails is logged and the next one tries again; a Node deleted
-//! behind the agent's back is created again.
+//! behind the agent's back is created again. The memory and disk pressure
+//! conditions are the eviction monitor's ([`Pressure`], a watch); a change
+//! of them is written at once rather than at the next beat.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +21,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::statuses::FIELD_MANAGER;
-use crate::machine::{self, MachineInfo, Signals, Thresholds};
+use crate::eviction::Pressure;
+use crate::machine::{self, MachineInfo, NodePressure, Signals, Thresholds};
 
 pub const KUBELET_VERSION: &str = "v1.32.0-balsa";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -37,10 +40,14 @@ pub struct Registration {
     pub every: Duration,
     /// The log endpoint's port, published as the kubelet endpoint.
     pub log_port: Option<u16>,
+    /// The eviction monitor's pressure conditions.
+    pub pressure: watch::Receiver<Pressure>,
 }
 
 impl Registration {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut pressure = self.pressure.clone();
+        let mut monitor = true;
         let mut beat = Beat {
             r: self,
             uid: None,
@@ -51,6 +58,13 @@ impl Registration {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                changed = pressure.changed(), if monitor => {
+                    if changed.is_err() {
+                        // The monitor is gone (the agent is stopping).
+                        monitor = false;
+                        continue;
+                    }
+                }
                 _ = stop.wait_for(|s| *s) => return,
             }
             if let Err(e) = beat.node().await {
@@ -80,19 +94,22 @@ fn pp() -> PatchParams {
 impl Beat {
     fn status(&self) -> NodeStatus {
         let r = &self.r;
-        let signals = Signals::read(&r.root).unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "reading pressure signals; reporting none");
-            Signals {
-                memory_available: r.info.memory_bytes,
-                nodefs_available: r.info.ephemeral_bytes,
-                nodefs_capacity: r.info.ephemeral_bytes,
-                pids_used: 0,
-                pids_max: u64::MAX,
+        let pid = match Signals::read(&r.root) {
+            Ok(signals) => NodePressure::pid_pressure(&signals, &r.thresholds),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading PID signals; reporting no pressure");
+                false
             }
-        });
+        };
+        let from_monitor = *r.pressure.borrow();
+        let pressure = NodePressure {
+            memory: from_monitor.memory,
+            disk: from_monitor.disk,
+            pid,
+        };
         let mut status = machine::node_status(
             &r.info,
-            &signals,
+            &pressure,
             &r.thresholds,
             &r.host_ip,
             KUBELET_VERSION,

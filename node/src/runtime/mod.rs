@@ -21,6 +21,7 @@ pub mod cri;
 pub mod cri_log;
 pub mod process;
 pub mod sim;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -247,6 +248,18 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Delete a pod's logs (after the pod object is gone).
     async fn remove_logs(&self, pod: &PodKey) -> Result<(), RuntimeError>;
+
+    /// The working-set memory of a running instance, in bytes, for eviction
+    /// ranking; `None` when this runtime cannot tell (counted as 0).
+    async fn memory_usage(&self, _id: &ContainerId) -> Option<u64> {
+        None
+    }
+
+    /// The local storage a pod uses (its directory, volumes and logs), in
+    /// bytes, for eviction ranking; `None` when this runtime cannot tell.
+    async fn disk_usage(&self, _pod: &PodKey) -> Option<u64> {
+        None
+    }
 
     /// Container instances still running from before this agent started
     /// (a restarted agent), supervised again from now on: `wait`, `stop`

@@ -782,6 +782,23 @@ impl Runtime for ProcessRuntime {
         Ok(found)
     }
 
+    async fn memory_usage(&self, id: &ContainerId) -> Option<u64> {
+        let pgid = self.entry(id).ok()?.pgid.as_raw();
+        tokio::task::spawn_blocking(move || super::usage::process_group_rss(pgid))
+            .await
+            .ok()
+    }
+
+    async fn disk_usage(&self, pod: &PodKey) -> Option<u64> {
+        let dirs = [
+            self.pod_dir(pod),
+            super::pod_log_dir(&self.logs_root(), pod),
+        ];
+        tokio::task::spawn_blocking(move || dirs.iter().map(|d| super::usage::disk_usage(d)).sum())
+            .await
+            .ok()
+    }
+
     fn log_path(&self, pod: &PodKey, container: &str, attempt: u32) -> PathBuf {
         super::log_path_under(&self.logs_root(), pod, container, attempt)
     }

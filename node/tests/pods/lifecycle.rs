@@ -281,3 +281,37 @@ async fn active_deadline_stops_the_pod_as_failed() {
     assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
     assert_eq!(terminated(&st, "c").expect("terminated").exit_code, 143);
 }
+
+#[tokio::test]
+async fn an_evicted_pod_ends_failed_with_kubelets_reason() {
+    let h = Harness::new();
+    let handle = h.worker.spawn(pod(json!({
+        "metadata": {"name": "evicted"},
+        "spec": {"terminationGracePeriodSeconds": 30,
+                 "containers": [{"name": "c", "image": "x", "command": ["sleep", "100"]}]}
+    })));
+    wait_for(&handle, T, "Running", |s| phase(s) == "Running").await;
+    assert!(!handle.stopping());
+    let message =
+        "The node was low on resource: memory. Threshold quantity: 100Mi, available: 1Ki. ";
+    let began = Instant::now();
+    handle.fail(
+        balsa_node::worker::Failure {
+            reason: "Evicted".into(),
+            message: message.into(),
+        },
+        Duration::from_secs(1),
+    );
+    assert!(handle.stopping());
+    let st = tokio::time::timeout(T, handle.finished())
+        .await
+        .expect("finished");
+    // The eviction's grace, not the pod's 30 s.
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert_eq!(phase(&st), "Failed");
+    assert_eq!(st.reason.as_deref(), Some("Evicted"));
+    assert_eq!(st.message.as_deref(), Some(message));
+    assert_eq!(condition(&st, "DisruptionTarget"), "True");
+    let t = terminated(&st, "c").expect("terminated");
+    assert_eq!(t.exit_code, 143, "stopped with SIGTERM");
+}
