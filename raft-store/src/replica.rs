@@ -377,12 +377,16 @@ impl Replica {
     }
 
     /// One round of `read_indexes`: a confirmation here, or one ReadIndex
-    /// call to the leader.
+    /// call to the leader. Every read here waits for this round, so one call
+    /// to a leader that went silent (partitioned) must not hold them for the
+    /// whole request timeout: each attempt gets a quarter of it, and
+    /// `at_leader` retries (at the new leader once one is known).
     async fn read_index_round(&self) -> Result<u64, StoreError> {
+        let attempt = self.timeout() / 4;
         self.at_leader(
             true,
             |deadline| self.confirmed_read_index(deadline),
-            |mut link, t| async move { link.call(false, &(), t).await },
+            |mut link, t| async move { link.call(false, &(), t.min(attempt)).await },
         )
         .await
     }
