@@ -250,6 +250,12 @@ impl System for BalsaSystem {
         self.opts.masters
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.file()
+            .map(|f| f.members.iter().map(|m| m.pid).collect())
+            .unwrap_or_default()
+    }
+
     async fn client(&self, i: usize) -> anyhow::Result<BalsaClient> {
         BalsaClient::connect(&self.file()?.members[i].api).await
     }

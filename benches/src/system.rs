@@ -81,6 +81,9 @@ pub trait System {
 
     fn members(&self) -> usize;
 
+    /// The process ids of the members running now (for their CPU time).
+    fn pids(&self) -> Vec<u32>;
+
     /// A new connection to member `i` (an index into the member list).
     fn client(&self, i: usize) -> impl Future<Output = anyhow::Result<Self::Client>>;
 

@@ -16,6 +16,7 @@ pub enum Better {
 pub enum Unit {
     OpsPerSec,
     Millis,
+    Micros,
     Count,
 }
 
@@ -73,6 +74,7 @@ pub fn format_value(unit: Unit, value: Option<f64>) -> String {
         Some(v) => match unit {
             Unit::OpsPerSec => format!("{v:.1} ops/s"),
             Unit::Millis => format!("{v:.2} ms"),
+            Unit::Micros => format!("{v:.0} µs"),
             Unit::Count => format!("{v:.0}"),
         },
     }

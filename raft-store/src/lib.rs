@@ -31,6 +31,7 @@ pub mod layout;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
+pub mod read_index;
 pub mod replica;
 pub mod snapshot_schedule;
 pub mod state_machine;

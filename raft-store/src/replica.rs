@@ -1,9 +1,9 @@
 //! One master replica: the Raft node, its state machine, and the `Store` port
 //! on top. Writes go to the leader (forwarded over the peer channel from a
-//! follower); linearizable reads take a read-index from the leader, wait until
-//! this replica has applied that far, and then read locally. Every wait is
-//! bounded by `request_timeout`, so a replica without quorum answers
-//! Unavailable instead of hanging.
+//! follower); linearizable reads take a read-index from the leader (shared by
+//! concurrent reads: see `read_index`), wait until this replica has applied
+//! that far, and then read locally. Every wait is bounded by `request_timeout`,
+//! so a replica without quorum answers Unavailable instead of hanging.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use crate::identity::{ClusterId, Identity, IdentityError};
 use crate::layout::{CF_RAFT, KEY_COMMITTED};
 use crate::log_store::{LogError, LogStore};
 use crate::network::{Network, PeerLink};
+use crate::read_index::ReadIndexBatch;
 use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{Command, LogId, Member, NodeId, Raft, COMMAND_VERSION};
 use crate::{codec, db};
@@ -67,6 +68,12 @@ pub struct Replica {
     links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
     /// In touch with a leader (see `fresh`): watches get bookmarks only then.
     fresh: tokio::sync::watch::Receiver<bool>,
+    /// Leadership confirmations (`read_index_here`), one per batch of the
+    /// reads here and the ReadIndex calls of followers (see `read_index`).
+    confirms: ReadIndexBatch<Route<u64>>,
+    /// Read indexes for the reads made here: one confirmation or one forwarded
+    /// ReadIndex call per batch.
+    read_indexes: ReadIndexBatch<Result<u64, StoreError>>,
 }
 
 /// Whether this replica knows a leader it is in touch with: a running leader,
@@ -103,6 +110,7 @@ fn follow<T: PartialEq + Send + Sync + 'static>(
 }
 
 /// Where a leader-only request must go.
+#[derive(Clone)]
 enum Route<T> {
     Done(Result<T, StoreError>),
     Leader(NodeId, Member),
@@ -118,6 +126,10 @@ fn forward_route<T>(f: &ForwardToLeader<NodeId, Member>) -> Route<T> {
 
 fn fatal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("raft has stopped: {e}"))
+}
+
+fn stopping() -> StoreError {
+    StoreError::Unavailable("replica is shutting down".into())
 }
 
 const RETRY: Duration = Duration::from_millis(20);
@@ -167,17 +179,40 @@ impl Replica {
         }
         crate::snapshot_schedule::spawn(raft.clone(), config.id, config.snapshot_every);
         let fresh = follow(raft.metrics(), fresh, false);
-        Ok(Arc::new(Self {
-            id: config.id,
-            me,
-            raft,
-            sm: shared,
-            db,
-            config,
-            faults,
-            identity,
-            links: Default::default(),
-            fresh,
+        Ok(Arc::new_cyclic(|me_ref: &std::sync::Weak<Self>| {
+            let (this, again) = (me_ref.clone(), me_ref.clone());
+            let confirms = ReadIndexBatch::spawn("leader", move || {
+                let this = this.clone();
+                async move {
+                    match this.upgrade() {
+                        Some(r) => r.read_index_here(Instant::now() + r.timeout()).await,
+                        None => Route::Done(Err(stopping())),
+                    }
+                }
+            });
+            let read_indexes = ReadIndexBatch::spawn("replica", move || {
+                let this = again.clone();
+                async move {
+                    match this.upgrade() {
+                        Some(r) => r.read_index_round().await,
+                        None => Err(stopping()),
+                    }
+                }
+            });
+            Self {
+                id: config.id,
+                me,
+                raft,
+                sm: shared,
+                db,
+                config,
+                faults,
+                identity,
+                links: Default::default(),
+                fresh,
+                confirms,
+                read_indexes,
+            }
         }))
     }
 
@@ -385,9 +420,39 @@ impl Replica {
         }
     }
 
+    /// A leadership confirmation shared with the other reads that arrived
+    /// before it started (see `read_index`).
+    async fn confirmed_read_index(&self, deadline: Instant) -> Route<u64> {
+        match tokio::time::timeout_at(deadline, self.confirms.join()).await {
+            Ok(Ok(route)) => route,
+            Ok(Err(_)) => Route::Done(Err(stopping())),
+            Err(_) => Route::Done(Err(StoreError::Unavailable(format!(
+                "leadership not confirmed within {:?} (no quorum?)",
+                self.timeout()
+            )))),
+        }
+    }
+
     pub async fn leader_read_index(&self) -> Result<u64, StoreError> {
-        let route = self.read_index_here(Instant::now() + self.timeout()).await;
+        let route = self
+            .confirmed_read_index(Instant::now() + self.timeout())
+            .await;
         self.leader_only(route)
+    }
+
+    /// One round of `read_indexes`: a confirmation here, or one ReadIndex
+    /// call to the leader. Every read here waits for this round, so one call
+    /// to a leader that went silent (partitioned) must not hold them for the
+    /// whole request timeout: each attempt gets a quarter of it, and
+    /// `at_leader` retries (at the new leader once one is known).
+    async fn read_index_round(&self) -> Result<u64, StoreError> {
+        let attempt = self.timeout() / 4;
+        self.at_leader(
+            true,
+            |deadline| self.confirmed_read_index(deadline),
+            |mut link, t| async move { link.call(false, &(), t.min(attempt)).await },
+        )
+        .await
     }
 
     /// Runs a leader-only request here or at the leader, retrying while the
@@ -443,13 +508,16 @@ impl Replica {
 
     /// Waits until this replica has applied everything acknowledged so far.
     async fn read_barrier(&self) -> Result<Revision, StoreError> {
-        let index = self
-            .at_leader(
-                true,
-                |deadline| self.read_index_here(deadline),
-                |mut link, t| async move { link.call(false, &(), t).await },
-            )
-            .await?;
+        let index = match tokio::time::timeout(self.timeout(), self.read_indexes.join()).await {
+            Ok(Ok(index)) => index?,
+            Ok(Err(_)) => return Err(stopping()),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "no read index within {:?} (no quorum?)",
+                    self.timeout()
+                )))
+            }
+        };
         let mut applied = self.sm.window().subscribe();
         let reached = tokio::time::timeout(self.timeout(), applied.wait_for(|rev| rev.0 >= index))
             .await

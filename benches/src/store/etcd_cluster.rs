@@ -320,6 +320,13 @@ impl System for EtcdSystem {
         self.members.len()
     }
 
+    fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref()?.id())
+            .collect()
+    }
+
     async fn client(&self, i: usize) -> anyhow::Result<EtcdClient> {
         EtcdClient::connect(&self.members[i].client_url).await
     }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use self::failover::{FailoverPlan, Round};
 use self::watch::{WatchPlan, WatchResult};
 use crate::load::Throughput;
+use crate::procstat::{machine_busy_s, total_cpu_s};
 use crate::system::{leader_clients, System};
 use crate::table::{self, Better, Row, Unit};
 
@@ -122,9 +123,20 @@ impl Plan {
     }
 }
 
+/// What a throughput job cost the machine: the members' CPU time per
+/// successful operation, and the cores other processes used meanwhile (the
+/// machines these runs share are seldom idle, so ops/s alone misleads).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Cost {
+    pub cpu_us_per_op: f64,
+    pub other_cores: f64,
+}
+
 /// What one system did; `None` where a job failed (see `errors`).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Per throughput job (by its label), what it cost.
+    pub costs: std::collections::BTreeMap<String, Cost>,
     pub sequential: Option<Throughput>,
     pub writes_64: Option<Throughput>,
     pub writes_256: Option<Throughput>,
@@ -170,12 +182,30 @@ impl Report {
 async fn throughput_job(
     report: &mut Report,
     system: &str,
+    pids: &[u32],
     job: &str,
     run: impl std::future::Future<Output = anyhow::Result<Throughput>>,
 ) -> Option<Throughput> {
-    match run.await {
+    let me = [std::process::id()];
+    let (cpu, own, busy) = (total_cpu_s(pids), total_cpu_s(&me), machine_busy_s());
+    let out = run.await;
+    let cpu_s = total_cpu_s(pids) - cpu;
+    let own_s = total_cpu_s(&me) - own;
+    match out {
         Ok(t) => {
-            println!("[{system}] {job}: {t}");
+            let others = machine_busy_s().zip(busy).map_or(0.0, |(after, before)| {
+                (after - before - cpu_s - own_s).max(0.0)
+            });
+            let ok = t.ops.saturating_sub(t.errors).max(1) as f64;
+            let cost = Cost {
+                cpu_us_per_op: cpu_s * 1e6 / ok,
+                other_cores: others / t.elapsed_s.max(1e-9),
+            };
+            println!(
+                "[{system}] {job}: {t}; members' CPU {:.0} µs/op (other processes {:.2} cores)",
+                cost.cpu_us_per_op, cost.other_cores
+            );
+            report.costs.insert(job.to_string(), cost);
             Some(t)
         }
         Err(e) => {
@@ -191,6 +221,7 @@ async fn run_jobs<S: System>(sys: &mut S, plan: &Plan) -> Report {
     let started = Instant::now();
     let name = sys.name();
     let mut report = Report::default();
+    let pids = sys.pids();
 
     let one = leader_clients(sys, 1).await;
     let many = leader_clients(sys, plan.connections).await;
@@ -202,6 +233,7 @@ async fn run_jobs<S: System>(sys: &mut S, plan: &Plan) -> Report {
             report.sequential = throughput_job(
                 &mut report,
                 name,
+                &pids,
                 "sequential writes (1 in flight)",
                 writes::writes(&one, 1, plan.sequential, writes::SEQUENTIAL),
             )
@@ -210,6 +242,7 @@ async fn run_jobs<S: System>(sys: &mut S, plan: &Plan) -> Report {
             report.writes_64 = throughput_job(
                 &mut report,
                 name,
+                &pids,
                 "writes, 64 in flight",
                 writes::writes(&many, 64, plan.in_flight_writes, "c64"),
             )
@@ -217,6 +250,7 @@ async fn run_jobs<S: System>(sys: &mut S, plan: &Plan) -> Report {
             report.writes_256 = throughput_job(
                 &mut report,
                 name,
+                &pids,
                 "writes, 256 in flight",
                 writes::writes(&many, 256, plan.in_flight_writes, "c256"),
             )
@@ -225,6 +259,7 @@ async fn run_jobs<S: System>(sys: &mut S, plan: &Plan) -> Report {
                 report.reads_64 = throughput_job(
                     &mut report,
                     name,
+                    &pids,
                     "linearizable reads, 64 in flight",
                     reads::reads(&many, 64, plan.reads, plan.sequential),
                 )
@@ -305,6 +340,14 @@ fn rows(plan: &Plan, balsa: &Report, etcd: &Report) -> Vec<Row> {
             Better::Lower,
             get(balsa, |t| t.latency.p99_ms),
             get(etcd, |t| t.latency.p99_ms),
+        ));
+        let cost = |r: &Report| r.costs.get(label).map(|c| c.cpu_us_per_op);
+        rows.push(Row::new(
+            format!("{label}: members' CPU per op"),
+            Unit::Micros,
+            Better::Lower,
+            cost(balsa),
+            cost(etcd),
         ));
     };
     tput("sequential writes (1 in flight)", |r| &r.sequential, true);
@@ -521,7 +564,7 @@ mod tests {
             &Report::default(),
             &Report::default(),
         ));
-        assert_eq!(text.lines().count(), 2 + 15);
+        assert_eq!(text.lines().count(), 2 + 19);
         assert!(text.contains("n/a"));
     }
 }
