@@ -97,6 +97,21 @@ fn cells(row: &Row) -> [String; 6] {
     ]
 }
 
+/// `v` rounded to a whole number with thousands separators (`12,345`), as
+/// the benchmarks' tables print counts and rates.
+pub fn thousands(v: f64) -> String {
+    let s = format!("{:.0}", v.round());
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
 /// A Markdown table: the metric left-aligned, the figures right-aligned.
 pub fn render(rows: &[Row]) -> String {
     let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
@@ -154,6 +169,14 @@ pub fn markdown(header: &[&str], body: &[Vec<String>], left: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_separated_and_rounded() {
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234.5), "1,235");
+        assert_eq!(thousands(1_000_000.0), "1,000,000");
+        assert_eq!(thousands(-12345.0), "-12,345");
+    }
 
     #[test]
     fn values_are_formatted_by_unit() {

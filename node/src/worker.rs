@@ -173,7 +173,9 @@ impl PodHandle {
     }
 }
 
-fn pod_key(pod: &Pod) -> PodKey {
+/// The runtime's key of a pod (namespace, name, uid; the name when it has
+/// no uid yet).
+pub(crate) fn pod_key(pod: &Pod) -> PodKey {
     let name = pod.metadata.name.clone().unwrap_or_default();
     PodKey {
         namespace: pod

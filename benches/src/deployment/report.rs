@@ -1,20 +1,7 @@
 //! The printed table: one row per phase.
 
 use super::{Phase, Report};
-use crate::table::markdown;
-
-fn thousands(v: f64) -> String {
-    let s = format!("{:.0}", v.round());
-    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
-}
+use crate::table::{markdown, thousands};
 
 fn row(name: &str, r: &Report, p: &Phase) -> Vec<String> {
     let u = &p.usage;

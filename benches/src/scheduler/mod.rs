@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::balsa_cluster::{find_binary, BalsaSystem};
 use crate::system::System;
-use crate::table::markdown;
+use crate::table::{markdown, thousands};
 use cluster::ClusterRun;
 use core_only::CoreRun;
 use objects::Constraint;
@@ -244,20 +244,6 @@ async fn run_cluster(
     out
 }
 
-fn f0(v: f64) -> String {
-    let s = format!("{:.0}", v.round());
-    // Thousands separators, as the other benchmarks' tables print them.
-    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
-}
-
 fn render(report: &Report) -> String {
     let header = [
         "shape",
@@ -281,30 +267,36 @@ fn render(report: &Report) -> String {
     let mut body = Vec::new();
     for s in &report.shapes {
         let core = match (&s.core, &s.core_one_thread) {
-            (Some(a), Some(o)) => format!("{} / {}", f0(a.pods_per_s), f0(o.pods_per_s)),
+            (Some(a), Some(o)) => {
+                format!("{} / {}", thousands(a.pods_per_s), thousands(o.pods_per_s))
+            }
             _ => "-".into(),
         };
         let mut row = vec![
             s.shape.label().to_string(),
-            format!("{} x {}", f0(s.nodes as f64), f0(s.pods as f64)),
+            format!(
+                "{} x {}",
+                thousands(s.nodes as f64),
+                thousands(s.pods as f64)
+            ),
         ];
         match &s.cluster {
             Some(c) => {
                 row.extend([
-                    f0(c.bound as f64),
+                    thousands(c.bound as f64),
                     format!("{:.2}", c.makespan_s),
-                    f0(c.pods_per_s),
-                    s.kube_gate_pods_per_s.map_or("-".into(), f0),
+                    thousands(c.pods_per_s),
+                    s.kube_gate_pods_per_s.map_or("-".into(), thousands),
                     s.kube_gate_pods_per_s
                         .map_or("-".into(), |g| format!("{:.2}", c.pods_per_s / g)),
-                    f0(c.creates.ops_per_s),
+                    thousands(c.creates.ops_per_s),
                     format!(
                         "{} / {} / {}",
-                        f0(c.create_to_bound.p50_ms),
-                        f0(c.create_to_bound.p99_ms),
-                        f0(c.create_to_bound.max_ms)
+                        thousands(c.create_to_bound.p50_ms),
+                        thousands(c.create_to_bound.p99_ms),
+                        thousands(c.create_to_bound.max_ms)
                     ),
-                    f0(c.binds_per_second.iter().copied().max().unwrap_or(0) as f64),
+                    thousands(c.binds_per_second.iter().copied().max().unwrap_or(0) as f64),
                     core,
                     format!(
                         "{} {}",
@@ -319,7 +311,9 @@ fn render(report: &Report) -> String {
                         .join(" / "),
                     c.masters
                         .iter()
-                        .map(|m| format!("{} / {}", f0(m.rss_mib), f0(m.peak_rss_mib)))
+                        .map(|m| {
+                            format!("{} / {}", thousands(m.rss_mib), thousands(m.peak_rss_mib))
+                        })
                         .collect::<Vec<_>>()
                         .join(", "),
                     c.others_cores.map_or("-".into(), |o| format!("{o:.2}")),

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::{Emitter, EventType};
 use crate::eviction::{manager, HardThresholds, Manager, PodUsage, Pressure, Signal, SignalSource};
-use crate::runtime::{ContainerId, PodKey, Runtime};
+use crate::runtime::{ContainerId, Runtime};
 use crate::worker::Failure;
 
 /// kubelet's `immediateEvictionGracePeriodSeconds`: what a pod gets to stop
@@ -77,19 +77,6 @@ pub struct Monitor {
     pub calls: mpsc::Sender<Call>,
     pub events: Emitter,
     pub pressure: watch::Sender<Pressure>,
-}
-
-fn key_of(pod: &Pod) -> PodKey {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    PodKey {
-        namespace: pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        uid: pod.metadata.uid.clone().unwrap_or_else(|| name.clone()),
-        name,
-    }
 }
 
 /// The running instances in a status: `(container name, id)`, the id with
@@ -186,7 +173,7 @@ impl Monitor {
             .find(|u| u.pod.metadata.uid.as_deref() == Some(&eviction.uid))
         {
             self.events.emit(
-                &key_of(&u.pod),
+                &crate::worker::pod_key(&u.pod),
                 None,
                 EventType::Warning,
                 manager::REASON,
@@ -216,7 +203,11 @@ impl Monitor {
                 }
             }
             Signal::NodefsAvailable => {
-                disk = self.runtime.disk_usage(&key_of(&pod)).await.unwrap_or(0);
+                disk = self
+                    .runtime
+                    .disk_usage(&crate::worker::pod_key(&pod))
+                    .await
+                    .unwrap_or(0);
             }
         }
         PodUsage {
