@@ -80,6 +80,14 @@ fn busy_seconds(cpu_line: &str) -> Option<f64> {
     Some(busy / TICKS_PER_S)
 }
 
+/// The 1, 5 and 15 minute load averages as /proc/loadavg gives them ("?"
+/// where it cannot be read): printed beside figures from a shared machine.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

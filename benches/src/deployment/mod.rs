@@ -105,12 +105,6 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (nodes, replicas) = if opts.quick {
         (100, 1_000)
@@ -124,7 +118,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         quick: opts.quick,
         nodes,
         replicas,
-        load_average: load_average(),
+        load_average: crate::procstat::load_average(),
         nodes_ready_s: 0.0,
         available: None,
         rollout: None,

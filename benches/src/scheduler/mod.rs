@@ -115,12 +115,6 @@ struct Report {
     shapes: Vec<ShapeReport>,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn clock() -> String {
     let s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -150,7 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     for shape in shapes {
         let (nodes, pods) = shape.size(opts.quick);
         let constraint = shape.constraint();
-        let load = load_average();
+        let load = crate::procstat::load_average();
         println!(
             "[scheduler {}] {} {nodes} nodes x {pods} pods (load average {load})",
             clock(),

@@ -104,12 +104,6 @@ struct Report {
     jobs: Vec<JobReport>,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let jobs = if opts.jobs.is_empty() {
         vec![Job::Process, Job::Sim]
@@ -125,7 +119,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut failed = false;
     for job in jobs {
         let (nodes, pods, per_s, target) = job.shape(opts.quick);
-        let load = load_average();
+        let load = crate::procstat::load_average();
         println!(
             "[startup] {}: {nodes} node(s), {pods} pods at {per_s:.0}/s (load average {load})",
             job.label()
