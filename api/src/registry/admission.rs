@@ -68,12 +68,14 @@ impl Registry {
             return Ok(());
         }
         let lr = kinds::by_kind("", "LimitRange").expect("LimitRange is a built-in kind");
-        let ranges: Vec<Value> = self
-            .list_in(lr, ns, ReadMode::Local)
-            .await?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
+        // This replica's own state first; when it has none, a linearizable
+        // read, as upstream's LimitRanger does a live lookup on a cache miss:
+        // a LimitRange just created through another master must apply.
+        let mut ranges = self.list_in(lr, ns, ReadMode::Local).await?;
+        if ranges.is_empty() {
+            ranges = self.list_in(lr, ns, ReadMode::Linearizable).await?;
+        }
+        let ranges: Vec<Value> = ranges.into_iter().map(|(_, v)| v).collect();
         let name = prepare::meta_str(v, "name").unwrap_or_default().to_string();
         limit_range::admit_pod(v, &ranges).map_err(|why| forbidden(kind, &name, &why))
     }
