@@ -71,8 +71,12 @@ async fn a_short_run_with_kills_pauses_and_partitions_finds_no_violation() {
     let summary = report.summary();
     let faults: usize = report.faults.values().sum();
     assert!(faults >= 4, "too few faults were injected:\n{summary}");
+    // A floor that proves the workload ran through the faults, not a
+    // throughput target: quiet CI runs of this test acknowledged 128 to a few
+    // hundred writes (2026-11-23), depending on how much of the 30 s the
+    // faults leave without a leader.
     assert!(
-        report.acked_writes > 200,
+        report.acked_writes > 100,
         "too few writes were acknowledged:\n{summary}"
     );
     assert!(
