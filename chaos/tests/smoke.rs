@@ -71,16 +71,16 @@ async fn a_short_run_with_kills_pauses_and_partitions_finds_no_violation() {
     let summary = report.summary();
     let faults: usize = report.faults.values().sum();
     assert!(faults >= 4, "too few faults were injected:\n{summary}");
-    // A floor that proves the workload ran through the faults, not a
-    // throughput target: quiet CI runs of this test acknowledged 128 to a few
-    // hundred writes (2026-11-23), depending on how much of the 30 s the
-    // faults leave without a leader.
+    // Floors that prove the workload ran through the faults, not throughput
+    // targets: quiet CI runs of this test acknowledged 128 to a few hundred
+    // writes (2026-11-23); one on a machine at load average 10 (four other
+    // builds) acknowledged 48 and checked 441 operations, with 0 violations.
     assert!(
-        report.acked_writes > 100,
+        report.acked_writes >= 20,
         "too few writes were acknowledged:\n{summary}"
     );
     assert!(
-        report.findings.ops_checked > 1000,
+        report.findings.ops_checked >= 200,
         "too few ops were checked:\n{summary}"
     );
 }

@@ -27,6 +27,15 @@ spec:
         - {name: A, value: '1'}
 ";
 
+const APPLIED_CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: applied
+  namespace: scenario
+data:
+  mode: slow
+";
+
 impl Kube {
     /// Runs kubectl, expects success, returns stdout.
     fn ok(&self, args: &[&str]) -> String {
@@ -172,17 +181,27 @@ async fn kubectl_scenario() {
         "2"
     );
     // Re-applying the same thing changes nothing, not even resourceVersion.
-    let rv = k.jsonpath(
-        &["deploy", "api", "-n", "scenario"],
-        "{.metadata.resourceVersion}",
-    );
+    // (Checked on a ConfigMap: the Deployment's controller writes its status
+    // at any moment, which moves its resourceVersion.)
     contains(
         &k.ok_with(&["apply", "-f", "-"], Some(&changed), &[]),
         "deployment.apps/api unchanged",
     );
+    contains(
+        &k.ok_with(&["apply", "-f", "-"], Some(APPLIED_CONFIGMAP), &[]),
+        "configmap/applied created",
+    );
+    let rv = k.jsonpath(
+        &["configmap", "applied", "-n", "scenario"],
+        "{.metadata.resourceVersion}",
+    );
+    contains(
+        &k.ok_with(&["apply", "-f", "-"], Some(APPLIED_CONFIGMAP), &[]),
+        "configmap/applied unchanged",
+    );
     assert_eq!(
         k.jsonpath(
-            &["deploy", "api", "-n", "scenario"],
+            &["configmap", "applied", "-n", "scenario"],
             "{.metadata.resourceVersion}"
         ),
         rv
