@@ -35,7 +35,7 @@ use crate::stats::{rate, Summary};
 use crate::system::System;
 use meter::{Meter, Usage};
 use objects::{DEPLOYMENT, NAMESPACE};
-use pods::{latencies, per_second, PodTimes, PodWatch, Timeline};
+use pods::{latencies, peak_live, per_second, PodTimes, PodWatch, Timeline};
 use sim_nodes::SimNodes;
 use watch::{DeployState, DeploymentWatch};
 
@@ -87,6 +87,9 @@ pub struct Phase {
     /// least during the phase (the rolling update's bounds).
     pub most_replicas: i64,
     pub fewest_available: i64,
+    /// The most pods alive at once (seen, not yet marked for deletion)
+    /// during the phase, from the pod watch: what maxSurge bounds.
+    pub most_live_pods: usize,
     pub usage: Usage,
     pub raft_entries_per_pod: Option<f64>,
 }
@@ -372,6 +375,7 @@ fn measure(
         last_ready_s: last(|t| t.ready),
         most_replicas: states.iter().map(|s| s.replicas).max().unwrap_or(0),
         fewest_available: states.iter().map(|s| s.available).min().unwrap_or(0),
+        most_live_pods: peak_live(timeline, start, end),
         usage,
         raft_entries_per_pod,
     }

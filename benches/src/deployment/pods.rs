@@ -170,6 +170,39 @@ pub fn latencies(
         .collect()
 }
 
+/// The most pods alive at once between `from` and `to`: seen and not yet
+/// marked for deletion (the pods a rolling update's maxSurge bounds; a
+/// terminating pod no longer counts, as upstream's ReplicaSet status).
+pub fn peak_live(timeline: &Timeline, from: Instant, to: Instant) -> usize {
+    // +1 when a pod appears, -1 when it goes; at equal instants the goings
+    // first, so a replacement never counts twice.
+    let mut steps: Vec<(Instant, i64)> = Vec::new();
+    for t in timeline.values() {
+        let Some(seen) = t.seen else { continue };
+        steps.push((seen, 1));
+        if let Some(gone) = t.gone {
+            steps.push((gone, -1));
+        }
+    }
+    steps.sort();
+    let (mut live, mut peak) = (0i64, 0i64);
+    for (at, step) in steps {
+        live += step;
+        if at > to {
+            break;
+        }
+        if at >= from {
+            peak = peak.max(live);
+        }
+    }
+    // Alive at `from` without a step inside the window.
+    let at_from = timeline
+        .values()
+        .filter(|t| t.seen.is_some_and(|s| s <= from) && t.gone.is_none_or(|g| g > from))
+        .count() as i64;
+    peak.max(at_from) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +217,39 @@ mod tests {
             at(2600),
         );
         assert_eq!(counts, [2, 1, 1]);
+    }
+
+    #[test]
+    fn peak_live_counts_pods_between_appearing_and_going() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let pod = |seen, gone| PodTimes {
+            seen,
+            gone,
+            ..PodTimes::default()
+        };
+        let timeline: Timeline = [
+            ("old-1", pod(at(0), at(500))),
+            ("old-2", pod(at(0), at(900))),
+            ("new-1", pod(at(400), None)),
+            ("new-2", pod(at(500), None)),
+            ("new-3", pod(at(950), None)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        // 400-500 ms: old-1, old-2, new-1; at 500 old-1 goes as new-2 comes.
+        assert_eq!(peak_live(&timeline, t0, t0 + Duration::from_secs(1)), 3);
+        // Only after 900 ms: new-1, new-2, new-3.
+        assert_eq!(
+            peak_live(
+                &timeline,
+                t0 + Duration::from_millis(960),
+                t0 + Duration::from_secs(1)
+            ),
+            3
+        );
+        // Before anything new: the two old pods.
+        assert_eq!(peak_live(&timeline, t0, t0 + Duration::from_millis(100)), 2);
     }
 }

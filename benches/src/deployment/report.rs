@@ -49,8 +49,9 @@ fn row(name: &str, r: &Report, p: &Phase) -> Vec<String> {
             thousands(p.to_ready.p99_ms)
         ),
         format!(
-            "{} / {}",
+            "{} / {} / {}",
             thousands(p.most_replicas as f64),
+            thousands(p.most_live_pods as f64),
             thousands(p.fewest_available as f64)
         ),
         match (u.raft_entries, p.raft_entries_per_pod) {
@@ -87,7 +88,7 @@ pub fn render(r: &Report) -> String {
         "last created / bound / Ready at s",
         "seen→bound p50 / p99 ms",
         "seen→Ready p50 / p99 ms",
-        "most replicas / fewest available",
+        "most replicas (status) / most live pods / fewest available",
         "Raft entries (per pod)",
         "elections",
         "masters' CPU s (leader first)",
