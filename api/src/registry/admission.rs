@@ -12,6 +12,9 @@
 //! So two concurrent creates can never both take the last unit of a
 //! quota: one of them finds the quota moved and re-reads it.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use serde_json::Value;
 
 use super::error::{ApiError, Reason};
@@ -69,13 +72,21 @@ impl Registry {
         }
         let lr = kinds::by_kind("", "LimitRange").expect("LimitRange is a built-in kind");
         // This replica's own state first; when it has none, a linearizable
-        // read, as upstream's LimitRanger does a live lookup on a cache miss:
-        // a LimitRange just created through another master must apply.
-        let mut ranges = self.list_in(lr, ns, ReadMode::Local).await?;
-        if ranges.is_empty() {
-            ranges = self.list_in(lr, ns, ReadMode::Linearizable).await?;
-        }
-        let ranges: Vec<Value> = ranges.into_iter().map(|(_, v)| v).collect();
+        // read, as upstream's LimitRanger does a live lookup on a cache miss
+        // (a LimitRange just created through another master must apply),
+        // remembered for a while so that pods in a namespace without one do
+        // not each pay a read-index round.
+        let local = self.list_in(lr, ns, ReadMode::Local).await?;
+        let ranges: Arc<Vec<Value>> = if !local.is_empty() {
+            Arc::new(local.into_iter().map(|(_, v)| v).collect())
+        } else if let Some(found) = self.limit_ranges.get(ns, Instant::now()) {
+            found
+        } else {
+            let live = self.list_in(lr, ns, ReadMode::Linearizable).await?;
+            let found: Arc<Vec<Value>> = Arc::new(live.into_iter().map(|(_, v)| v).collect());
+            self.limit_ranges.put(ns, found.clone(), Instant::now());
+            found
+        };
         let name = prepare::meta_str(v, "name").unwrap_or_default().to_string();
         limit_range::admit_pod(v, &ranges).map_err(|why| forbidden(kind, &name, &why))
     }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fields;
 pub mod kinds;
 pub mod limit_range;
+mod live_lookup;
 pub mod names;
 pub mod patch;
 pub mod prepare;
@@ -136,6 +137,8 @@ impl Listed {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// LimitRange lookups past this replica's state (admission).
+    limit_ranges: Arc<live_lookup::LiveLookups>,
 }
 
 pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
@@ -157,7 +160,10 @@ fn encode(v: &Value) -> Result<Bytes, ApiError> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            limit_ranges: Arc::new(live_lookup::LiveLookups::new(live_lookup::LIVE_TTL)),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
