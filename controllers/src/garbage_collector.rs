@@ -15,6 +15,13 @@
 //! Dependents whose owners are all gone (or deleted in the foreground) are
 //! deleted; dependents with some live owner lose the references to the gone
 //! ones. Owners outside the informed kinds are never judged gone.
+//!
+//! A scan looks only at the objects `decide` can act on (those with owner
+//! references or being deleted) and at the owners they name, looked up by
+//! name in the dependent's namespace as upstream's collector resolves them:
+//! an object with neither is inert, and the caches hold every ConfigMap,
+//! Secret and Pod, so a scan over everything would cost every write of
+//! those kinds a walk of all of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -23,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balsa_api::client::{
-    Api, DeleteParams, Informer, Leadership, Patch, PatchParams, Resource, Store,
+    Api, DeleteParams, Informer, Leadership, ObjectKey, Patch, PatchParams, Resource, Store,
 };
 use balsa_api::registry::ApiError;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -162,6 +169,44 @@ pub fn decide(nodes: &[Node], informed: &HashSet<Kind>) -> Vec<Decision> {
     out
 }
 
+/// `candidates` plus the live owners they reference that are not among
+/// them, found by `lookup(kind, namespace, name)` in the dependent's
+/// namespace (then cluster-wide, for a cluster-scoped owner). An owner found
+/// under that name with another uid is a different object: the reference's
+/// owner is gone. Everything `decide` reads of objects outside this set is
+/// that they are inert, so it decides the same as over every object.
+pub fn with_owners(
+    candidates: Vec<Node>,
+    lookup: impl Fn(&Kind, Option<&str>, &str) -> Option<Node>,
+) -> Vec<Node> {
+    let mut known: HashSet<String> = candidates.iter().map(|n| n.uid.clone()).collect();
+    let mut owners = Vec::new();
+    for n in &candidates {
+        for r in &n.owners {
+            if known.contains(&r.uid) {
+                continue;
+            }
+            let kind = Kind {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+            };
+            let found = lookup(&kind, n.namespace.as_deref(), &r.name)
+                .filter(|o| o.uid == r.uid)
+                .or_else(|| {
+                    n.namespace.as_ref()?;
+                    lookup(&kind, None, &r.name).filter(|o| o.uid == r.uid)
+                });
+            if let Some(owner) = found {
+                known.insert(owner.uid.clone());
+                owners.push(owner);
+            }
+        }
+    }
+    let mut out = candidates;
+    out.extend(owners);
+    out
+}
+
 // ---- the runtime side --------------------------------------------------
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -169,7 +214,11 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One informed kind: its cache and its API, behind one object-safe face.
 pub trait Graph: Send + Sync {
     fn kind(&self) -> Kind;
-    fn nodes(&self) -> Vec<Node>;
+    /// The cached objects `decide` may act on: those with owner references
+    /// or a deletion timestamp.
+    fn candidates(&self) -> Vec<Node>;
+    /// The cached object of this name, if any.
+    fn node(&self, ns: Option<&str>, name: &str) -> Option<Node>;
     fn ready(&self) -> bool;
     /// The uid of the live object, None if there is none.
     fn live_uid<'a>(
@@ -198,6 +247,20 @@ impl<K: Resource> Typed<K> {
         }
     }
 
+    fn node_of(&self, o: &K) -> Node {
+        let m = o.metadata();
+        Node {
+            kind: self.kind(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+            resource_version: m.resource_version.clone(),
+            owners: m.owner_references.clone().unwrap_or_default(),
+            finalizers: m.finalizers.clone().unwrap_or_default(),
+            deleting: m.deletion_timestamp.is_some(),
+        }
+    }
+
     fn api_for(&self, ns: Option<&str>) -> Api<K> {
         match ns {
             Some(ns) => self.api.within(ns),
@@ -214,24 +277,22 @@ impl<K: Resource> Graph for Typed<K> {
         }
     }
 
-    fn nodes(&self) -> Vec<Node> {
+    fn candidates(&self) -> Vec<Node> {
         self.store
-            .state()
-            .iter()
-            .map(|o| {
+            .filter(|o| {
                 let m = o.metadata();
-                Node {
-                    kind: self.kind(),
-                    namespace: m.namespace.clone(),
-                    name: m.name.clone().unwrap_or_default(),
-                    uid: m.uid.clone().unwrap_or_default(),
-                    resource_version: m.resource_version.clone(),
-                    owners: m.owner_references.clone().unwrap_or_default(),
-                    finalizers: m.finalizers.clone().unwrap_or_default(),
-                    deleting: m.deletion_timestamp.is_some(),
-                }
+                m.deletion_timestamp.is_some()
+                    || m.owner_references.as_ref().is_some_and(|r| !r.is_empty())
             })
+            .iter()
+            .map(|o| self.node_of(o))
             .collect()
+    }
+
+    fn node(&self, ns: Option<&str>, name: &str) -> Option<Node> {
+        self.store
+            .get(&ObjectKey::new(ns, name))
+            .map(|o| self.node_of(&o))
     }
 
     fn ready(&self) -> bool {
@@ -306,7 +367,10 @@ pub async fn run(graphs: Vec<Arc<dyn Graph>>, wake: Arc<Notify>, leadership: Lea
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let nodes: Vec<Node> = graphs.iter().flat_map(|g| g.nodes()).collect();
+        let candidates: Vec<Node> = graphs.iter().flat_map(|g| g.candidates()).collect();
+        let nodes = with_owners(candidates, |kind, ns, name| {
+            by_kind.get(kind).and_then(|g| g.node(ns, name))
+        });
         let decisions = decide(&nodes, &informed);
         let mut failed = false;
         for d in &decisions {
@@ -363,7 +427,7 @@ async fn apply(d: &Decision, graphs: &BTreeMap<Kind, Arc<dyn Graph>>) -> Result<
                     if uid == r.uid {
                         // Alive: if it is being deleted in the foreground, that
                         // is what we expect; otherwise leave the dependent.
-                        let waiting = g.nodes().iter().any(|n| {
+                        let waiting = g.node(node.namespace.as_deref(), &r.name).is_some_and(|n| {
                             n.uid == uid
                                 && n.deleting
                                 && n.finalizers.iter().any(|f| f == FOREGROUND)
@@ -530,5 +594,62 @@ mod tests {
         assert_eq!(names(&ds), ["unlink Pod ns/p"]);
         let ds = decide(&[rs], &informed());
         assert_eq!(names(&ds), ["finalize ReplicaSet ns/rs"]);
+    }
+
+    /// Deciding over the candidates and their owners gives what deciding
+    /// over every object gives, and leaves inert objects out.
+    #[test]
+    fn candidates_with_their_owners_decide_as_everything_does() {
+        let with = |mut n: Node, uid: &str| {
+            n.uid = uid.into();
+            n
+        };
+        let everything = vec![
+            node("Deployment", "d", &[]),
+            node("ReplicaSet", "rs", &[("Deployment", "d", true)]),
+            node(
+                "Pod",
+                "p",
+                &[("ReplicaSet", "rs", true), ("ReplicaSet", "gone", false)],
+            ),
+            // Named like an owner but another object (recreated): the
+            // reference's owner is gone.
+            with(node("ReplicaSet", "old", &[]), "new-uid"),
+            node("Pod", "q", &[("ReplicaSet", "old", true)]),
+            // An owner deleted with the orphan policy, and one in the foreground.
+            deleting(node("ReplicaSet", "o", &[]), ORPHAN),
+            node("Pod", "r", &[("ReplicaSet", "o", true)]),
+            deleting(node("Deployment", "f", &[]), FOREGROUND),
+            node("ReplicaSet", "s", &[("Deployment", "f", true)]),
+            // Inert objects: no owners, not deleting, nobody's owner.
+            node("Pod", "lonely", &[]),
+            node("ReplicaSet", "idle", &[]),
+        ];
+        let candidates: Vec<Node> = everything
+            .iter()
+            .filter(|n| n.deleting || !n.owners.is_empty())
+            .cloned()
+            .collect();
+        let lookup = |k: &Kind, ns: Option<&str>, name: &str| {
+            everything
+                .iter()
+                .find(|n| &n.kind == k && n.namespace.as_deref() == ns && n.name == name)
+                .cloned()
+        };
+        let relevant = with_owners(candidates, lookup);
+        let mut uids: Vec<&str> = relevant.iter().map(|n| n.uid.as_str()).collect();
+        uids.sort();
+        assert_eq!(uids, ["d", "f", "o", "p", "q", "r", "rs", "s"]);
+        let all = decide(&everything, &informed());
+        assert_eq!(names(&decide(&relevant, &informed())), names(&all));
+        assert_eq!(
+            names(&all),
+            [
+                "delete Pod ns/q",
+                "delete ReplicaSet ns/s",
+                "unlink Pod ns/p",
+                "unlink Pod ns/r"
+            ]
+        );
     }
 }

@@ -7,9 +7,13 @@
 //! revision order; an event batch is evicted whole (never a split revision).
 //! Storage writes and `push` happen under the same write lock, so a reader that
 //! holds the read lock sees storage and window at the same revision.
+//!
+//! Watchers are woken per resource (`subscribe_resource`): a push wakes only
+//! the watchers of the resources its events touch, not every watcher on the
+//! replica (each master runs a few dozen, and a write would wake them all).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -50,7 +54,12 @@ impl WindowConfig {
 pub struct WatchWindow {
     inner: RwLock<Inner>,
     applied: watch::Sender<Revision>,
+    /// group -> resource -> the newest revision with an event of that
+    /// resource (or a reset), for the watchers of that resource.
+    topics: Mutex<Topics>,
 }
+
+type Topics = HashMap<String, HashMap<String, watch::Sender<Revision>>>;
 
 pub struct Inner {
     config: WindowConfig,
@@ -78,6 +87,7 @@ impl WatchWindow {
                 evicted: HashMap::new(),
             }),
             applied: watch::channel(start).0,
+            topics: Mutex::new(HashMap::new()),
         })
     }
 
@@ -91,11 +101,25 @@ impl WatchWindow {
         WindowWriter {
             guard: self.inner.write().unwrap_or_else(|e| e.into_inner()),
             applied: &self.applied,
+            topics: &self.topics,
         }
     }
 
+    /// Changes with every revision applied.
     pub fn subscribe(&self) -> watch::Receiver<Revision> {
         self.applied.subscribe()
+    }
+
+    /// Changes when an event of `group`/`resource` is pushed, or the history
+    /// is reset; not for other resources' events. Ends with the window.
+    pub fn subscribe_resource(&self, group: &str, resource: &str) -> watch::Receiver<Revision> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .entry(group.to_string())
+            .or_default()
+            .entry(resource.to_string())
+            .or_insert_with(|| watch::channel(Revision(0)).0)
+            .subscribe()
     }
 
     pub fn current(&self) -> Revision {
@@ -106,6 +130,7 @@ impl WatchWindow {
 pub struct WindowWriter<'a> {
     guard: RwLockWriteGuard<'a, Inner>,
     applied: &'a watch::Sender<Revision>,
+    topics: &'a Mutex<Topics>,
 }
 
 impl WindowWriter<'_> {
@@ -114,6 +139,21 @@ impl WindowWriter<'_> {
         let inner = &mut *self.guard;
         debug_assert!(rev >= inner.current, "revisions go forward");
         let now = Instant::now();
+        if !events.is_empty() {
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last: Option<(&str, &str)> = None;
+            for e in &events {
+                let k = &e.object.key;
+                let this = (k.group.as_str(), k.resource.as_str());
+                if last == Some(this) {
+                    continue;
+                }
+                last = Some(this);
+                if let Some(topic) = topics.get(this.0).and_then(|g| g.get(this.1)) {
+                    topic.send_replace(rev);
+                }
+            }
+        }
         inner.events.extend(events.into_iter().map(|e| (now, e)));
         inner.current = inner.current.max(rev);
         inner.evict(now);
@@ -128,6 +168,10 @@ impl WindowWriter<'_> {
         inner.oldest = rev;
         inner.current = rev;
         inner.floor = rev;
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in topics.values().flat_map(HashMap::values) {
+            topic.send_replace(rev);
+        }
         self.applied.send_replace(rev);
     }
 
@@ -332,6 +376,30 @@ mod tests {
         assert!(r.events_after_continuing(Revision(2), &busy, 10).is_err());
         let all = KeyPrefix::resource("", "pods");
         assert!(r.events_after_continuing(Revision(2), &all, 10).is_err());
+    }
+
+    #[test]
+    fn a_push_wakes_the_watchers_of_its_resources_only() {
+        let w = WatchWindow::new(WindowConfig::default(), Revision(0));
+        let mut pods = w.subscribe_resource("", "pods");
+        let deployments = w.subscribe_resource("apps", "deployments");
+        let mut applied = w.subscribe();
+        w.write().push(Revision(1), vec![ev(1, "a")]);
+        assert!(pods.has_changed().unwrap());
+        assert_eq!(*pods.borrow_and_update(), Revision(1));
+        assert!(!deployments.has_changed().unwrap());
+        assert!(applied.has_changed().unwrap());
+        applied.mark_unchanged();
+        // A revision with no events (a membership change) wakes no watcher.
+        w.write().push(Revision(2), vec![]);
+        assert!(!pods.has_changed().unwrap());
+        assert!(applied.has_changed().unwrap());
+        // A reset wakes every watcher: their history was replaced.
+        w.write().reset(Revision(9));
+        assert!(pods.has_changed().unwrap());
+        assert!(deployments.has_changed().unwrap());
+        drop(w);
+        assert!(pods.has_changed().is_err(), "ends with the window");
     }
 
     #[test]
