@@ -461,6 +461,7 @@ impl Owner {
         let uid = qp.uid.clone();
         let span = tracing::debug_span!("schedule", pod = ?name_of(&pod), attempt = qp.attempts);
         let _enter = span.enter();
+        crate::plugins::ensure_counted(&mut self.snapshot, &pod);
         match self.scheduler.schedule(&self.snapshot, &pod, &mut self.rng) {
             Ok(r) => {
                 if let Err(e) = self.snapshot.assume(&pod, &r.node) {

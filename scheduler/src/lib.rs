@@ -21,6 +21,7 @@
 //! leading). Nothing else may touch the network.
 
 pub mod core;
+pub mod domain_counts;
 pub mod driver;
 pub mod plugins;
 pub mod pod_info;

@@ -84,7 +84,7 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
 }
 
 /// A compiled `PodAffinityTerm` (namespaces resolved against the owning pod).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AffinityTerm {
     pub selector: LabelSelector,
     pub namespaces: Vec<String>,

@@ -26,7 +26,7 @@ fn sel_err(path: impl Into<String>, message: impl Into<String>) -> SelectorError
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LabelOp {
     In(Vec<String>),
     NotIn(Vec<String>),
@@ -34,7 +34,7 @@ enum LabelOp {
     DoesNotExist,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LabelReq {
     key: String,
     op: LabelOp,
@@ -42,7 +42,7 @@ struct LabelReq {
 
 /// A compiled `metav1.LabelSelector`. A missing selector selects nothing; an
 /// empty one selects everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LabelSelector {
     nothing: bool,
     reqs: Vec<LabelReq>,

@@ -7,13 +7,15 @@
 //! Nodes are `Arc`s, so cloning a snapshot is cheap and changing one node
 //! copies only that node. A pod the driver has just bound is *assumed*
 //! (`assume`): it counts against its node at once, before the watch reports
-//! it.
+//! it. Placed pods are also counted per topology domain (`domain_counts`)
+//! for the spreading and inter-pod affinity pre-filters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
+use crate::domain_counts::{DomainIndex, Matcher};
 use crate::pod_info::{pod_uid, HostPort, PodInfo, PodInfoError};
 use crate::quantity::QuantityError;
 use crate::resources::{node_allocatable, Resources};
@@ -203,6 +205,8 @@ pub struct Snapshot {
     nominated_nodes: HashMap<String, String>,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
+    /// Placed pods per topology domain; shared by clones until one changes.
+    index: Arc<DomainIndex>,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -261,7 +265,22 @@ impl Snapshot {
 
     /// Namespace labels, for affinity terms with a namespaceSelector.
     pub fn set_namespace_labels(&mut self, ns: &str, labels: Labels) {
+        if self.namespace_labels.get(ns) == Some(&labels) {
+            return;
+        }
         self.namespace_labels.insert(ns.to_string(), labels);
+        Arc::make_mut(&mut self.index).namespace_labels_changed();
+    }
+
+    /// The per-domain counts of placed pods.
+    pub fn domain_index(&self) -> &DomainIndex {
+        &self.index
+    }
+
+    /// Counts the pods `m` matches from now on, per node and per value of
+    /// each of `keys` (a walk over every placed pod the first time).
+    pub fn ensure_counted(&mut self, m: Matcher, keys: &[&str]) {
+        Arc::make_mut(&mut self.index).ensure(m, keys, &self.nodes, &self.namespace_labels);
     }
 
     /// Any pod anywhere with (required anti-) affinity terms.
@@ -295,6 +314,11 @@ impl Snapshot {
                     info.add_pod(p.clone());
                 }
                 self.count_images(&info, 1);
+                if old.labels() != info.labels() {
+                    let index = Arc::make_mut(&mut self.index);
+                    index.node_changed(&old, &self.namespace_labels, -1);
+                    index.node_changed(&info, &self.namespace_labels, 1);
+                }
                 self.nodes[i] = Arc::new(info);
             }
             Err(i) => {
@@ -302,6 +326,7 @@ impl Snapshot {
                     info.add_pod(p);
                 }
                 self.count_images(&info, 1);
+                Arc::make_mut(&mut self.index).node_changed(&info, &self.namespace_labels, 1);
                 self.nodes.insert(i, Arc::new(info));
             }
         }
@@ -313,6 +338,7 @@ impl Snapshot {
         let i = self.position(name).ok()?;
         let info = self.nodes.remove(i);
         self.count_images(&info, -1);
+        Arc::make_mut(&mut self.index).node_changed(&info, &self.namespace_labels, -1);
         if !info.pods.is_empty() {
             self.pending.insert(name.to_string(), info.pods.clone());
         }
@@ -328,7 +354,15 @@ impl Snapshot {
             self.pods_with_required_anti_affinity += 1;
         }
         match self.position(node) {
-            Ok(i) => Arc::make_mut(&mut self.nodes[i]).add_pod(p),
+            Ok(i) => {
+                Arc::make_mut(&mut self.index).pod_changed(
+                    &self.nodes[i],
+                    &p,
+                    &self.namespace_labels,
+                    1,
+                );
+                Arc::make_mut(&mut self.nodes[i]).add_pod(p);
+            }
             Err(_) => self.pending.entry(node.to_string()).or_default().push(p),
         }
     }
@@ -370,7 +404,18 @@ impl Snapshot {
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
         let node = self.pod_nodes.remove(uid)?;
         let removed = match self.position(&node) {
-            Ok(i) => Arc::make_mut(&mut self.nodes[i]).remove_pod(uid),
+            Ok(i) => {
+                let p = Arc::make_mut(&mut self.nodes[i]).remove_pod(uid);
+                if let Some(p) = &p {
+                    Arc::make_mut(&mut self.index).pod_changed(
+                        &self.nodes[i],
+                        p,
+                        &self.namespace_labels,
+                        -1,
+                    );
+                }
+                p
+            }
             Err(_) => {
                 let list = self.pending.get_mut(&node)?;
                 let j = list.iter().position(|p| p.uid == uid)?;

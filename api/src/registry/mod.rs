@@ -368,11 +368,51 @@ impl Registry {
         name: &str,
         expected: Option<Revision>,
         dry_run: bool,
+        change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&Value) -> Result<Value, ApiError>,
+    {
+        self.read_modify_write_from(kind, ns, name, expected, dry_run, false, change)
+            .await
+    }
+
+    /// `read_modify_write`, trying first from this replica's copy when
+    /// `local_first` (kube-apiserver's GuaranteedUpdate from its watch cache):
+    /// the compare-and-swap on that copy's revision makes a write from a stale
+    /// copy fail, and only a write that succeeded is answered from it. Any
+    /// other outcome (absent, refused by `change`, swap lost) is decided again
+    /// from a linearizable read, so the answer is one a linearizable read
+    /// would have given, minus that read's round when the copy is current.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_modify_write_from<F>(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<Revision>,
+        dry_run: bool,
+        local_first: bool,
         mut change: F,
     ) -> Result<Value, ApiError>
     where
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
+        if local_first && !dry_run {
+            if let Ok((current, current_v)) = self.read(kind, ns, name, ReadMode::Local).await {
+                if expected.is_none_or(|e| e == current.revision) {
+                    if let Ok(new) = change(&current_v) {
+                        if new != current_v {
+                            if let Some(done) =
+                                self.swap(kind, &current, &current_v, new, false).await?
+                            {
+                                return Ok(done);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         for _ in 0..CAS_ATTEMPTS {
             let (current, current_v) = self.read(kind, ns, name, ReadMode::Linearizable).await?;
             if expected.is_some_and(|e| e != current.revision) {

@@ -145,7 +145,11 @@ impl Registry {
             ));
         }
         let expected_uid = binding["metadata"]["uid"].as_str().map(str::to_string);
-        self.read_modify_write(pods, ns, name, None, opts.dry_run, |pod| {
+        // The scheduler binds pods it has just seen in this replica's watch:
+        // its copy is almost always current, and the swap's revision check
+        // keeps a pod from being bound twice whatever the copy.
+        let local_first = true;
+        self.read_modify_write_from(pods, ns, name, None, opts.dry_run, local_first, |pod| {
             if let Some(uid) = &expected_uid {
                 if pod["metadata"]["uid"].as_str() != Some(uid) {
                     return Err(ApiError::conflict(
@@ -254,4 +258,182 @@ impl Registry {
 pub enum ScaleChange<'a> {
     Replace(&'a Value),
     Patch(PatchType, &'a Value),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::mem::MemStore;
+    use crate::store::window::WindowConfig;
+    use crate::store::{
+        KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ResourceKey, Revision, Store,
+        StoreError, WatchOptions, WatchStream,
+    };
+
+    /// A replica whose local reads lag behind: a `Local` get answers the copy
+    /// `freeze` took (or not found); everything else is current.
+    struct Lagging {
+        real: Arc<MemStore>,
+        frozen: Mutex<HashMap<ResourceKey, Object>>,
+    }
+
+    impl Lagging {
+        async fn freeze(&self, key: &ResourceKey) {
+            let o = self.real.get(key, ReadMode::Linearizable).await.unwrap();
+            self.frozen.lock().unwrap().insert(key.clone(), o);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Lagging {
+        async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
+            match read {
+                ReadMode::Local => self
+                    .frozen
+                    .lock()
+                    .unwrap()
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| StoreError::not_found(key)),
+                ReadMode::Linearizable => self.real.get(key, read).await,
+            }
+        }
+        async fn list(&self, p: &KeyPrefix, o: ListOptions) -> Result<ListResult, StoreError> {
+            self.real.list(p, o).await
+        }
+        async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
+            self.real.txn(ops).await
+        }
+        async fn watch(&self, p: &KeyPrefix, o: WatchOptions) -> Result<WatchStream, StoreError> {
+            self.real.watch(p, o).await
+        }
+        async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
+            self.real.revision(read).await
+        }
+    }
+
+    fn binding(name: &str, uid: Option<&str>, node: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+    }
+
+    async fn create_pod(reg: &Registry, name: &str) -> Value {
+        let pods = kinds::by_kind("", "Pod").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "app"}]}});
+        reg.create(pods, Some("default"), pod, &WriteOptions::default())
+            .await
+            .unwrap()
+            .object
+    }
+
+    #[tokio::test]
+    async fn a_binding_from_a_stale_local_copy_never_binds_twice() {
+        let store = Arc::new(Lagging {
+            real: MemStore::new(WindowConfig::default()),
+            frozen: Mutex::new(HashMap::new()),
+        });
+        let reg = Registry::new(store.clone());
+        let nss = kinds::by_kind("", "Namespace").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        reg.create(nss, None, ns, &WriteOptions::default())
+            .await
+            .unwrap();
+        let pods = kinds::by_kind("", "Pod").unwrap();
+        let p = create_pod(&reg, "p").await;
+        let uid = p["metadata"]["uid"].as_str().map(str::to_string);
+        store
+            .freeze(&Registry::key(pods, Some("default"), "p"))
+            .await;
+        let opts = WriteOptions::default();
+
+        let bound = reg
+            .bind(
+                Some("default"),
+                "p",
+                &binding("p", uid.as_deref(), "n1"),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "n1");
+        // The local copy still shows the pod unbound: the swap on its
+        // revision fails, and the linearizable read refuses.
+        let again = reg
+            .bind(
+                Some("default"),
+                "p",
+                &binding("p", uid.as_deref(), "n2"),
+                &opts,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(again.reason, Reason::Conflict);
+        assert!(
+            again.message.contains("already assigned"),
+            "{}",
+            again.message
+        );
+        let now = reg
+            .get(pods, Some("default"), "p", ReadMode::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(now["spec"]["nodeName"], "n1");
+
+        // A pod the local copy does not have yet binds through the
+        // linearizable read.
+        let q = create_pod(&reg, "q").await;
+        let quid = q["metadata"]["uid"].as_str().map(str::to_string);
+        let bound = reg
+            .bind(
+                Some("default"),
+                "q",
+                &binding("q", quid.as_deref(), "n1"),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "n1");
+
+        // A stale copy of a pod deleted and created again under the same
+        // name: the binding names the new uid and succeeds, the old uid
+        // is refused.
+        store
+            .freeze(&Registry::key(pods, Some("default"), "q"))
+            .await;
+        let del = DeleteOptions {
+            grace_period: Some(0),
+            ..Default::default()
+        };
+        reg.delete(pods, Some("default"), "q", &del).await.unwrap();
+        let q2 = create_pod(&reg, "q").await;
+        let q2uid = q2["metadata"]["uid"].as_str().map(str::to_string);
+        let stale = reg
+            .bind(
+                Some("default"),
+                "q",
+                &binding("q", quid.as_deref(), "n2"),
+                &opts,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(stale.reason, Reason::Conflict);
+        let bound = reg
+            .bind(
+                Some("default"),
+                "q",
+                &binding("q", q2uid.as_deref(), "n2"),
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "n2");
+    }
 }

@@ -65,6 +65,7 @@ pub fn run(
     let started = Instant::now();
     for pod in &pods {
         let t = Instant::now();
+        balsa_scheduler::plugins::ensure_counted(&mut snapshot, pod);
         match scheduler.schedule(&snapshot, pod, &mut rng) {
             Ok(r) => {
                 snapshot.assume(pod, &r.node)?;

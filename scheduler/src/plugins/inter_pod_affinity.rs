@@ -6,9 +6,15 @@
 //! - existing anti-affinity: pairs where some existing pod forbids this pod;
 //! - affinity: pairs holding pods that match *all* the pod's affinity terms;
 //! - anti-affinity: pairs holding pods that match one of its anti terms.
+//!
+//! The filter reads these from the snapshot's `domain_counts` (shared, not
+//! copied): existing pods' anti-affinity terms are always counted there, the
+//! pod's own terms once `Snapshot::ensure_counted` registered them. Only
+//! for own terms not counted does the pre-filter walk every placed pod.
 
 use std::collections::HashMap;
 
+use crate::domain_counts::{Matcher, PairCounts};
 use crate::pod_info::{AffinityTerm, PodInfo};
 use crate::selector::Labels;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -23,18 +29,26 @@ pub const ERR_REASON_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affini
 /// (upstream's hardPodAffinityWeight default).
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-type Pair = (String, String);
-type Counts = HashMap<Pair, i64>;
-
-fn bump(m: &mut Counts, node: &NodeInfo, key: &str, delta: i64) {
+fn bump(m: &mut PairCounts, node: &NodeInfo, key: &str, delta: i64) {
     if let Some(v) = node.label(key) {
-        let pair = (key.to_string(), v.to_string());
-        let e = m.entry(pair.clone()).or_insert(0);
-        *e += delta;
-        if *e == 0 {
-            m.remove(&pair);
+        m.bump(key, v, delta);
+    }
+}
+
+/// What the snapshot should count for `pod`'s required terms, and by which
+/// topology keys: all its affinity terms together, each anti term alone.
+pub fn matchers(pod: &PodInfo) -> Vec<(Matcher, String)> {
+    let mut out = Vec::new();
+    if !pod.required_affinity.is_empty() {
+        let m = Matcher::AllTerms(pod.required_affinity.clone());
+        for t in &pod.required_affinity {
+            out.push((m.clone(), t.topology_key.clone()));
         }
     }
+    for t in &pod.required_anti_affinity {
+        out.push((Matcher::AllTerms(vec![t.clone()]), t.topology_key.clone()));
+    }
+    out
 }
 
 fn matches_all(terms: &[AffinityTerm], p: &PodInfo, ns_labels: Option<&Labels>) -> bool {
@@ -44,18 +58,18 @@ fn matches_all(terms: &[AffinityTerm], p: &PodInfo, ns_labels: Option<&Labels>) 
 /// Per-cycle filter state.
 #[derive(Debug, Clone)]
 pub struct FilterState {
-    existing_anti: Counts,
-    affinity: Counts,
-    anti: Counts,
+    existing_anti: PairCounts,
+    affinity: PairCounts,
+    anti: PairCounts,
 }
 
 impl FilterState {
     /// No counts at all (the pod is unconstrained so far).
     pub fn empty() -> FilterState {
         FilterState {
-            existing_anti: Counts::new(),
-            affinity: Counts::new(),
-            anti: Counts::new(),
+            existing_anti: PairCounts::default(),
+            affinity: PairCounts::default(),
+            anti: PairCounts::default(),
         }
     }
 
@@ -65,6 +79,40 @@ impl FilterState {
         if !has_own && !snapshot.has_pods_with_required_anti_affinity() {
             return None;
         }
+        let s = Self::counted(snapshot, pod).unwrap_or_else(|| Self::walk(snapshot, pod));
+        if s.existing_anti.is_empty() && !has_own {
+            return None;
+        }
+        Some(s)
+    }
+
+    /// From the snapshot's counts; `None` when some own term is not counted.
+    fn counted(snapshot: &Snapshot, pod: &PodInfo) -> Option<FilterState> {
+        let index = snapshot.domain_index();
+        let mut s = FilterState::empty();
+        if !pod.required_affinity.is_empty() {
+            let m = Matcher::AllTerms(pod.required_affinity.clone());
+            for t in &pod.required_affinity {
+                let counts = index.counts(&m, &t.topology_key)?;
+                s.affinity.add_shared(&t.topology_key, counts.clone());
+            }
+        }
+        for t in &pod.required_anti_affinity {
+            let counts = index.counts(&Matcher::AllTerms(vec![t.clone()]), &t.topology_key)?;
+            s.anti.add_shared(&t.topology_key, counts.clone());
+        }
+        let pod_ns_labels = snapshot.namespace_labels(&pod.namespace);
+        for (t, counts) in index.anti_terms() {
+            if t.matches_pod(pod, pod_ns_labels) {
+                s.existing_anti.add_shared(&t.topology_key, counts.clone());
+            }
+        }
+        Some(s)
+    }
+
+    /// By looking at every placed pod.
+    fn walk(snapshot: &Snapshot, pod: &PodInfo) -> FilterState {
+        let has_own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
         let mut s = FilterState::empty();
         for node in snapshot.nodes() {
             if node.labels().is_none_or(|l| l.is_empty()) {
@@ -77,10 +125,7 @@ impl FilterState {
                 s.add_existing(snapshot, pod, p, node, 1);
             }
         }
-        if s.existing_anti.is_empty() && !has_own {
-            return None;
-        }
-        Some(s)
+        s
     }
 
     fn add_existing(
@@ -131,19 +176,11 @@ pub fn filter(
 ) -> FilterResult {
     let labels = node.labels();
     // Existing pods' anti-affinity against this pod.
-    if !state.existing_anti.is_empty() {
-        if let Some(l) = labels {
-            if l.iter().any(|(k, v)| {
-                state
-                    .existing_anti
-                    .contains_key(&(k.to_string(), v.to_string()))
-            }) {
-                return Err(Status::unschedulable(
-                    Plugin::InterPodAffinity,
-                    ERR_REASON_EXISTING_ANTI_AFFINITY,
-                ));
-            }
-        }
+    if state.existing_anti.any_label(labels) {
+        return Err(Status::unschedulable(
+            Plugin::InterPodAffinity,
+            ERR_REASON_EXISTING_ANTI_AFFINITY,
+        ));
     }
     // The pod's required affinity.
     let mut pods_exist = true;
@@ -156,11 +193,7 @@ pub fn filter(
                 ))
             }
             Some(v) => {
-                if state
-                    .affinity
-                    .get(&(t.topology_key.clone(), v.to_string()))
-                    .is_none_or(|n| *n <= 0)
-                {
+                if state.affinity.get(&t.topology_key, v) <= 0 {
                     pods_exist = false;
                 }
             }
@@ -185,11 +218,7 @@ pub fn filter(
     // The pod's required anti-affinity.
     for t in &pod.required_anti_affinity {
         if let Some(v) = node.label(&t.topology_key) {
-            if state
-                .anti
-                .get(&(t.topology_key.clone(), v.to_string()))
-                .is_some_and(|n| *n > 0)
-            {
+            if state.anti.get(&t.topology_key, v) > 0 {
                 return Err(Status::unschedulable(
                     Plugin::InterPodAffinity,
                     ERR_REASON_ANTI_AFFINITY,

@@ -49,6 +49,24 @@ pub fn default_normalize(scores: &mut [i64], reverse: bool) {
     }
 }
 
+/// Has the snapshot count, per topology domain, the placed pods that `pod`'s
+/// spreading constraints and required (anti-)affinity terms select, so that
+/// their pre-filters read counts instead of walking every placed pod. Call
+/// before `Scheduler::schedule`; without it the pre-filters walk. A spec
+/// that does not compile asks for nothing (the cycle reports it).
+pub fn ensure_counted(snapshot: &mut Snapshot, pod: &Pod) {
+    let mut wanted = pod_topology_spread::matchers(pod);
+    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    if affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()) {
+        if let Ok(info) = PodInfo::new(Arc::new(pod.clone())) {
+            wanted.extend(inter_pod_affinity::matchers(&info));
+        }
+    }
+    for (m, key) in wanted {
+        snapshot.ensure_counted(m, &[&key]);
+    }
+}
+
 /// The pod's spec cannot be evaluated (PreFilter failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -7,11 +7,19 @@
 //! is better, each constraint weighted by `ln(domains + 2)`.
 //! Domains come from nodes that pass the inclusion policies (node affinity
 //! honored, taints ignored, by default) and carry every constraint's key.
+//!
+//! The filter's counts come from the snapshot's `domain_counts` when the
+//! pod's constraints are counted there: shared as they are when every node
+//! is a domain of every constraint (each carries the keys, no inclusion
+//! policy excludes any), else summed per included node; only for a pod
+//! whose constraints are not counted does the pre-filter walk every pod.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
+use crate::domain_counts::{Matcher, ValueCounts};
 use crate::plugins::node_affinity;
 use crate::pod_info::PodInfo;
 use crate::selector::{LabelSelector, SelectorError};
@@ -67,6 +75,27 @@ pub fn constraints(pod: &Pod, when: &str) -> Result<Vec<Constraint>, SelectorErr
     Ok(out)
 }
 
+impl Constraint {
+    /// What the snapshot counts for this constraint of a pod in `namespace`.
+    pub fn matcher(&self, namespace: &str) -> Matcher {
+        Matcher::Spread {
+            namespace: namespace.to_string(),
+            selector: self.selector.clone(),
+        }
+    }
+}
+
+/// What the snapshot should count for `pod`'s constraints, and by which
+/// topology keys; invalid constraints ask for nothing.
+pub fn matchers(pod: &Pod) -> Vec<(Matcher, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    ["DoNotSchedule", "ScheduleAnyway"]
+        .into_iter()
+        .flat_map(|when| constraints(pod, when).unwrap_or_default())
+        .map(|c| (c.matcher(ns), c.topology_key))
+        .collect()
+}
+
 fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
     cs.iter().all(|c| node.label(&c.topology_key).is_some())
 }
@@ -92,11 +121,66 @@ fn count_matching(pods: &[std::sync::Arc<PodInfo>], sel: &LabelSelector, ns: &st
         .count() as i64
 }
 
+/// Matching pods per domain of one constraint.
+#[derive(Debug, Clone)]
+struct DomainCounts {
+    /// Per domain; absent means 0.
+    counts: Arc<ValueCounts>,
+    /// Every domain, when `counts` are the snapshot's (which leave out
+    /// domains without matching pods); `None`: the keys of `counts`.
+    domains: Option<Arc<ValueCounts>>,
+    /// What-if changes (preemption, nominated pods) over `counts`.
+    delta: HashMap<String, i64>,
+}
+
+impl DomainCounts {
+    fn owned(counts: HashMap<String, i64>) -> DomainCounts {
+        DomainCounts {
+            counts: Arc::new(counts),
+            domains: None,
+            delta: HashMap::new(),
+        }
+    }
+
+    fn get(&self, v: &str) -> i64 {
+        self.counts.get(v).copied().unwrap_or(0) + self.delta.get(v).copied().unwrap_or(0)
+    }
+
+    fn domains(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+        match &self.domains {
+            Some(d) => Box::new(d.keys()),
+            None => Box::new(
+                self.counts
+                    .keys()
+                    .chain(self.delta.keys().filter(|v| !self.counts.contains_key(*v))),
+            ),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.domains {
+            Some(d) => d.len(),
+            None => self.domains().count(),
+        }
+    }
+
+    /// The fewest matching pods in a domain; `None` without domains.
+    fn min(&self) -> Option<i64> {
+        if let Some(d) = &self.domains {
+            // `counts` holds no zeros: a domain it leaves out has none.
+            if self.delta.is_empty() && self.counts.len() < d.len() {
+                return Some(0);
+            }
+        }
+        self.domains().map(|v| self.get(v)).min()
+    }
+}
+
 /// Per-cycle state of the filter: matching pods per domain, per constraint.
 #[derive(Debug, Clone)]
 pub struct FilterState {
     constraints: Vec<Constraint>,
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<DomainCounts>,
     min: Vec<i64>,
     namespace: String,
     na: node_affinity::State,
@@ -115,38 +199,25 @@ impl FilterState {
         if cs.is_empty() {
             return Ok(None);
         }
+        let counts = match shared_counts(snapshot, &cs, &pod.namespace, na) {
+            Some(counts) => counts,
+            None => walk_counts(snapshot, &cs, &pod.namespace, na, tolerations),
+        };
         let mut s = FilterState {
-            counts: vec![HashMap::new(); cs.len()],
+            counts,
             min: vec![0; cs.len()],
             constraints: cs,
             namespace: pod.namespace.clone(),
             na: na.clone(),
             tolerations: tolerations.to_vec(),
         };
-        for node in snapshot.nodes() {
-            if !has_all_keys(node, &s.constraints) {
-                continue;
-            }
-            for (i, c) in s.constraints.iter().enumerate() {
-                if !included(c, node, na, tolerations) {
-                    continue;
-                }
-                let v = node.label(&c.topology_key).unwrap_or_default();
-                let n = count_matching(&node.pods, &c.selector, &s.namespace);
-                *s.counts[i].entry(v.to_string()).or_insert(0) += n;
-            }
-        }
         s.recompute_min();
         Ok(Some(s))
     }
 
     fn recompute_min(&mut self) {
         for (i, c) in self.constraints.iter().enumerate() {
-            let m = self.counts[i]
-                .values()
-                .copied()
-                .min()
-                .unwrap_or(i64::from(i32::MAX));
+            let m = self.counts[i].min().unwrap_or(i64::from(i32::MAX));
             self.min[i] = if (self.counts[i].len() as i64) < c.min_domains {
                 0
             } else {
@@ -168,7 +239,7 @@ impl FilterState {
                 continue;
             }
             let v = node.label(&c.topology_key).unwrap_or_default();
-            *self.counts[i].entry(v.to_string()).or_insert(0) += delta;
+            *self.counts[i].delta.entry(v.to_string()).or_insert(0) += delta;
             changed = true;
         }
         if changed {
@@ -186,7 +257,7 @@ pub fn filter(state: &FilterState, pod: &PodInfo, node: &NodeInfo) -> FilterResu
             ));
         };
         let self_match = i64::from(c.selector.matches(pod.labels()));
-        let matching = state.counts[i].get(v).copied().unwrap_or(0);
+        let matching = state.counts[i].get(v);
         if matching + self_match - state.min[i] > c.max_skew {
             return Err(Status::unschedulable(
                 Plugin::PodTopologySpread,
@@ -195,6 +266,70 @@ pub fn filter(state: &FilterState, pod: &PodInfo, node: &NodeInfo) -> FilterResu
         }
     }
     Ok(())
+}
+
+/// The snapshot's counts as they are, when every node is a domain of every
+/// constraint: each node carries every key and no inclusion policy can
+/// exclude one (node affinity honored only without required node terms;
+/// taints honored never qualifies).
+fn shared_counts(
+    snapshot: &Snapshot,
+    cs: &[Constraint],
+    namespace: &str,
+    na: &node_affinity::State,
+) -> Option<Vec<DomainCounts>> {
+    let index = snapshot.domain_index();
+    cs.iter()
+        .map(|c| {
+            let every_node = index.nodes_with_key(&c.topology_key) == snapshot.len();
+            let all_included =
+                !c.honor_node_taints && (!c.honor_node_affinity || na.required.is_empty());
+            if !every_node || !all_included {
+                return None;
+            }
+            Some(DomainCounts {
+                counts: index
+                    .counts(&c.matcher(namespace), &c.topology_key)?
+                    .clone(),
+                domains: Some(index.domains(&c.topology_key)?.clone()),
+                delta: HashMap::new(),
+            })
+        })
+        .collect()
+}
+
+/// Matching pods on `node`: from the snapshot's per-node counts when it
+/// keeps them, else by looking at every pod there.
+fn matching_on(snapshot: &Snapshot, c: &Constraint, namespace: &str, node: &NodeInfo) -> i64 {
+    match snapshot.domain_index().node_counts(&c.matcher(namespace)) {
+        Some(per_node) => per_node.get(&node.name).copied().unwrap_or(0),
+        None => count_matching(&node.pods, &c.selector, namespace),
+    }
+}
+
+/// Counts summed over the included nodes that carry every key.
+fn walk_counts(
+    snapshot: &Snapshot,
+    cs: &[Constraint],
+    namespace: &str,
+    na: &node_affinity::State,
+    tolerations: &[Toleration],
+) -> Vec<DomainCounts> {
+    let mut counts = vec![HashMap::new(); cs.len()];
+    for node in snapshot.nodes() {
+        if !has_all_keys(node, cs) {
+            continue;
+        }
+        for (i, c) in cs.iter().enumerate() {
+            if !included(c, node, na, tolerations) {
+                continue;
+            }
+            let v = node.label(&c.topology_key).unwrap_or_default();
+            let n = matching_on(snapshot, c, namespace, node);
+            *counts[i].entry(v.to_string()).or_insert(0) += n;
+        }
+    }
+    counts.into_iter().map(DomainCounts::owned).collect()
 }
 
 /// Per-cycle state of the score.
@@ -266,7 +401,7 @@ impl ScoreState {
                     node.label(&c.topology_key).unwrap_or_default().to_string(),
                 );
                 if let Some(n) = pair_counts.get_mut(&pair) {
-                    *n += count_matching(&node.pods, &c.selector, &pod.namespace);
+                    *n += matching_on(snapshot, c, &pod.namespace, node);
                 }
             }
         }
