@@ -18,6 +18,9 @@ pub struct ReplicaConfig {
     pub snapshot_every: u64,
     /// Entries kept in the log behind the last snapshot, for slow followers.
     pub keep_after_snapshot: u64,
+    /// The most bytes of a snapshot one InstallSnapshot RPC carries (and so
+    /// the most either end holds of it in memory at once).
+    pub snapshot_chunk: u64,
     pub window: WindowConfig,
     /// How long a write or a linearizable read may wait before Unavailable.
     pub request_timeout: Duration,
@@ -36,6 +39,7 @@ impl ReplicaConfig {
             election_timeout: (Duration::from_millis(80), Duration::from_millis(120)),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
+            snapshot_chunk: 1 << 20,
             window: WindowConfig::default(),
             request_timeout: Duration::from_secs(5),
         }

@@ -1,12 +1,24 @@
-//! The on-disk layout, in one place. One RocksDB per replica:
+//! The on-disk layout, in one place. Per replica, under its data dir:
+//!
+//! `db/`, the main RocksDB (log and Raft state):
 //!
 //! | column family | key | value |
 //! |---|---|---|
 //! | `log` | log index, u64 big-endian | `codec::encode_checked(Entry)` |
 //! | `raft` | `vote`, `committed`, `purged` | `codec::encode(..)` |
 //! | `raft` | `cluster_id` | the cluster's UUID, 16 bytes (see `identity`) |
+//! | `objects`, `sm` | empty: where the state machine lived before `sm/` (moved out at first open, `snapshot::migrate`) | |
+//!
+//! `sm/gen-N/`, the state machine's RocksDB (one generation: a snapshot
+//! install swaps in a new one; `snapshot::state_dir` owns `sm/`):
+//!
+//! | column family | key | value |
+//! |---|---|---|
 //! | `objects` | `ResourceKey::encode()` | `created u64 BE | revision u64 BE | JSON` |
 //! | `sm` | `applied`, `membership` | `codec::encode(..)` |
+//!
+//! `sm/snap-N.snap`, the newest snapshot (`snapshot::archive`), and
+//! `sm/current`, the manifest naming both.
 
 use balsa_api::{Object, ResourceKey, Revision, StoreError};
 use bytes::Bytes;
@@ -15,7 +27,11 @@ pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
 pub const CF_OBJECTS: &str = "objects";
 pub const CF_SM: &str = "sm";
+/// The main database's families (`objects` and `sm` kept for data dirs
+/// written before the state machine had its own database).
 pub const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT, CF_OBJECTS, CF_SM];
+/// The state machine database's families.
+pub const SM_CFS: [&str; 2] = [CF_OBJECTS, CF_SM];
 
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_COMMITTED: &[u8] = b"committed";

@@ -33,6 +33,7 @@ pub mod network;
 pub mod peer_service;
 pub mod read_index;
 pub mod replica;
+pub mod snapshot;
 pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod types;

@@ -161,6 +161,7 @@ impl Replica {
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_after_snapshot,
             install_snapshot_timeout: 2_000,
+            snapshot_max_chunk_size: config.snapshot_chunk,
             ..Default::default()
         }
         .validate()?;
@@ -313,6 +314,7 @@ impl Replica {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        self.sm.close().await;
     }
 
     fn timeout(&self) -> Duration {

@@ -3,15 +3,16 @@
 //! under the window's write lock, then the events are pushed, so readers holding
 //! the read lock see storage and window at the same revision.
 //!
-//! Snapshots are built from a RocksDB snapshot (a consistent point-in-time view:
-//! objects and applied index come from one batch) and kept as the newest one,
-//! in memory and in `snapshot.bin`, for lagging and new members.
+//! The objects live in their own RocksDB (a generation, see
+//! `snapshot::state_dir`). Snapshots are checkpoints of it, archived to one
+//! file and streamed in chunks; installing one swaps in a new generation
+//! under the window's write lock and resets the window, so a watch from
+//! below the snapshot gets 410.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use balsa_api::store::apply::{self, ObjectSource};
 use balsa_api::store::list::{self, OrderedSource};
@@ -22,39 +23,39 @@ use balsa_api::{
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
-use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::db::{cf, synced};
+use crate::db::cf;
 use crate::layout::{decode_object, encode_object, CF_OBJECTS, CF_SM, KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::snapshot::migrate::Legacy;
+use crate::snapshot::{Current, SmDb, SnapshotFile, StateDir, StateDirError};
 use crate::types::{
     CommandReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
     COMMAND_VERSION,
 };
 
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The state machine's directory under the data dir.
+const SM_DIR: &str = "sm";
+/// Where the newest snapshot was kept before `sm/` (removed by `migrate`).
+const LEGACY_SNAPSHOT_FILE: &str = "snapshot.bin";
 
-/// The state every handle shares: the database, the window and the newest snapshot.
+/// The state every handle shares: the live generation, the window and the
+/// snapshot directory.
 pub struct SmShared {
-    db: Arc<DB>,
+    /// Replaced only by an install, under the window's write lock.
+    db: RwLock<Arc<SmDb>>,
     window: Arc<WatchWindow>,
-    snapshot: Mutex<Option<StoredSnapshot>>,
-    snapshot_path: PathBuf,
+    dir: StateDir,
+    /// Held by a build or install for its whole blocking run; `true` once
+    /// closed. Blocking work outlives the runtime that spawned it, so a
+    /// replica that stops waits here: a restart must not find the
+    /// directory still being written.
+    busy: Mutex<bool>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
-/// The body of a snapshot.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    objects: Vec<(Vec<u8>, Vec<u8>)>,
-}
+#[derive(Debug, thiserror::Error)]
+#[error("the state machine is closed (the replica is stopping)")]
+struct Closed;
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -73,26 +74,38 @@ fn store_err(e: rocksdb::Error) -> StoreError {
     StoreError::Internal(format!("reading objects: {e}"))
 }
 
+fn snapshot_read(meta: Option<&SnapshotMeta>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_snapshot(meta.map(|m| m.signature()), &e).into()
+}
+
+fn snapshot_write(
+    meta: Option<&SnapshotMeta>,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(|m| m.signature()), &e).into()
+}
+
 impl StateMachine {
+    /// Opens the state machine under `data_dir` (`main` is the replica's main
+    /// database, read only to move a state machine written before `sm/`).
     pub fn open(
-        db: Arc<DB>,
+        main: Arc<DB>,
         data_dir: PathBuf,
         window: WindowConfig,
     ) -> Result<Self, StorageError> {
-        let applied: Option<LogId> = read_sm(&db, KEY_APPLIED)?.flatten();
-        let snapshot_path = data_dir.join(SNAPSHOT_FILE);
-        let snapshot = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => Some(codec::decode_checked::<StoredSnapshot>(&bytes).map_err(sm_read)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(sm_read(e)),
+        let legacy = Legacy {
+            main: &main,
+            snapshot_file: data_dir.join(LEGACY_SNAPSHOT_FILE),
         };
+        let (dir, db) = StateDir::open(&data_dir.join(SM_DIR), legacy).map_err(sm_read)?;
+        let applied: Option<LogId> = read_sm(&db, KEY_APPLIED)?.flatten();
         let start = Revision(applied.map_or(0, |l| l.index));
         Ok(Self {
             shared: Arc::new(SmShared {
-                db,
+                db: RwLock::new(db),
                 window: WatchWindow::new(window, start),
-                snapshot: Mutex::new(snapshot),
-                snapshot_path,
+                dir,
+                busy: Mutex::new(false),
             }),
         })
     }
@@ -139,9 +152,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let db = &self.shared.db;
-        let applied = read_sm::<Option<LogId>>(db, KEY_APPLIED)?.flatten();
-        let membership = read_sm(db, KEY_MEMBERSHIP)?.unwrap_or_default();
+        let db = self.shared.db();
+        let applied = read_sm::<Option<LogId>>(&db, KEY_APPLIED)?.flatten();
+        let membership = read_sm(&db, KEY_MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
 
@@ -151,7 +164,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let db = &*self.shared.db;
+        let db = self.shared.db();
+        let db = &**db;
         let objects = cf(db, CF_OBJECTS);
         let mut writes = HashMap::new();
         let mut batch = WriteBatch::default();
@@ -225,64 +239,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let path = self.shared.dir.incoming_path();
+        let file = SnapshotFile::create(&path).map_err(|e| snapshot_write(None, e))?;
+        Ok(Box::new(file))
     }
 
+    /// Verifying, unpacking and opening the new generation take long: done
+    /// on the blocking pool (the state machine's worker waits; it has nothing
+    /// else to apply until the snapshot is in).
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let body: SnapshotBody = codec::decode(&data).map_err(sm_read)?;
-        let db = &*self.shared.db;
-        let objects = cf(db, CF_OBJECTS);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(objects, [0u8].as_slice(), [0xffu8; 8].as_slice());
-        for (k, v) in &body.objects {
-            batch.put_cf(objects, k, v);
-        }
-        batch.put_cf(
-            cf(db, CF_SM),
-            KEY_APPLIED,
-            codec::encode(&body.applied).map_err(sm_write)?,
-        );
-        batch.put_cf(
-            cf(db, CF_SM),
-            KEY_MEMBERSHIP,
-            codec::encode(&body.membership).map_err(sm_write)?,
-        );
-        {
-            let mut window = self.shared.window.write();
-            db.write_opt(batch, &synced()).map_err(sm_write)?;
-            window.reset(Revision(body.applied.map_or(0, |l| l.index)));
-        }
-        tracing::info!(snapshot = %meta.snapshot_id, objects = body.objects.len(), "installed snapshot");
-        self.shared.save_snapshot(StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
+        let received = snapshot
+            .into_received()
+            .await
+            .map_err(|e| snapshot_write(Some(meta), e))?;
+        let shared = self.shared.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || shared.install(&meta, &received))
+            .await
+            .map_err(sm_write)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self
-            .shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        self.shared.current_snapshot()
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    /// Reading every object, encoding and fsyncing take long enough to starve
-    /// a runtime worker (and so heartbeats) on a small machine: done on the
-    /// blocking pool.
+    /// The checkpoint flushes the memtable and the archive copies the files:
+    /// done on the blocking pool, never on a runtime worker.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.build_snapshot())
@@ -291,73 +280,117 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     }
 }
 
+fn open_snapshot(current: Current) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let file =
+        SnapshotFile::open(&current.path).map_err(|e| snapshot_read(Some(&current.meta), e))?;
+    Ok(Snapshot {
+        meta: current.meta,
+        snapshot: Box::new(file),
+    })
+}
+
 impl SmShared {
-    fn build_snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let db = &*self.db;
-        let view = db.snapshot();
-        let read = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
-            view.get_cf(cf(db, CF_SM), key).map_err(sm_read)
-        };
-        let applied: Option<LogId> = match read(KEY_APPLIED)? {
-            Some(b) => codec::decode(&b).map_err(sm_read)?,
-            None => None,
-        };
-        let membership: StoredMembership = match read(KEY_MEMBERSHIP)? {
-            Some(b) => codec::decode(&b).map_err(sm_read)?,
-            None => StoredMembership::default(),
-        };
-        let mut objects = Vec::new();
-        for item in view.iterator_cf(cf(db, CF_OBJECTS), IteratorMode::Start) {
-            let (k, v) = item.map_err(sm_read)?;
-            objects.push((k.to_vec(), v.to_vec()));
-        }
-        drop(view);
-        let count = objects.len();
-        let body = SnapshotBody {
-            applied,
-            membership: membership.clone(),
-            objects,
-        };
-        let data = codec::encode(&body).map_err(sm_write)?;
-        drop(body);
-        let snapshot_id = match applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
-            None => format!("empty-{}", rand::random::<u32>()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        tracing::info!(snapshot = %meta.snapshot_id, objects = count, bytes = data.len(), "built snapshot");
-        self.save_snapshot(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+    /// The live generation.
+    fn db(&self) -> Arc<SmDb> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn save_snapshot(&self, snap: StoredSnapshot) -> Result<(), StorageError> {
-        let bytes = codec::encode_checked(&snap).map_err(sm_write)?;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.snapshot_path)
-        };
-        write().map_err(|e| {
-            StorageError::from(StorageIOError::write_snapshot(
-                Some(snap.meta.signature()),
-                &e,
-            ))
-        })?;
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snap);
+    /// Waits for a build or install in progress and refuses later ones.
+    pub async fn close(self: &Arc<Self>) {
+        let shared = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            *shared.busy.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        })
+        .await;
+    }
+
+    /// Runs blocking snapshot work unless closed, holding `busy`.
+    fn exclusive<T>(
+        &self,
+        work: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let closed = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(snapshot_write(None, Closed));
+        }
+        let out = work();
+        drop(closed);
+        out
+    }
+
+    fn build_snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.exclusive(|| self.build_snapshot_now())
+    }
+
+    fn build_snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.db();
+        let started = std::time::Instant::now();
+        let built = self.dir.build(&db).map_err(|e| snapshot_write(None, e))?;
+        drop(db);
+        // Opened before publishing: a newer snapshot published meanwhile
+        // removes this file, and the open handle still reads it.
+        let snapshot = open_snapshot(built.clone())?;
+        let published = self
+            .dir
+            .publish(&built)
+            .map_err(|e| snapshot_write(Some(&built.meta), e))?;
+        let bytes = std::fs::metadata(&built.path).map_or(0, |m| m.len());
+        tracing::info!(
+            snapshot = %built.meta.snapshot_id,
+            bytes,
+            published,
+            ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
+        Ok(snapshot)
+    }
+
+    fn install(&self, meta: &SnapshotMeta, received: &std::path::Path) -> Result<(), StorageError> {
+        self.exclusive(|| self.install_now(meta, received))
+    }
+
+    fn install_now(
+        &self,
+        meta: &SnapshotMeta,
+        received: &std::path::Path,
+    ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let db = self
+            .dir
+            .install(meta, received)
+            .map_err(|e: StateDirError| snapshot_write(Some(meta), e))?;
+        let applied = Revision(meta.last_log_id.map_or(0, |l| l.index));
+        {
+            let mut window = self.window.write();
+            let old = std::mem::replace(
+                &mut *self.db.write().unwrap_or_else(|e| e.into_inner()),
+                Arc::new(db),
+            );
+            old.retire();
+            window.reset(applied);
+        }
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            ms = started.elapsed().as_millis() as u64,
+            "installed snapshot"
+        );
         Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // A snapshot published between reading `current` and opening it
+        // removed the file: the newer one is then current.
+        for _ in 0..3 {
+            let Some(current) = self.dir.current() else {
+                return Ok(None);
+            };
+            match open_snapshot(current.clone()) {
+                Ok(s) => return Ok(Some(s)),
+                Err(_) if !current.path.exists() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.dir.current().map(open_snapshot).transpose()
     }
 
     pub fn window(&self) -> Arc<WatchWindow> {
@@ -368,24 +401,24 @@ impl SmShared {
     pub fn get(&self, key: &ResourceKey) -> Result<Option<Object>, StoreError> {
         key.validate()?;
         let encoded = key.encode();
-        match self
-            .db
-            .get_pinned_cf(cf(&self.db, CF_OBJECTS), &encoded)
-            .map_err(store_err)?
-        {
-            Some(v) => decode_object(&encoded, &v).map(Some),
-            None => Ok(None),
-        }
+        let db = self.db();
+        let value = db
+            .get_pinned_cf(cf(&db, CF_OBJECTS), &encoded)
+            .map_err(store_err)?;
+        value.map(|v| decode_object(&encoded, &v)).transpose()
     }
 
     pub fn list(&self, prefix: &KeyPrefix, opts: &ListOptions) -> Result<ListResult, StoreError> {
-        let (plan, view) = {
-            let window = self.window.read();
-            (list::plan(&window, prefix, opts)?, self.db.snapshot())
-        };
+        // The view is taken under the window's lock (apply writes and an
+        // install swaps generations under it), so both are at one revision.
+        let window = self.window.read();
+        let plan = list::plan(&window, prefix, opts)?;
+        let db = self.db();
+        let view = db.snapshot();
+        drop(window);
         list::run(
             &View {
-                db: &self.db,
+                db: &db,
                 view: &view,
             },
             plan,

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::io::Cursor;
 
 use balsa_api::{Object, Op, StoreError};
 use serde::{Deserialize, Serialize};
@@ -40,7 +39,8 @@ openraft::declare_raft_types!(
         R = CommandReply,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file read and written in chunks (`snapshot::file`).
+        SnapshotData = crate::snapshot::SnapshotFile,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
