@@ -20,9 +20,12 @@ pub const LIVE_TTL: Duration = Duration::from_secs(30);
 /// The bound on namespaces remembered (upstream's LRU holds 10,000).
 const MAX_NAMESPACES: usize = 10_000;
 
+/// What a lookup found, and when.
+type Found = (Instant, Arc<Vec<Value>>);
+
 pub struct LiveLookups {
     ttl: Duration,
-    found: Mutex<HashMap<String, (Instant, Arc<Vec<Value>>)>>,
+    found: Mutex<HashMap<String, Found>>,
 }
 
 impl LiveLookups {
