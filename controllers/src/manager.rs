@@ -321,9 +321,9 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
     tasks.spawn(nl_controller.run(node_lifecycle::reconcile, nl_ctx, leadership.clone()));
 
     let te_ctx = Arc::new(taint_eviction::Ctx::new(client.clone(), nodes.store()));
-    let pod_store = pods.store();
-    let te_controller = Controller::new("taint-eviction", &pods)
-        .watches(&nodes, move |n| taint_eviction::pods_on(&pod_store, n));
+    let node_changes = taint_eviction::NodeChanges::new(pods.store());
+    let te_controller =
+        Controller::new("taint-eviction", &pods).watches(&nodes, move |n| node_changes.map(n));
     tasks.spawn(te_controller.run(taint_eviction::reconcile, te_ctx, leadership.clone()));
 
     tasks.spawn(garbage_collector::run(graphs, wake, leadership));

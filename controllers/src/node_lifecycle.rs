@@ -382,11 +382,16 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let old = taints_of(&node);
     let mut new = set_taint(&old, NO_SCHEDULE, key, now);
     let mut next = ctx.opts.monitor_period;
-    // Zones as they are with this node's new conditions.
-    let mut all = ctx.nodes.state();
-    all.retain(|n| n.metadata.name.as_deref() != Some(name.as_str()));
-    all.push(Arc::new(node.clone()));
-    let states = zone_states(&all, ctx.opts.unhealthy_zone_threshold);
+    // Zones as they are with this node's new conditions: only a node that is
+    // not Ready needs them (O(nodes) each time, and every healthy node is
+    // looked at every monitor period and at each Lease renewal).
+    let states = key.map(|_| {
+        let mut all = ctx.nodes.state();
+        all.retain(|n| n.metadata.name.as_deref() != Some(name.as_str()));
+        all.push(Arc::new(node.clone()));
+        zone_states(&all, ctx.opts.unhealthy_zone_threshold)
+    });
+    let states = states.unwrap_or_default();
     let all_down = !states.is_empty()
         && states
             .values()

@@ -75,13 +75,61 @@ pub fn verdict(
     }
 }
 
-/// The pods bound to `node` in `pods`, for the node's changes.
+/// The pods bound to `node` in `pods`.
 pub fn pods_on(pods: &Store<Pod>, node: &Node) -> Vec<ObjectKey> {
     let name = node.metadata.name.as_deref();
     pods.filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == name)
         .iter()
         .map(|p| ObjectKey::of(&**p))
         .collect()
+}
+
+/// Maps node changes to the pods to look at again: those on the node when
+/// its NoExecute taints changed (upstream's taint manager compares the old
+/// and new taints in handleNodeUpdate and does nothing when they are
+/// equal); none for any other change, so the status and heartbeat writes of
+/// many nodes do not scan every pod. A pod that arrives on a node is
+/// reconciled by its own event.
+pub struct NodeChanges {
+    pods: Store<Pod>,
+    seen: Mutex<HashMap<String, Vec<Taint>>>,
+}
+
+impl NodeChanges {
+    pub fn new(pods: Store<Pod>) -> Self {
+        Self {
+            pods,
+            seen: Mutex::default(),
+        }
+    }
+
+    pub fn map(&self, node: &Node) -> Vec<ObjectKey> {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let now = no_execute_taints(node);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            // Never seen: untainted is what its pods were judged by.
+            let before = seen.get(&name).map(Vec::as_slice).unwrap_or_default();
+            if before == now.as_slice() {
+                return vec![];
+            }
+            seen.insert(name, now);
+        }
+        pods_on(&self.pods, node)
+    }
+}
+
+fn no_execute_taints(node: &Node) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t.effect == NO_EXECUTE)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -207,5 +255,60 @@ mod tests {
         );
         // No NoExecute taints: stays.
         assert_eq!(verdict(&[], &[], t(0)), Verdict::Stay);
+    }
+
+    fn node(name: &str, taints: &[&str]) -> Node {
+        Node {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+                taints: Some(taints.iter().map(|k| taint(k)).collect()),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn only_a_change_of_no_execute_taints_looks_at_the_nodes_pods_again() {
+        let (pods, mut writer) = balsa_api::client::reflector::store::<Pod>();
+        writer.apply(&balsa_api::client::Event::Apply(Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: Some("n1".into()),
+                ..Default::default()
+            }),
+            status: None,
+        }));
+        let changes = NodeChanges::new(pods.clone());
+        let p = vec![ObjectKey::new(Some("default"), "p")];
+        // Untainted, and untainted again (a heartbeat): nothing to do.
+        assert!(changes.map(&node("n1", &[])).is_empty());
+        assert!(changes.map(&node("n1", &[])).is_empty());
+        assert_eq!(changes.map(&node("n1", &[UNREACHABLE])), p);
+        assert!(changes.map(&node("n1", &[UNREACHABLE])).is_empty());
+        // A NoSchedule taint is not this controller's business.
+        let mut no_schedule = node("n1", &[UNREACHABLE]);
+        if let Some(ts) = no_schedule.spec.as_mut().and_then(|s| s.taints.as_mut()) {
+            ts.push(Taint {
+                key: NOT_READY.into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            });
+        }
+        assert!(changes.map(&no_schedule).is_empty());
+        assert_eq!(changes.map(&node("n1", &[])), p);
+        // First seen tainted (a master that just started): its pods are judged.
+        let fresh = NodeChanges::new(pods);
+        assert_eq!(fresh.map(&node("n1", &[NOT_READY])), p);
+        // A node without pods maps to none.
+        assert!(fresh.map(&node("n2", &[NOT_READY])).is_empty());
     }
 }

@@ -232,6 +232,16 @@ impl<K: Resource> Api<K> {
     }
 
     pub async fn get(&self, name: &str) -> Result<K, ApiError> {
+        self.get_from(name, false).await
+    }
+
+    /// The object as the replica answering has applied it, without a
+    /// read-index round trip (`resourceVersion=0`): possibly a little stale.
+    pub async fn get_local(&self, name: &str) -> Result<K, ApiError> {
+        self.get_from(name, true).await
+    }
+
+    async fn get_from(&self, name: &str, local: bool) -> Result<K, ApiError> {
         let r = object_ref(&self.key(name)?);
         let reply = self
             .call(true, |c| {
@@ -239,7 +249,7 @@ impl<K: Resource> Api<K> {
                 async move {
                     c.send_get(GetRequest {
                         r#ref: Some(r),
-                        local: false,
+                        local,
                     })
                     .await
                 }

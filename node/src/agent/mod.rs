@@ -7,7 +7,8 @@
 //!                                                      ├─► StatusWriter ──┴─► pods/status
 //!                                                      ├─► finish graceful deletes (grace 0)
 //!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
-//!  registration (every heartbeat) ─────────────────────┴─► Node + nodes/status, Lease
+//!  registration (every heartbeat) ─────────────────────┴─► Lease; Node + nodes/status
+//!                                                           when changed or every 5 min
 //!  masters ══ NodeLogs.PodLog ══► log_service ◄── directory (pods, published by the loop)
 //!  eviction monitor ──Running / Fail (bounded)──► loop;  ──Pressure (watch)──► registration
 //! ```
@@ -25,6 +26,7 @@ pub mod eviction;
 pub mod log_service;
 mod objects;
 mod registration;
+mod status_report;
 mod statuses;
 pub mod stream;
 
@@ -61,8 +63,12 @@ pub struct AgentConfig {
     /// The node's InternalIP.
     pub host_ip: String,
     pub runtime: Arc<dyn Runtime>,
-    /// Node status and Lease renewal period (kubelet: 10 s).
+    /// Lease renewal and node status period (kubelet's
+    /// `nodeStatusUpdateFrequency`: 10 s).
     pub heartbeat: Duration,
+    /// How often an unchanged Node status is written anyway (kubelet's
+    /// `nodeStatusReportFrequency`: 5 min).
+    pub status_report: Duration,
     /// Worker settings; `node_name`, `host_ip` and the node's allocatable
     /// are filled in from the above and the machine.
     pub worker: WorkerConfig,
@@ -86,6 +92,7 @@ impl AgentConfig {
             host_ip: "127.0.0.1".into(),
             runtime,
             heartbeat: Duration::from_secs(10),
+            status_report: status_report::REPORT_EVERY,
             worker: WorkerConfig::default(),
             thresholds: Thresholds::default(),
             eviction: eviction::EvictionConfig::default(),
@@ -232,6 +239,7 @@ impl Agent {
                 root: config.root.clone(),
                 thresholds: config.thresholds.clone(),
                 every: config.heartbeat,
+                report_every: config.status_report,
                 log_port,
                 pressure: pressure_rx,
             }

@@ -1,8 +1,10 @@
 //! The node as the API sees it: the Node object (labels, capacity and
-//! allocatable, addresses, nodeInfo, conditions) created at start and its
-//! status written every heartbeat through the status subresource, and the
-//! node's `coordination.k8s.io/v1` Lease in `kube-node-lease` renewed on the
-//! same beat (created when missing), as kubelet does both every 10 s.
+//! allocatable, addresses, nodeInfo, conditions) created at start, and the
+//! node's `coordination.k8s.io/v1` Lease in `kube-node-lease` renewed every
+//! heartbeat (created when missing), as kubelet does every 10 s. The status
+//! is computed on the same beat but written through the status subresource
+//! only when it differs from the API's copy or the report period (5 min)
+//! has passed, as kubelet does (`status_report`).
 //!
 //! A beat that fails is logged and the next one tries again; a Node deleted
 //! behind the agent's back is created again. The memory and disk pressure
@@ -20,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::status_report::Cadence;
 use super::statuses::FIELD_MANAGER;
 use crate::eviction::Pressure;
 use crate::machine::{self, MachineInfo, NodePressure, Signals, Thresholds};
@@ -38,6 +41,9 @@ pub struct Registration {
     pub root: PathBuf,
     pub thresholds: Thresholds,
     pub every: Duration,
+    /// How often an unchanged status is written anyway (kubelet's
+    /// `nodeStatusReportFrequency`).
+    pub report_every: Duration,
     /// The log endpoint's port, published as the kubelet endpoint.
     pub log_port: Option<u16>,
     /// The eviction monitor's pressure conditions.
@@ -49,9 +55,9 @@ impl Registration {
         let mut pressure = self.pressure.clone();
         let mut monitor = true;
         let mut beat = Beat {
+            cadence: Cadence::new(self.report_every),
             r: self,
             uid: None,
-            previous: None,
         };
         let mut tick = tokio::time::interval(beat.r.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -81,7 +87,7 @@ struct Beat {
     r: Registration,
     /// The Node's uid once it is known to exist.
     uid: Option<String>,
-    previous: Option<NodeStatus>,
+    cadence: Cadence,
 }
 
 fn pp() -> PatchParams {
@@ -92,7 +98,9 @@ fn pp() -> PatchParams {
 }
 
 impl Beat {
-    fn status(&self) -> NodeStatus {
+    /// The status to report; `previous` (the API's) keeps conditions'
+    /// `lastTransitionTime` while their status holds.
+    fn status(&self, previous: Option<&NodeStatus>) -> NodeStatus {
         let r = &self.r;
         let pid = match Signals::read(&r.root) {
             Ok(signals) => NodePressure::pid_pressure(&signals, &r.thresholds),
@@ -113,7 +121,7 @@ impl Beat {
             &r.thresholds,
             &r.host_ip,
             KUBELET_VERSION,
-            self.previous.as_ref(),
+            previous,
             crate::clock::now(),
         );
         // Where masters reach this node's log endpoint (with the InternalIP).
@@ -128,42 +136,37 @@ impl Beat {
     async fn node(&mut self) -> Result<(), ApiError> {
         let r = &self.r;
         let nodes: Api<Node> = Api::all(r.client.clone());
-        let status = self.status();
-        let labels = machine::node_labels(&r.node, &r.info);
-        if self.uid.is_none() {
-            let node = match nodes.get_opt(&r.node).await? {
-                None => {
-                    let node = Node {
-                        metadata: ObjectMeta {
-                            name: Some(r.node.clone()),
-                            labels: Some(labels),
-                            ..Default::default()
-                        },
-                        spec: Some(NodeSpec::default()),
-                        status: Some(status.clone()),
-                    };
-                    let pp = PostParams {
-                        field_manager: FIELD_MANAGER.into(),
-                        ..Default::default()
-                    };
-                    match nodes.create(&node, &pp).await {
-                        Ok(n) => n,
-                        Err(e) if e.reason == Reason::AlreadyExists => nodes.get(&r.node).await?,
-                        Err(e) => return Err(e),
-                    }
+        // The Node as the API holds it: this replica's copy will do, as
+        // kubelet reads it from the apiserver's cache.
+        let current = match &self.uid {
+            Some(_) => match nodes.get_local(&r.node).await {
+                Ok(n) => Some(n),
+                Err(e) if e.reason == Reason::NotFound => {
+                    self.uid = None;
+                    None
                 }
-                Some(_) => {
-                    let patch = Patch::Merge(json!({ "metadata": { "labels": labels } }));
-                    nodes.patch(&r.node, &pp(), &patch).await?
-                }
-            };
-            tracing::info!(node.name = %r.node, "node registered");
-            self.uid = node.metadata.uid;
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let current = match current {
+            Some(n) => n,
+            None => {
+                let n = self.register().await?;
+                self.uid = n.metadata.uid.clone();
+                n
+            }
+        };
+        let before = current.status.as_ref();
+        let status = self.status(before);
+        let at = std::time::Instant::now();
+        if !self.cadence.due(before, &status, at) {
+            return Ok(());
         }
         let patch = Patch::Merge(json!({ "status": status }));
-        match nodes.patch_status(&r.node, &pp(), &patch).await {
+        match nodes.patch_status(&self.r.node, &pp(), &patch).await {
             Ok(_) => {
-                self.previous = Some(status);
+                self.cadence.reported(at);
                 Ok(())
             }
             Err(e) => {
@@ -173,6 +176,42 @@ impl Beat {
                 Err(e)
             }
         }
+    }
+
+    /// Creates the Node (with its status), or takes over the one there,
+    /// setting the labels this agent owns.
+    async fn register(&self) -> Result<Node, ApiError> {
+        let r = &self.r;
+        let nodes: Api<Node> = Api::all(r.client.clone());
+        let labels = machine::node_labels(&r.node, &r.info);
+        let node = match nodes.get_opt(&r.node).await? {
+            None => {
+                let node = Node {
+                    metadata: ObjectMeta {
+                        name: Some(r.node.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    spec: Some(NodeSpec::default()),
+                    status: Some(self.status(None)),
+                };
+                let pp = PostParams {
+                    field_manager: FIELD_MANAGER.into(),
+                    ..Default::default()
+                };
+                match nodes.create(&node, &pp).await {
+                    Ok(n) => n,
+                    Err(e) if e.reason == Reason::AlreadyExists => nodes.get(&r.node).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {
+                let patch = Patch::Merge(json!({ "metadata": { "labels": labels } }));
+                nodes.patch(&r.node, &pp(), &patch).await?
+            }
+        };
+        tracing::info!(node.name = %r.node, "node registered");
+        Ok(node)
     }
 
     async fn lease(&self) -> Result<(), ApiError> {
