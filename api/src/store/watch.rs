@@ -114,27 +114,14 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use futures::StreamExt;
 
     use super::*;
     use crate::store::window::WindowConfig;
-    use crate::store::{Event, EventType, Object, ResourceKey, Revision};
+    use crate::store::{Event, Revision};
 
     fn ev(rev: u64, resource: &str, name: &str) -> Event {
-        let key = ResourceKey::new("", resource, Some("ns"), name);
-        Event {
-            revision: Revision(rev),
-            kind: EventType::Added,
-            object: Arc::new(Object {
-                key,
-                data: Default::default(),
-                revision: Revision(rev),
-                created: Revision(rev),
-            }),
-            prev: None,
-        }
+        crate::store::window::added_event(rev, resource, name)
     }
 
     async fn next(w: &mut WatchStream) -> WatchEvent {

@@ -305,24 +305,29 @@ impl Inner {
     }
 }
 
+/// An ADDED event of `resource` `ns/name` at `rev`, for tests.
+#[cfg(test)]
+pub(crate) fn added_event(rev: u64, resource: &str, name: &str) -> Event {
+    Event {
+        revision: Revision(rev),
+        kind: crate::store::EventType::Added,
+        object: Arc::new(Object {
+            key: crate::store::ResourceKey::new("", resource, Some("ns"), name),
+            data: Default::default(),
+            revision: Revision(rev),
+            created: Revision(rev),
+        }),
+        prev: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{EventType, ResourceKey};
+    use crate::store::ResourceKey;
 
     fn ev(rev: u64, name: &str) -> Event {
-        let key = ResourceKey::new("", "pods", Some("ns"), name);
-        Event {
-            revision: Revision(rev),
-            kind: EventType::Added,
-            object: Arc::new(Object {
-                key,
-                data: Default::default(),
-                revision: Revision(rev),
-                created: Revision(rev),
-            }),
-            prev: None,
-        }
+        added_event(rev, "pods", name)
     }
 
     #[test]
