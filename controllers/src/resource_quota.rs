@@ -17,6 +17,7 @@ use balsa_api::grpc::client::Client as Raw;
 use balsa_api::registry::kinds::KINDS;
 use balsa_api::registry::quantity::Quantity;
 use balsa_api::registry::quota::{self, Usage};
+use balsa_api::registry::quota_scope;
 use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 
@@ -58,8 +59,14 @@ async fn raw(client: &Client) -> Result<Raw, Error> {
     )))
 }
 
-/// What every object in `ns` of the kinds `hard` cares about uses.
-async fn used_in(raw: &Raw, ns: &str, hard: &Usage) -> Result<Usage, Error> {
+/// What the objects in `ns` that `quota` counts (of the kinds `hard` cares
+/// about, within its scopes) use.
+async fn used_in(
+    raw: &Raw,
+    ns: &str,
+    quota: &serde_json::Value,
+    hard: &Usage,
+) -> Result<Usage, Error> {
     let names: BTreeSet<String> = hard.keys().cloned().collect();
     let mut used: Usage = hard
         .keys()
@@ -67,7 +74,7 @@ async fn used_in(raw: &Raw, ns: &str, hard: &Usage) -> Result<Usage, Error> {
         .collect();
     for kind in KINDS
         .iter()
-        .filter(|k| k.namespaced && quota::tracks(&names, k))
+        .filter(|k| k.namespaced && quota::tracks(&names, k) && quota_scope::counts_kind(quota, k))
     {
         let mut token = None;
         loop {
@@ -77,6 +84,9 @@ async fn used_in(raw: &Raw, ns: &str, hard: &Usage) -> Result<Usage, Error> {
                 .map_err(|e| Error::Invalid(format!("listing {} in {ns}: {e}", kind.plural)))?;
             for item in &page.items {
                 let v: serde_json::Value = serde_json::from_slice(item).unwrap_or_default();
+                if !quota_scope::matches(quota, kind, &v) {
+                    continue;
+                }
                 for (k, q) in quota::usage(kind, &v) {
                     if let Some(u) = used.get_mut(&k) {
                         *u = u.plus(q);
@@ -102,13 +112,9 @@ pub async fn reconcile(rq: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
     let key = ObjectKey::of(&*rq);
     let ns = rq.metadata.namespace.clone().unwrap_or_default();
     let v = serde_json::to_value(&*rq).map_err(|e| Error::Invalid(e.to_string()))?;
-    if quota::is_scoped(&v) {
-        // Scoped quotas are neither computed nor enforced yet.
-        return Ok(Action::await_change());
-    }
     let hard = quota::hard_of(&v);
     let raw = raw(&ctx.client).await?;
-    let used = used_in(&raw, &ns, &hard).await?;
+    let used = used_in(&raw, &ns, &v, &hard).await?;
     let status = ResourceQuotaStatus {
         hard: Some(to_k8s(&hard)),
         used: Some(to_k8s(&used)),

@@ -15,11 +15,13 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EndpointAddress, Endpoints, LimitRange, LimitRangeItem,
     LimitRangeSpec, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec,
-    PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Taint, Toleration,
+    PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, ScopeSelector,
+    ScopedResourceSelectorRequirement, Service, ServiceAccount, ServicePort, ServiceSpec, Taint,
+    Toleration,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -854,6 +856,171 @@ async fn quota_refuses_over_limit_and_counts_usage() {
     })
     .await;
     cms.create(&cm("two"), &pp).await.expect("fits again");
+}
+
+/// Scoped quotas (upstream's pod evaluator): a quota with scopes counts and
+/// limits only the pods in its scopes, and no other kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scoped_quotas_count_only_their_pods() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "scoped").await;
+    let pp = PostParams::default();
+    let pods = Api::<Pod>::namespaced(client.clone(), "scoped");
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), "scoped");
+    Api::<PriorityClass>::all(client.clone())
+        .create(
+            &PriorityClass {
+                metadata: meta("high"),
+                value: 1000,
+                ..Default::default()
+            },
+            &pp,
+        )
+        .await
+        .expect("priority class");
+    let scoped =
+        |name: &str, hard_: &[(&str, &str)], scopes: &[&str], sel: Option<ScopeSelector>| {
+            ResourceQuota {
+                metadata: meta(name),
+                spec: Some(ResourceQuotaSpec {
+                    hard: hard(hard_),
+                    scopes: (!scopes.is_empty())
+                        .then(|| scopes.iter().map(|s| s.to_string()).collect()),
+                    scope_selector: sel,
+                }),
+                ..Default::default()
+            }
+        };
+    // A scope that cannot count a resource is refused, as kube-apiserver does.
+    let err = quotas
+        .create(
+            &scoped("bad", &[("requests.cpu", "1")], &["BestEffort"], None),
+            &pp,
+        )
+        .await
+        .expect_err("BestEffort pods have no cpu requests");
+    assert_eq!(err.code(), 422, "{err:?}");
+    assert!(
+        err.message.contains(
+            "spec.scopes: Invalid value: [\"BestEffort\"]: unsupported scope applied to resource"
+        ),
+        "{}",
+        err.message
+    );
+    quotas
+        .create(
+            &scoped("best-effort", &[("pods", "1")], &["BestEffort"], None),
+            &pp,
+        )
+        .await
+        .expect("best-effort quota");
+    let high = ScopeSelector {
+        match_expressions: Some(vec![ScopedResourceSelectorRequirement {
+            scope_name: "PriorityClass".into(),
+            operator: "In".into(),
+            values: Some(vec!["high".into()]),
+        }]),
+    };
+    quotas
+        .create(
+            &scoped(
+                "high",
+                &[("pods", "1"), ("requests.cpu", "1")],
+                &[],
+                Some(high),
+            ),
+            &pp,
+        )
+        .await
+        .expect("priority quota");
+    for q in ["best-effort", "high"] {
+        eventually("scoped quota status", || async {
+            quotas.get(q).await.ok()?.status?.hard.map(|_| ())
+        })
+        .await;
+    }
+
+    pods.create(&sized_pod("be-1", None), &pp)
+        .await
+        .expect("first best-effort pod");
+    let err = pods
+        .create(&sized_pod("be-2", None), &pp)
+        .await
+        .expect_err("second best-effort pod");
+    assert_eq!(err.code(), 403);
+    assert_eq!(
+        err.message,
+        "pods \"be-2\" is forbidden: exceeded quota: best-effort, requested: pods=1, used: pods=1, limited: pods=1"
+    );
+    // Burstable pods are outside both quotas: neither counts nor limits them
+    // (the priority quota's requests.cpu does not ask them for requests).
+    for i in 0..3 {
+        pods.create(&sized_pod(&format!("burst-{i}"), Some("100m")), &pp)
+            .await
+            .expect("burstable pods are not in the BestEffort scope");
+    }
+    let prioritized = |name: &str, cpu: Option<&str>| {
+        let mut p = sized_pod(name, cpu);
+        p.spec.as_mut().expect("spec").priority_class_name = Some("high".into());
+        p
+    };
+    // (Burstable by its memory request, so outside the BestEffort quota.)
+    let mut bare = prioritized("hi-bare", None);
+    bare.spec.as_mut().expect("spec").containers[0].resources = Some(ResourceRequirements {
+        requests: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+        ..Default::default()
+    });
+    let err = pods
+        .create(&bare, &pp)
+        .await
+        .expect_err("a pod in the priority scope must declare requests.cpu");
+    assert_eq!(
+        err.message,
+        "pods \"hi-bare\" is forbidden: failed quota: high: must specify requests.cpu"
+    );
+    pods.create(&prioritized("hi-1", Some("500m")), &pp)
+        .await
+        .expect("first high pod");
+    let err = pods
+        .create(&prioritized("hi-2", Some("100m")), &pp)
+        .await
+        .expect_err("second high pod");
+    assert!(
+        err.message
+            .contains("exceeded quota: high, requested: pods=1"),
+        "{}",
+        err.message
+    );
+    // The controller's recount agrees with admission.
+    let used = |q: &'static str| {
+        let quotas = quotas.clone();
+        async move {
+            let u = quotas.get(q).await.ok()?.status?.used?;
+            Some(
+                u.into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        }
+    };
+    eventually("scoped usage", || async {
+        let be = used("best-effort").await?;
+        let hi = used("high").await?;
+        (be.get("pods")? == "1" && hi.get("pods")? == "1" && hi.get("requests.cpu")? == "500m")
+            .then_some(())
+    })
+    .await;
+    pods.delete("be-1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("best-effort usage released", || async {
+        (used("best-effort").await?.get("pods")? == "0").then_some(())
+    })
+    .await;
+    pods.create(&sized_pod("be-2", None), &pp)
+        .await
+        .expect("fits again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, Reason};
 use super::kinds::{self, Kind};
-use super::{decode_object, encode, limit_range, prepare, quota, Registry};
+use super::{decode_object, encode, limit_range, prepare, quota, quota_scope, Registry};
 use crate::store::{ListOptions, Op, ReadMode};
 
 fn forbidden(kind: &Kind, name: &str, why: &str) -> ApiError {
@@ -109,7 +109,7 @@ impl Registry {
         let delta = quota::usage(kind, v);
         let mut ops = Vec::new();
         for (obj, q) in quotas {
-            if quota::is_scoped(&q) {
+            if !quota_scope::matches(&q, kind, v) {
                 continue;
             }
             let hard = quota::hard_of(&q);

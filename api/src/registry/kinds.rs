@@ -224,7 +224,8 @@ pub static KINDS: &[Kind] = &[
         "resourcequotas",
         true,
         short = &["quota"],
-        status = true
+        status = true,
+        rules = rules::RESOURCE_QUOTA
     ),
     kind!(
         core::LimitRange,

@@ -24,6 +24,7 @@ pub mod prepare;
 pub mod print;
 pub mod quantity;
 pub mod quota;
+pub mod quota_scope;
 pub mod rules;
 pub mod schema;
 pub mod selector;

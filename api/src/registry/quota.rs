@@ -160,14 +160,6 @@ pub fn tracks(hard: &BTreeSet<String>, kind: &Kind) -> bool {
             && hard.contains("requests.storage"))
 }
 
-/// Scoped quotas (scopes, scopeSelector) are not evaluated here.
-pub fn is_scoped(quota: &Value) -> bool {
-    quota["spec"]["scopes"]
-        .as_array()
-        .is_some_and(|s| !s.is_empty())
-        || quota["spec"]["scopeSelector"].is_object()
-}
-
 pub fn hard_of(quota: &Value) -> Usage {
     resources(&quota["spec"]["hard"])
 }

@@ -86,6 +86,11 @@ pub const JOB: Rules = Rules {
     defaults: job_defaults,
     validate: job_validate,
 };
+pub const RESOURCE_QUOTA: Rules = Rules {
+    name: names::dns1123_subdomain,
+    defaults: no_defaults,
+    validate: super::quota_scope::validate,
+};
 pub const CRON_JOB: Rules = Rules {
     name: cron_job_name,
     defaults: cron_job_defaults,
@@ -247,7 +252,7 @@ fn default_toleration_seconds(spec: &mut Map<String, Value>) {
 
 /// Guaranteed when every container sets equal cpu and memory requests and
 /// limits, BestEffort when none sets any, Burstable otherwise.
-fn qos_class(spec: &Value) -> &'static str {
+pub(super) fn qos_class(spec: &Value) -> &'static str {
     let containers: Vec<&Value> = ["initContainers", "containers"]
         .iter()
         .filter_map(|l| spec[*l].as_array())
