@@ -15,6 +15,7 @@ mod admission;
 pub mod columns;
 pub mod error;
 pub mod fields;
+pub mod immutable;
 pub mod kinds;
 pub mod limit_range;
 mod live_lookup;

@@ -192,10 +192,15 @@ fn check_metadata(kind: &Kind, v: &Value, out: &mut Vec<Cause>) {
     }
 }
 
-fn validate(kind: &Kind, v: &Value) -> Result<(), ApiError> {
+/// The kind's rules for `v`, and for an update what it may not change from
+/// `old`.
+fn validate(kind: &Kind, old: Option<&Value>, v: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     check_metadata(kind, v, &mut causes);
     (kind.rules.validate)(v, &mut causes);
+    if let Some(old) = old {
+        (kind.rules.update)(old, v, &mut causes);
+    }
     if causes.is_empty() {
         return Ok(());
     }
@@ -280,7 +285,7 @@ pub fn for_create(
     if is_daemon_set(kind) {
         super::rules::daemon_set_template_generation(None, &mut v);
     }
-    validate(kind, &v)?;
+    validate(kind, None, &v)?;
     if let Some(m) = v["metadata"].as_object_mut() {
         m.remove("managedFields");
     }
@@ -358,7 +363,7 @@ pub fn for_update(
     if is_daemon_set(kind) && part == Part::Main {
         super::rules::daemon_set_template_generation(Some(current), &mut new);
     }
-    validate(kind, &new)?;
+    validate(kind, Some(current), &new)?;
     // Managed fields are the server's record; what the client sent back is
     // replaced by it (server-side apply settles them itself: manager None).
     if manager.is_some() {

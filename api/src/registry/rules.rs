@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::error::Cause;
+use super::immutable::{self, no_update_checks};
 use super::names;
 
 /// What one kind adds to the generic object rules.
@@ -14,6 +15,8 @@ pub struct Rules {
     /// Fills in defaults on create and update.
     pub defaults: fn(&mut Value),
     pub validate: fn(&Value, &mut Vec<Cause>),
+    /// What an update may not change: (old, new) after defaulting.
+    pub update: fn(&Value, &Value, &mut Vec<Cause>),
 }
 
 fn no_defaults(_: &mut Value) {}
@@ -23,78 +26,93 @@ pub const NONE: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: no_defaults,
     validate: no_checks,
+    update: no_update_checks,
 };
 
 pub const NAMESPACE: Rules = Rules {
     name: names::dns1123_label,
     defaults: namespace_defaults,
     validate: no_checks,
+    update: no_update_checks,
 };
 pub const NODE: Rules = NONE;
 pub const POD: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: pod_defaults,
     validate: pod_validate,
+    update: immutable::pod,
 };
 pub const SERVICE: Rules = Rules {
     name: names::dns1035_label,
     defaults: service_defaults,
     validate: service_validate,
+    update: no_update_checks,
 };
 pub const CONFIG_MAP: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: no_defaults,
     validate: config_map_validate,
+    update: immutable::immutable_data,
 };
 pub const SECRET: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: secret_defaults,
     validate: secret_validate,
+    update: immutable::secret,
 };
 pub const EVENT: Rules = Rules {
     name: |_| Ok(()),
     defaults: no_defaults,
     validate: no_checks,
+    update: no_update_checks,
 };
 pub const DEPLOYMENT: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: deployment_defaults,
     validate: workload_validate::<true>,
+    update: immutable::selector_fixed,
 };
 pub const REPLICA_SET: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: replica_set_defaults,
     validate: workload_validate::<true>,
+    update: immutable::selector_fixed,
 };
 pub const DAEMON_SET: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: daemon_set_defaults,
     validate: workload_validate::<true>,
+    update: immutable::selector_fixed,
 };
 pub const STATEFUL_SET: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: stateful_set_defaults,
     validate: workload_validate::<true>,
+    update: immutable::stateful_set,
 };
 pub const PERSISTENT_VOLUME_CLAIM: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: persistent_volume_claim_defaults,
     validate: no_checks,
+    update: no_update_checks,
 };
 pub const JOB: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: job_defaults,
     validate: job_validate,
+    update: immutable::job,
 };
 pub const RESOURCE_QUOTA: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: no_defaults,
     validate: super::quota_scope::validate,
+    update: no_update_checks,
 };
 pub const CRON_JOB: Rules = Rules {
     name: cron_job_name,
     defaults: cron_job_defaults,
     validate: cron_job_validate,
+    update: no_update_checks,
 };
 
 /// `obj[path...]` as a mutable object, created when absent.
