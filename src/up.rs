@@ -34,10 +34,13 @@ pub struct Cluster {
     children: Vec<Child>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free loopback ports: every listener is held until all are
+/// chosen, so the kernel cannot hand the same port out twice.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// The members to run: those of an earlier run in `dir`, or new ones.
@@ -53,24 +56,29 @@ fn plan(opts: &UpOptions) -> anyhow::Result<Vec<MemberEntry>> {
             );
         }
         let mut members = file.members;
+        let missing = members.iter().filter(|m| m.rest.is_empty()).count();
+        let mut ports = free_ports(missing)?.into_iter();
         for m in members.iter_mut().filter(|m| m.rest.is_empty()) {
-            m.rest = format!("127.0.0.1:{}", free_port()?);
+            m.rest = format!("127.0.0.1:{}", ports.next().expect("one port per member"));
         }
         return Ok(members);
     }
-    (1..=opts.masters as u64)
-        .map(|id| {
-            Ok(MemberEntry {
+    let ports = free_ports(3 * opts.masters)?;
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    Ok((0..opts.masters)
+        .map(|i| {
+            let id = i as u64 + 1;
+            MemberEntry {
                 id,
                 pid: 0,
-                peer: format!("127.0.0.1:{}", free_port()?),
-                api: format!("127.0.0.1:{}", free_port()?),
-                rest: format!("127.0.0.1:{}", free_port()?),
+                peer: addr(3 * i),
+                api: addr(3 * i + 1),
+                rest: addr(3 * i + 2),
                 data_dir: opts.dir.join(format!("master-{id}")),
                 log: opts.dir.join(format!("master-{id}.log")),
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Starts master `m`. `token` (the init token of a new cluster) is given only
@@ -186,10 +194,13 @@ async fn start_once(opts: &UpOptions) -> Result<Cluster, (anyhow::Error, Option<
 }
 
 impl Cluster {
-    /// Waits until some master accepts and commits a write.
+    /// Waits until some master accepts and commits a write and every master
+    /// answers (a quorum commits without the last one: one that could not
+    /// start must not pass unnoticed).
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         let mut last_error = String::from("no master answered");
+        let mut committed = false;
         while Instant::now() < deadline {
             for (i, child) in self.children.iter_mut().enumerate() {
                 if let Some(status) = child.try_wait()? {
@@ -206,14 +217,36 @@ impl Cluster {
                 }
             }
             for addr in self.file.api_addrs() {
+                if committed {
+                    break;
+                }
                 match commit_marker(&addr).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => committed = true,
                     Err(e) => last_error = format!("{addr}: {e}"),
+                }
+            }
+            if committed {
+                match self.every_master_answers().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_error = e,
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        bail!("the cluster did not commit a write within {within:?}: {last_error}")
+        bail!("the cluster was not ready within {within:?}: {last_error}")
+    }
+
+    async fn every_master_answers(&self) -> Result<(), String> {
+        for addr in self.file.api_addrs() {
+            let client = Client::connect(&addr)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+            client
+                .cluster_status()
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Stops every master: SIGTERM, then SIGKILL after `grace`.
@@ -532,5 +565,13 @@ mod tests {
             choose_runtime(Some(RuntimeKind::Process), &socket).0,
             RuntimeKind::Process
         );
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        // Ports released one by one may be handed out again; held ones not.
+        let ports = free_ports(200).expect("ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }

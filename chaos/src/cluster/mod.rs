@@ -57,12 +57,6 @@ pub struct Cluster {
     pub disk: Option<(usize, SmallDisk)>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The `balsa` binary beside this executable (cargo puts both in one
 /// target directory), if it is there.
 pub fn default_binary() -> Option<PathBuf> {
@@ -143,6 +137,7 @@ impl Cluster {
             None
         };
         let mut members = Vec::new();
+        let ports = balsa::up::free_ports(3 * opts.masters)?;
         for i in 0..opts.masters {
             let (peer, api, rest) = match &net {
                 Some(net) => (
@@ -151,9 +146,9 @@ impl Cluster {
                     format!("{}:6443", net.addr(i)),
                 ),
                 None => (
-                    format!("127.0.0.1:{}", free_port()?),
-                    format!("127.0.0.1:{}", free_port()?),
-                    format!("127.0.0.1:{}", free_port()?),
+                    format!("127.0.0.1:{}", ports[3 * i]),
+                    format!("127.0.0.1:{}", ports[3 * i + 1]),
+                    format!("127.0.0.1:{}", ports[3 * i + 2]),
                 ),
             };
             let id = i as u64 + 1;
