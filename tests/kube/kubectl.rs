@@ -483,6 +483,14 @@ async fn kubectl_scenario() {
     let err = k.fails(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: strict, namespace: scenario}\nbogus: 1\n"));
     contains(&err, "unknown field");
     k.fails(&["get", "cm", "strict", "-n", "scenario"], None);
+    // A Deployment's selector is fixed once created.
+    let moved = DEPLOYMENT.replace("{app: api}", "{app: api2}");
+    let err = k.fails(&["apply", "-f", "-"], Some(&moved));
+    contains(
+        &err,
+        "The Deployment \"api\" is invalid: spec.selector: Invalid value:",
+    );
+    contains(&err, "field is immutable");
 
     // delete waits for the object to go
     contains(

@@ -307,11 +307,17 @@ impl ApiError {
     /// the inverse of `status`.
     pub fn from_status(status: &Value) -> Self {
         let details = &status["details"];
-        let subject = details["kind"].as_str().map(|resource| {
+        let reason = Reason::parse(status["reason"].as_str().unwrap_or_default());
+        let subject = details["kind"].as_str().map(|kind| {
+            let (resource, kind) = if reason == Reason::Invalid {
+                (String::new(), kind.to_string())
+            } else {
+                (kind.to_string(), String::new())
+            };
             Box::new(Subject {
                 group: details["group"].as_str().unwrap_or_default().into(),
-                resource: resource.into(),
-                kind: String::new(),
+                resource,
+                kind,
                 name: details["name"].as_str().unwrap_or_default().into(),
             })
         });
@@ -329,7 +335,7 @@ impl ApiError {
             })
             .collect();
         ApiError {
-            reason: Reason::parse(status["reason"].as_str().unwrap_or_default()),
+            reason,
             message: status["message"].as_str().unwrap_or_default().into(),
             subject,
             causes,
@@ -356,7 +362,15 @@ impl ApiError {
             if !s.group.is_empty() {
                 details.insert("group".into(), json!(s.group));
             }
-            details.insert("kind".into(), json!(s.resource));
+            // Invalid names the Kind (NewInvalid takes a GroupKind, and
+            // kubectl prints `The Deployment "web" is invalid`); every other
+            // reason the resource.
+            let kind = if self.reason == Reason::Invalid && !s.kind.is_empty() {
+                &s.kind
+            } else {
+                &s.resource
+            };
+            details.insert("kind".into(), json!(kind));
         }
         if !self.causes.is_empty() {
             let causes: Vec<Value> = self
@@ -450,6 +464,11 @@ mod tests {
         let s = e.status();
         assert_eq!(s["code"], 422);
         assert_eq!(s["details"]["causes"][0]["field"], "spec.replicas");
+        // Invalid names the Kind, as NewInvalid does.
+        assert_eq!(s["details"]["kind"], "Deployment");
+        assert_eq!(s["details"]["group"], "apps");
+        let back = ApiError::from_status(&s);
+        assert_eq!(back.subject.map(|s| s.kind), Some("Deployment".into()));
 
         let e = ApiError::from_store(
             StoreError::Conflict {
