@@ -308,6 +308,7 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         nodes.store(),
         leases.store(),
         pods.store(),
+        recorder.named("node-controller"),
     ));
     let nl_controller = Controller::new("node-lifecycle", &nodes)
         .watches(&leases, |l| {
@@ -320,7 +321,11 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         .reads(&pods.store());
     tasks.spawn(nl_controller.run(node_lifecycle::reconcile, nl_ctx, leadership.clone()));
 
-    let te_ctx = Arc::new(taint_eviction::Ctx::new(client.clone(), nodes.store()));
+    let te_ctx = Arc::new(taint_eviction::Ctx::new(
+        client.clone(),
+        nodes.store(),
+        recorder.named("taint-eviction-controller"),
+    ));
     let node_changes = taint_eviction::NodeChanges::new(pods.store());
     let te_controller =
         Controller::new("taint-eviction", &pods).watches(&nodes, move |n| node_changes.map(n));

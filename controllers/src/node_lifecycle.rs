@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, ObjectKey, PostParams, Store};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
@@ -79,6 +80,7 @@ pub struct Ctx {
     pub nodes: Store<Node>,
     pub leases: Store<Lease>,
     pub pods: Store<Pod>,
+    pub recorder: Recorder,
     seen: Mutex<HashMap<String, Seen>>,
     limiters: Mutex<HashMap<String, TokenBucket>>,
 }
@@ -90,6 +92,7 @@ impl Ctx {
         nodes: Store<Node>,
         leases: Store<Lease>,
         pods: Store<Pod>,
+        recorder: Recorder,
     ) -> Self {
         Self {
             client,
@@ -97,6 +100,7 @@ impl Ctx {
             nodes,
             leases,
             pods,
+            recorder,
             seen: Mutex::default(),
             limiters: Mutex::default(),
         }
@@ -344,10 +348,18 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) {
         }
         let ns = new.metadata.namespace.clone().unwrap_or_default();
         let api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
-        if let Err(e) = api.replace_status(&new, &post()).await {
+        match api.replace_status(&new, &post()).await {
+            Ok(_) => ctx.recorder.event(
+                object_ref(&*p),
+                EventType::Warning,
+                "NodeNotReady",
+                "Node is not ready",
+            ),
             // The next silent pass does not retry; the pod's own agent is
             // gone, so only a later change would race us. Log and go on.
-            tracing::warn!(pod = %ObjectKey::of(&*p), error = %e, "marking pod not ready");
+            Err(e) => {
+                tracing::warn!(pod = %ObjectKey::of(&*p), error = %e, "marking pod not ready")
+            }
         }
     }
 }
@@ -373,6 +385,13 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> 
                 .map_err(Error::api("marking unknown", name.clone()))?;
             tracing::warn!(node = %name, grace = ?ctx.opts.grace_period, "node stopped posting status: conditions Unknown");
             if was_ready {
+                // Upstream's RecordNodeStatusChange.
+                ctx.recorder.event(
+                    object_ref(&node),
+                    EventType::Normal,
+                    "NodeNotReady",
+                    format!("Node {name} status is now: NodeNotReady"),
+                );
                 mark_pods_not_ready(&ctx, &name).await;
             }
         }

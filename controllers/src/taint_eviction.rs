@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
@@ -23,15 +24,17 @@ use crate::{pods, Error};
 pub struct Ctx {
     pub client: Client,
     pub nodes: Store<Node>,
+    pub recorder: Recorder,
     /// When this master first saw a taint without timeAdded, per node and key.
     first_seen: Mutex<HashMap<(String, String), Timestamp>>,
 }
 
 impl Ctx {
-    pub fn new(client: Client, nodes: Store<Node>) -> Self {
+    pub fn new(client: Client, nodes: Store<Node>, recorder: Recorder) -> Self {
         Self {
             client,
             nodes,
+            recorder,
             first_seen: Mutex::default(),
         }
     }
@@ -179,7 +182,12 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 ..Default::default()
             };
             match api.delete(key.name.as_str(), &dp).await {
-                Ok(_) => {}
+                Ok(_) => ctx.recorder.event(
+                    object_ref(&*pod),
+                    EventType::Normal,
+                    "TaintManagerEviction",
+                    format!("Marking for deletion Pod {ns}/{}", key.name),
+                ),
                 Err(e) if e.code() == 404 || e.code() == 409 => {}
                 Err(e) => return Err(Error::api("evicting pod", key.to_string())(e)),
             }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use balsa_api::client::{Api, Client, DeleteParams, PostParams};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EndpointAddress, Endpoints, LimitRange, LimitRangeItem,
-    LimitRangeSpec, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec,
-    PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, ScopeSelector,
+    ConfigMap, Container, ContainerPort, EndpointAddress, Endpoints, Event, LimitRange,
+    LimitRangeItem, LimitRangeSpec, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition,
+    PodSpec, PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, ScopeSelector,
     ScopedResourceSelectorRequirement, Service, ServiceAccount, ServicePort, ServiceSpec, Taint,
     Toleration,
 };
@@ -303,6 +303,34 @@ async fn silent_node_is_tainted_and_its_pods_evicted() {
         assert!(!evicted(&pods, name).await, "{name} was evicted");
     }
     assert_eq!(taints(&nodes.get("good").await.unwrap()), vec![]);
+    // What `kubectl describe` shows: the node's status change (its Events
+    // live in `default`) and the eviction on the pod, as upstream words them.
+    let recorded = |ns: &'static str, object: &'static str, reason: &'static str| {
+        let events = Api::<Event>::namespaced(client.clone(), ns);
+        async move {
+            events.list().await.ok()?.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(object)
+                    && e.reason.as_deref() == Some(reason)
+            })
+        }
+    };
+    let e = eventually("the node's NodeNotReady event", || {
+        recorded("default", "bad", "NodeNotReady")
+    })
+    .await;
+    assert_eq!(
+        e.message.as_deref(),
+        Some("Node bad status is now: NodeNotReady")
+    );
+    assert_eq!(e.involved_object.kind.as_deref(), Some("Node"));
+    let e = eventually("the eviction event", || {
+        recorded("nl", "at-once", "TaintManagerEviction")
+    })
+    .await;
+    assert_eq!(
+        e.message.as_deref(),
+        Some("Marking for deletion Pod nl/at-once")
+    );
 
     // The agent comes back: taints go.
     bad_alive.store(true, Ordering::SeqCst);
