@@ -587,6 +587,82 @@ async fn jobs_complete_within_parallelism_indexed_and_after_suspension() {
     c.shutdown().await;
 }
 
+/// Elastic Indexed Jobs: completions may change together with an equal
+/// parallelism (the pods of indexes beyond it go, new indexes start); any
+/// other change of completions, or of the template, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn indexed_jobs_scale_elastically_and_keep_the_rest_fixed() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "elastic").await;
+    let kubelet = fake_kubelet(client.clone());
+    let jobs = Api::<Job>::namespaced(client.clone(), "elastic");
+    let pods = Api::<Pod>::namespaced(client.clone(), "elastic");
+    let spec = JobSpec {
+        completions: Some(4),
+        parallelism: Some(4),
+        completion_mode: Some("Indexed".into()),
+        template: template("hang"),
+        ..Default::default()
+    };
+    jobs.create(&job("grow", spec), &PostParams::default())
+        .await
+        .expect("create job");
+    let running_indexes = |want: &'static [&'static str]| {
+        let pods = pods.clone();
+        async move {
+            let mut got: Vec<String> = pods_of(&pods, "grow")
+                .await
+                .iter()
+                .filter(|p| is_active(p) && p.metadata.deletion_timestamp.is_none())
+                .map(|p| label(p, "batch.kubernetes.io/job-completion-index"))
+                .collect();
+            got.sort();
+            (got == want).then_some(())
+        }
+    };
+    eventually("indexes 0-3 running", || {
+        running_indexes(&["0", "1", "2", "3"])
+    })
+    .await;
+
+    let scale = |completions: i32, parallelism: i32| {
+        let jobs = jobs.clone();
+        async move {
+            let patch = json!({"spec": {"completions": completions, "parallelism": parallelism}});
+            jobs.patch("grow", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+        }
+    };
+    let err = scale(2, 4).await.expect_err("completions alone");
+    assert_eq!(err.code(), 422);
+    assert!(
+        err.message
+            .contains("spec.completions: Invalid value: 2: field is immutable"),
+        "{}",
+        err.message
+    );
+    scale(2, 2).await.expect("shrink elastically");
+    eventually("indexes 2 and 3 gone", || running_indexes(&["0", "1"])).await;
+    scale(3, 3).await.expect("grow elastically");
+    eventually("index 2 back", || running_indexes(&["0", "1", "2"])).await;
+
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "ok"}]}}}});
+    let err = jobs
+        .patch("grow", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .expect_err("template");
+    assert_eq!(err.code(), 422);
+    assert!(
+        err.message.contains("spec.template: Invalid value:")
+            && err.message.contains("field is immutable"),
+        "{}",
+        err.message
+    );
+    kubelet.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_fail_by_backoff_limit_deadline_and_pod_failure_policy() {
     let c = InProc::start(3, |o| {
