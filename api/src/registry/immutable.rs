@@ -59,8 +59,9 @@ pub fn stateful_set(old: &Value, new: &Value, out: &mut Vec<Cause>) {
 }
 
 /// A template with the scheduling directives a suspended Job that never
-/// started may still change (upstream's mutable scheduling directives) taken
-/// out.
+/// started may still change (upstream's mutable scheduling directives: node
+/// selector and affinity, tolerations, scheduling gates, labels and
+/// annotations) taken out.
 fn without_scheduling_directives(template: &Value) -> Value {
     let mut t = template.clone();
     if let Some(meta) = t["metadata"].as_object_mut() {
@@ -68,8 +69,16 @@ fn without_scheduling_directives(template: &Value) -> Value {
         meta.remove("annotations");
     }
     if let Some(spec) = t["spec"].as_object_mut() {
-        for f in ["nodeSelector", "affinity", "tolerations", "schedulingGates"] {
+        for f in ["nodeSelector", "tolerations", "schedulingGates"] {
             spec.remove(f);
+        }
+        // Of the affinity, only node affinity may change.
+        let affinity = spec.get_mut("affinity").and_then(Value::as_object_mut);
+        if let Some(a) = affinity {
+            a.remove("nodeAffinity");
+            if a.is_empty() {
+                spec.remove("affinity");
+            }
         }
     }
     t
@@ -104,12 +113,9 @@ pub fn job(old: &Value, new: &Value, out: &mut Vec<Cause>) {
             out,
         );
     }
-    immutable(
-        &o["completionMode"],
-        &n["completionMode"],
-        "spec.completionMode",
-        out,
-    );
+    for field in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex"] {
+        immutable(&o[field], &n[field], &format!("spec.{field}"), out);
+    }
 }
 
 const POD_UPDATE: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
@@ -290,6 +296,12 @@ mod tests {
         new["spec"]["suspend"] = json!(true);
         new["spec"]["template"]["spec"]["nodeSelector"] = json!({"zone": "a"});
         assert!(lines(job, &unstarted, &new).is_empty());
+        new["spec"]["template"]["spec"]["affinity"] =
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}});
+        assert!(lines(job, &unstarted, &new).is_empty());
+        new["spec"]["template"]["spec"]["affinity"]["podAffinity"] = json!({});
+        assert_eq!(lines(job, &unstarted, &new).len(), 1, "pod affinity stays");
+        new["spec"]["template"]["spec"]["affinity"] = json!({});
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("x");
         assert_eq!(lines(job, &unstarted, &new).len(), 1);
         // Elastic Indexed Jobs scale completions with parallelism.
