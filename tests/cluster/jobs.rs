@@ -663,6 +663,87 @@ async fn indexed_jobs_scale_elastically_and_keep_the_rest_fixed() {
     kubelet.abort();
 }
 
+/// backoffLimitPerIndex: an index is retried up to its own limit (the
+/// retry carries the failures so far), then marked failed while the other
+/// indexes finish; the Job then fails with FailedIndexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn indexed_jobs_retry_and_fail_per_index() {
+    let c = InProc::start(3, |o| {
+        o.controllers.job_backoff = (Duration::from_millis(100), Duration::from_secs(1))
+    })
+    .await;
+    let client = client_of(&c);
+    namespace(&client, "per-index").await;
+    let kubelet = fake_kubelet(client.clone());
+    let jobs = Api::<Job>::namespaced(client.clone(), "per-index");
+    let pods = Api::<Pod>::namespaced(client.clone(), "per-index");
+    let spec = |limit: i32| JobSpec {
+        completions: Some(3),
+        parallelism: Some(3),
+        completion_mode: Some("Indexed".into()),
+        backoff_limit_per_index: Some(limit),
+        template: template("fail-index-1-once"),
+        ..Default::default()
+    };
+    let pp = PostParams::default();
+    // Limit 1: index 1 fails once and its retry succeeds.
+    let created = jobs
+        .create(&job("retried", spec(1)), &pp)
+        .await
+        .expect("create job");
+    assert_eq!(created.spec.unwrap().backoff_limit, Some(i32::MAX));
+    let j = finished(&jobs, "retried", "Complete").await;
+    let st = j.status.unwrap();
+    assert_eq!((st.succeeded, st.failed), (Some(3), Some(1)));
+    assert_eq!(st.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!(st.failed_indexes.as_deref(), Some(""));
+    let counts: Vec<(String, String, String)> = pods_of(&pods, "retried")
+        .await
+        .iter()
+        .map(|p| {
+            let a = p.metadata.annotations.clone().unwrap_or_default();
+            (
+                label(p, "batch.kubernetes.io/job-completion-index"),
+                phase(p).to_string(),
+                a.get("batch.kubernetes.io/job-index-failure-count")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .filter(|(ix, _, _)| ix == "1")
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("1".into(), "Failed".into(), "0".into()),
+            ("1".into(), "Succeeded".into(), "1".into())
+        ]
+    );
+
+    // Limit 0: index 1 fails for good, 0 and 2 still finish, then the Job
+    // fails.
+    jobs.create(&job("one-failed", spec(0)), &pp)
+        .await
+        .expect("create job");
+    let j = finished(&jobs, "one-failed", "Failed").await;
+    assert_eq!(
+        condition(&j, "Failed"),
+        Some((
+            Some("FailedIndexes".into()),
+            Some("Job has failed indexes".into())
+        ))
+    );
+    let st = j.status.unwrap();
+    assert_eq!(st.failed_indexes.as_deref(), Some("1"));
+    assert_eq!(st.completed_indexes.as_deref(), Some("0,2"));
+    assert_eq!(
+        pods_of(&pods, "one-failed").await.len(),
+        3,
+        "no retry of index 1"
+    );
+    kubelet.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_fail_by_backoff_limit_deadline_and_pod_failure_policy() {
     let c = InProc::start(3, |o| {

@@ -244,7 +244,7 @@ pub fn validate(quota: &Value, out: &mut Vec<Cause>) {
         if !SCOPES.contains(&scope) {
             out.push(Cause::invalid(
                 format!("{path}.scopeName"),
-                scope,
+                format!("{scope:?}"),
                 "unsupported scope",
             ));
         }
@@ -260,7 +260,7 @@ pub fn validate(quota: &Value, out: &mut Vec<Cause>) {
         {
             out.push(Cause::invalid(
                 format!("{path}.operator"),
-                op,
+                format!("{op:?}"),
                 "must be 'Exist' only operator when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort and ResourceQuotaScopeNotBestEffort",
             ));
         }
@@ -278,7 +278,7 @@ pub fn validate(quota: &Value, out: &mut Vec<Cause>) {
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             _ => out.push(Cause::invalid(
                 format!("{path}.operator"),
-                op,
+                format!("{op:?}"),
                 "not a valid selector operator",
             )),
         }
@@ -439,11 +439,11 @@ mod tests {
         );
         assert_eq!(
             causes(sel(json!([{"scopeName": "BestEffort", "operator": "In", "values": ["a"]}]))),
-            ["spec.scopeSelector.matchExpressions.operator: Invalid value: In: must be 'Exist' only operator when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort and ResourceQuotaScopeNotBestEffort"]
+            ["spec.scopeSelector.matchExpressions.operator: Invalid value: \"In\": must be 'Exist' only operator when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort and ResourceQuotaScopeNotBestEffort"]
         );
         assert_eq!(
             causes(sel(json!([{"scopeName": "PriorityClass", "operator": "Near"}]))),
-            ["spec.scopeSelector.matchExpressions.operator: Invalid value: Near: not a valid selector operator"]
+            ["spec.scopeSelector.matchExpressions.operator: Invalid value: \"Near\": not a valid selector operator"]
         );
     }
 }

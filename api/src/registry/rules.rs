@@ -415,7 +415,15 @@ fn job_spec_defaults(spec: &mut Map<String, Value>) {
         spec.insert("completions".into(), json!(1));
     }
     set_default(spec, "parallelism", json!(1));
-    set_default(spec, "backoffLimit", json!(6));
+    // With a per-index limit, the Job-wide one does not bind.
+    let per_index = spec
+        .get("backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null());
+    set_default(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i32::MAX } else { 6 }),
+    );
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
     // Pods are replaced once terminating, unless a pod failure policy must
@@ -694,9 +702,12 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
         "backoffLimit",
         "activeDeadlineSeconds",
         "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
     ] {
         non_negative(spec, f, path, out);
     }
+    per_index_validate(spec, path, out);
     let pod = &spec["template"]["spec"];
     let pod_path = format!("{path}.template.spec");
     containers_validate(pod, &pod_path, out);
@@ -731,7 +742,45 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
 }
 
 /// The parts of upstream's pod failure policy validation Balsa's job
-/// controller relies on (no FailIndex: backoffLimitPerIndex is not built).
+/// controller relies on (FailIndex only beside backoffLimitPerIndex).
+/// backoffLimitPerIndex and maxFailedIndexes: Indexed Jobs only, and at
+/// most `completions` (and 10^5) failed indexes.
+fn per_index_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    let indexed = spec["completionMode"] == "Indexed";
+    let max_failed = spec["maxFailedIndexes"].as_i64();
+    for f in ["backoffLimitPerIndex", "maxFailedIndexes"] {
+        if !indexed && !spec[f].is_null() {
+            out.push(Cause::invalid(
+                format!("{path}.{f}"),
+                &spec[f],
+                "requires indexed completion mode",
+            ));
+        }
+    }
+    if max_failed.is_some() && spec["backoffLimitPerIndex"].is_null() {
+        out.push(Cause {
+            message: "Required value: when maxFailedIndexes is specified".into(),
+            ..Cause::required(format!("{path}.backoffLimitPerIndex"))
+        });
+    }
+    if let (true, Some(m)) = (indexed, max_failed) {
+        if spec["completions"].as_i64().is_some_and(|c| m > c) {
+            out.push(Cause::invalid(
+                format!("{path}.maxFailedIndexes"),
+                m,
+                "must be less than or equal to completions",
+            ));
+        }
+        if m > 100_000 {
+            out.push(Cause::invalid(
+                format!("{path}.maxFailedIndexes"),
+                m,
+                "must be less than or equal to 100000",
+            ));
+        }
+    }
+}
+
 fn pod_failure_policy_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     let policy = &spec["podFailurePolicy"];
     let restart = spec["template"]["spec"]["restartPolicy"].as_str();
@@ -752,8 +801,15 @@ fn pod_failure_policy_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     }
     for (i, rule) in rules.iter().enumerate() {
         let at = format!("{path}.podFailurePolicy.rules[{i}]");
-        let actions = ["FailJob", "Ignore", "Count"];
+        let actions = ["Count", "FailIndex", "FailJob", "Ignore"];
         match rule["action"].as_str() {
+            Some("FailIndex") if spec["backoffLimitPerIndex"].is_null() => {
+                out.push(Cause::invalid(
+                    format!("{at}.action"),
+                    "\"FailIndex\"",
+                    "requires the backoffLimitPerIndex to be set",
+                ))
+            }
             Some(a) if actions.contains(&a) => {}
             Some(a) => out.push(Cause::not_supported(format!("{at}.action"), a, &actions)),
             None => out.push(Cause::required(format!("{at}.action"))),
@@ -1237,11 +1293,38 @@ mod tests {
             causes(JOB, &j),
             vec![
                 "spec.template.spec.restartPolicy: Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified",
-                "spec.podFailurePolicy.rules[0].action: Unsupported value: \"Retry\": supported values: \"FailJob\", \"Ignore\", \"Count\"",
+                "spec.podFailurePolicy.rules[0].action: Unsupported value: \"Retry\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\"",
                 "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
                 "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Duplicate value: 3",
                 "spec.podFailurePolicy.rules[1]: Invalid value: {}: specifying one of OnExitCodes and OnPodConditions is required",
             ]
+        );
+
+        // backoffLimitPerIndex: Indexed only; the Job-wide limit defaults
+        // out of the way.
+        let fail_index =
+            json!({"rules":[{"action":"FailIndex","onExitCodes":{"operator":"In","values":[42]}}]});
+        let mut j = job(json!({"spec":{"completionMode":"Indexed","completions":3,
+            "backoffLimitPerIndex":1,"maxFailedIndexes":2,"podFailurePolicy": fail_index}}));
+        job_defaults(&mut j);
+        assert_eq!(j["spec"]["backoffLimit"], i32::MAX);
+        assert!(causes(JOB, &j).is_empty(), "{:?}", causes(JOB, &j));
+        let mut j = job(json!({"spec":{"maxFailedIndexes":5,"podFailurePolicy": fail_index}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec![
+                "spec.maxFailedIndexes: Invalid value: 5: requires indexed completion mode",
+                "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified",
+                "spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+            ]
+        );
+        let mut j = job(json!({"spec":{"completionMode":"Indexed","completions":3,
+            "backoffLimitPerIndex":1,"maxFailedIndexes":4}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.maxFailedIndexes: Invalid value: 4: must be less than or equal to completions"]
         );
     }
 

@@ -67,6 +67,11 @@ impl Intervals {
         self.with_intervals(&more)
     }
 
+    /// These indexes and those of `other`.
+    pub fn union(&self, other: &Intervals) -> Self {
+        self.with_intervals(&other.0)
+    }
+
     pub fn has(&self, i: u32) -> bool {
         self.0.iter().any(|(lo, hi)| *lo <= i && i <= *hi)
     }
@@ -118,6 +123,8 @@ mod tests {
         assert_eq!(Intervals::parse("0-3,x,8-12", 10).to_string(), "0-3,8,9");
         assert_eq!(Intervals::parse("5", 3).to_string(), "");
         assert_eq!(Intervals::parse("", 3).total(), 0);
+        let a = Intervals::parse("0,4", 10);
+        assert_eq!(a.union(&Intervals::parse("1-3,9", 10)).to_string(), "0-4,9");
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 pub mod indexes;
 pub mod orphans;
+pub mod per_index;
 pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -504,6 +505,21 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .iter()
         .filter(|p| policy::judge(spec.pod_failure_policy.as_ref(), p).counts)
         .count();
+    // backoffLimitPerIndex: the indexes failed so far, with those the
+    // failed pods not yet counted fail.
+    let per_index = seen.indexed && per_index::enabled(&spec);
+    let failed_indexes = if per_index {
+        per_index::failed_indexes(
+            &spec,
+            status.failed_indexes.as_deref().unwrap_or_default(),
+            seen.owned
+                .iter()
+                .map(|p| &**p)
+                .filter(|p| has_finalizer(p) && policy::is_failed(p, seen.only_failed)),
+        )
+    } else {
+        Intervals::default()
+    };
     let mut succeeded =
         status.succeeded.unwrap_or(0) + (new_succeeded.len() + unc_succeeded.len()) as i32;
     let failed = status.failed.unwrap_or(0) + (counted_new_failed + unc_failed.len()) as i32;
@@ -587,6 +603,13 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     } else {
         (Intervals::default(), Intervals::default())
     };
+    if done.is_none() {
+        if let Some((reason, message)) =
+            per_index::job_failure(&spec, &done_indexes, &failed_indexes)
+        {
+            done = Some(new_condition("FailureTarget", reason, message, now));
+        }
+    }
 
     let mut active = seen.active.len() as i32;
     let mut ready = seen.active.iter().filter(|p| pods::is_ready(p)).count() as i32;
@@ -606,15 +629,16 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     } else {
         let mut managed = false;
         if satisfied && job.metadata.deletion_timestamp.is_none() {
+            // Failed indexes are settled too: no pod runs for them again.
             let m = manage(
                 &job,
                 &spec,
                 &seen,
                 &ctx,
                 &pod_api,
-                succeeded,
+                succeeded + failed_indexes.total() as i32,
                 terminating,
-                &done_indexes,
+                &done_indexes.union(&failed_indexes),
                 backoff,
                 now,
             )
@@ -740,6 +764,9 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         status.succeeded = omit_zero(done_indexes.total() as i32);
         let s = done_indexes.to_string();
         status.completed_indexes = (!s.is_empty()).then_some(s);
+    }
+    if per_index {
+        status.failed_indexes = Some(failed_indexes.to_string());
     }
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     match done.as_ref().map(|c| c.type_.as_str()) {
@@ -1077,7 +1104,15 @@ async fn manage(
     } else {
         vec![None; diff]
     };
-    let (created, err) = create_pods(job, api, &slots).await;
+    let counts = per_index::enabled(spec).then(|| {
+        let failed = seen
+            .owned
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| policy::is_failed(p, seen.only_failed));
+        per_index::counts_for_new_pods(spec, failed)
+    });
+    let (created, err) = create_pods(job, api, &slots, counts.as_ref()).await;
     for name in &created {
         ctx.recorder.event(
             object_ref(job),
@@ -1106,6 +1141,8 @@ async fn create_pods(
     job: &Job,
     api: &Api<Pod>,
     slots: &[Option<u32>],
+    // backoffLimitPerIndex: each index's failures so far.
+    failure_counts: Option<&BTreeMap<u32, (i32, i32)>>,
 ) -> (Vec<String>, Option<Error>) {
     let pp = owners::post_params();
     let job_name = job.metadata.name.clone().unwrap_or_default();
@@ -1116,7 +1153,16 @@ async fn create_pods(
         rest = later;
         let mut set = tokio::task::JoinSet::new();
         for slot in now {
-            let (api, pod, pp) = (api.clone(), pod_for(job, *slot), pp.clone());
+            let mut pod = pod_for(job, *slot);
+            if let (Some(counts), Some(i)) = (failure_counts, slot) {
+                let (failures, ignored) = counts.get(i).copied().unwrap_or_default();
+                let a = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                a.insert(per_index::FAILURE_COUNT.into(), failures.to_string());
+                if ignored > 0 {
+                    a.insert(per_index::IGNORED_FAILURE_COUNT.into(), ignored.to_string());
+                }
+            }
+            let (api, pp) = (api.clone(), pp.clone());
             set.spawn(async move { api.create(&pod, &pp).await });
         }
         let mut err = None;

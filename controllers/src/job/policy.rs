@@ -112,8 +112,9 @@ pub fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
                     action,
                 }
             }
-            // FailIndex needs backoffLimitPerIndex (not built): the rule
-            // is passed over, as upstream does with the feature off.
+            // The index fails (backoffLimitPerIndex, which validation
+            // requires beside this action); the failure counts.
+            "FailIndex" => return Verdict { action, ..counted },
             _ => {}
         }
     }
