@@ -4,16 +4,21 @@
 //! An append is written and fsynced before `append` returns, on the Raft
 //! thread, and reported durable at once. openraft 0.9 waits for each append's
 //! durability before it handles the next message (`append_to_log` awaits the
-//! callback), so nothing could run meanwhile that a sync on another thread
-//! would let through, while handing the sync to another thread cost two
-//! thread wake-ups per client write (one to start the sync, one to resume
-//! Raft). Each client write keeps its own entry and log index. Every entry
+//! callback), so a sync on another thread grouped nothing: it only let the
+//! other consensus tasks (replication, the peer server) run while it lasted,
+//! at the cost of two thread wake-ups per client write. Here they run when an
+//! append yields: the core appends every queued client write before it
+//! yields on its own, so that a long queue on a slow disk does not starve
+//! replication (whose AppendEntries are what followers hear from a busy
+//! leader), an append yields once `YIELD_EVERY` has passed since it last did.
+//! Each client write keeps its own entry and log index. Every entry
 //! carries a checksum, checked on every read from RocksDB and over the log's
 //! tail at start, so a damaged log stops the replica with a clear error.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError, Vote};
@@ -28,11 +33,18 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 /// How many entries at the log's end are verified when the replica opens.
 const VERIFY_TAIL: usize = 10_000;
 
+/// The longest the log's appends hold the Raft thread without letting the
+/// other consensus tasks run (a few heartbeat-free milliseconds, far below
+/// the election timeout).
+const YIELD_EVERY: Duration = Duration::from_millis(2);
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     /// The newest entries, shared with the log readers.
     tail: Arc<Mutex<LogTail>>,
+    /// When this handle's appends last let other tasks run.
+    yielded: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +77,7 @@ impl LogStore {
         let store = Self {
             db,
             tail: Arc::new(Mutex::new(LogTail::default())),
+            yielded: Instant::now(),
         };
         store.verify_tail()?;
         Ok(store)
@@ -264,6 +277,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         callback.log_io_completed(
             synced_write.map_err(|e| std::io::Error::other(format!("syncing the log: {e}"))),
         );
+        if self.yielded.elapsed() >= YIELD_EVERY {
+            tokio::task::yield_now().await;
+            self.yielded = Instant::now();
+        }
         Ok(())
     }
 
