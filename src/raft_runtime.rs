@@ -1,7 +1,8 @@
 //! The thread a master's consensus runs on, apart from the API.
 //!
-//! A master's Raft core, its replication streams, the state machine worker,
-//! the log flusher and the peer gRPC server all run on one dedicated Tokio
+//! A master's Raft core (which writes and fsyncs the log itself, see
+//! `balsa_raft_store::log_store`), its replication streams, the state machine
+//! worker and the peer gRPC server all run on one dedicated Tokio
 //! runtime with its own OS thread. The API (REST, the gRPC Objects service,
 //! watches, the scheduler and controllers) keeps the main runtime. Without
 //! this split a burst of API work (a list of thousands of objects, a watch

@@ -29,6 +29,7 @@ pub mod faults;
 pub mod identity;
 pub mod layout;
 pub mod log_store;
+pub mod log_tail;
 pub mod network;
 pub mod peer_service;
 pub mod read_index;

@@ -68,6 +68,8 @@ pub struct Replica {
     links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
     /// In touch with a leader (see `fresh`): watches get bookmarks only then.
     fresh: tokio::sync::watch::Receiver<bool>,
+    /// See `leadership`.
+    leading: tokio::sync::watch::Receiver<bool>,
     /// Leadership confirmations (`read_index_here`), one per batch of the
     /// reads here and the ReadIndex calls of followers (see `read_index`).
     confirms: ReadIndexBatch<Route<u64>>,
@@ -86,6 +88,14 @@ fn fresh(m: &openraft::RaftMetrics<NodeId, Member>) -> bool {
             m.state,
             ServerState::Leader | ServerState::Follower | ServerState::Learner
         )
+}
+
+/// Whether this member leads and has applied an entry of its own term.
+fn leading(m: &openraft::RaftMetrics<NodeId, Member>) -> bool {
+    m.running_state.is_ok()
+        && m.state == ServerState::Leader
+        && m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
 /// Follows the Raft metrics into a flag; false for good once Raft stops.
@@ -179,7 +189,11 @@ impl Replica {
             return Err(ReplicaError::NoClusterId);
         }
         crate::snapshot_schedule::spawn(raft.clone(), config.id, config.snapshot_every);
+        // The followers of the metrics run here, on the Raft thread that
+        // publishes them (on every pass of its loop): the API's runtime is
+        // woken only when a flag changes.
         let fresh = follow(raft.metrics(), fresh, false);
+        let leading = follow(raft.metrics(), leading, false);
         Ok(Arc::new_cyclic(|me_ref: &std::sync::Weak<Self>| {
             let (this, again) = (me_ref.clone(), me_ref.clone());
             let confirms = ReadIndexBatch::spawn("leader", move || {
@@ -211,6 +225,7 @@ impl Replica {
                 identity,
                 links: Default::default(),
                 fresh,
+                leading,
                 confirms,
                 read_indexes,
             }
@@ -280,13 +295,7 @@ impl Replica {
     /// committed write). Controllers and the scheduler act only then. The
     /// sender ends with the Raft node.
     pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
-        let leading = |m: &openraft::RaftMetrics<NodeId, Member>| {
-            m.running_state.is_ok()
-                && m.state == ServerState::Leader
-                && m.last_applied
-                    .is_some_and(|l| l.leader_id.term == m.current_term)
-        };
-        follow(self.raft.metrics(), leading, false)
+        self.leading.clone()
     }
 
     /// Why the Raft node stopped on its own, if it did: a storage error
