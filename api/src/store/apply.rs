@@ -33,7 +33,9 @@ pub fn precheck(ops: &[Op]) -> Result<(), StoreError> {
     check_keys(ops)?;
     for op in ops {
         if let Op::Create { key, value } | Op::Update { key, value, .. } = op {
-            stamp(key, value, Revision(u64::MAX))?;
+            // The size after stamping is checked at apply; here only what
+            // the object is.
+            checked(key, value)?;
         }
     }
     Ok(())
@@ -93,13 +95,14 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                 }
                 // An update that changes nothing keeps the old revision and makes
                 // no event, as Kubernetes requires.
-                if stamp(key, value, current.revision)? == current.data {
+                let mut v = checked(key, value)?;
+                if encode_at(key, &mut v, current.revision)? == current.data {
                     out.results.push(current);
                     continue;
                 }
                 let obj = Arc::new(Object {
                     key: key.clone(),
-                    data: stamp(key, value, rev)?,
+                    data: encode_at(key, &mut v, rev)?,
                     revision: rev,
                     created: current.created,
                 });
@@ -195,6 +198,11 @@ pub fn uid_of(data: &[u8]) -> Option<String> {
 /// Checks that `value` is a JSON object whose metadata names `key`, sets its
 /// `metadata.resourceVersion` to `rev` and returns the canonical encoding.
 pub fn stamp(key: &ResourceKey, value: &[u8], rev: Revision) -> Result<Bytes, StoreError> {
+    encode_at(key, &mut checked(key, value)?, rev)
+}
+
+/// `value` parsed, if it is a JSON object whose metadata names `key`.
+fn checked(key: &ResourceKey, value: &[u8]) -> Result<Value, StoreError> {
     if value.len() > MAX_OBJECT_BYTES {
         return Err(too_large(key, value.len()));
     }
@@ -223,8 +231,15 @@ pub fn stamp(key: &ResourceKey, value: &[u8], rev: Revision) -> Result<Bytes, St
             key.namespace
         )));
     }
-    meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
-    let data = serde_json::to_vec(&v).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok(v)
+}
+
+/// The canonical encoding of a `checked` object at revision `rev`.
+fn encode_at(key: &ResourceKey, v: &mut Value, rev: Revision) -> Result<Bytes, StoreError> {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+    let data = serde_json::to_vec(v).map_err(|e| StoreError::Internal(e.to_string()))?;
     if data.len() > MAX_OBJECT_BYTES {
         return Err(too_large(key, data.len()));
     }
