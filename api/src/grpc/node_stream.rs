@@ -270,9 +270,10 @@ async fn snapshot(
 /// Which pods are bound to one node.
 struct Bound {
     name: String,
-    /// `"<name>"`: a pod whose JSON lacks it cannot name the node, which
-    /// spares parsing most other nodes' pods.
-    quoted: Vec<u8>,
+    /// Finds `"<name>"`: a pod whose JSON lacks it cannot name the node,
+    /// which spares parsing most other nodes' pods. (A searcher, not a
+    /// comparison at every offset: every stream scans every pod event.)
+    quoted: memchr::memmem::Finder<'static>,
 }
 
 #[derive(Deserialize)]
@@ -290,12 +291,12 @@ impl Bound {
     fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            quoted: format!("\"{name}\"").into_bytes(),
+            quoted: memchr::memmem::Finder::new(format!("\"{name}\"").as_bytes()).into_owned(),
         }
     }
 
     fn holds(&self, json: &[u8]) -> bool {
-        if !json.windows(self.quoted.len()).any(|w| w == self.quoted) {
+        if self.quoted.find(json).is_none() {
             return false;
         }
         serde_json::from_slice::<PodNode>(json)
