@@ -146,10 +146,10 @@ impl Registry {
         }
         let expected_uid = binding["metadata"]["uid"].as_str().map(str::to_string);
         // The scheduler binds pods it has just seen in this replica's watch:
-        // its copy is almost always current (read first, see
-        // `read_modify_write`), and the swap's revision check keeps a pod
-        // from being bound twice whatever the copy.
-        self.read_modify_write(pods, ns, name, None, opts.dry_run, |pod| {
+        // its copy is almost always current, and the swap's revision check
+        // keeps a pod from being bound twice whatever the copy.
+        let local_first = true;
+        self.read_modify_write_from(pods, ns, name, None, opts.dry_run, local_first, |pod| {
             if let Some(uid) = &expected_uid {
                 if pod["metadata"]["uid"].as_str() != Some(uid) {
                     return Err(ApiError::conflict(
@@ -262,12 +262,60 @@ pub enum ScaleChange<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
 
     use serde_json::json;
 
     use super::*;
-    use crate::registry::lagging::Lagging;
+    use crate::store::mem::MemStore;
+    use crate::store::window::WindowConfig;
+    use crate::store::{
+        KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ResourceKey, Revision, Store,
+        StoreError, WatchOptions, WatchStream,
+    };
+
+    /// A replica whose local reads lag behind: a `Local` get answers the copy
+    /// `freeze` took (or not found); everything else is current.
+    struct Lagging {
+        real: Arc<MemStore>,
+        frozen: Mutex<HashMap<ResourceKey, Object>>,
+    }
+
+    impl Lagging {
+        async fn freeze(&self, key: &ResourceKey) {
+            let o = self.real.get(key, ReadMode::Linearizable).await.unwrap();
+            self.frozen.lock().unwrap().insert(key.clone(), o);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Lagging {
+        async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
+            match read {
+                ReadMode::Local => self
+                    .frozen
+                    .lock()
+                    .unwrap()
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| StoreError::not_found(key)),
+                ReadMode::Linearizable => self.real.get(key, read).await,
+            }
+        }
+        async fn list(&self, p: &KeyPrefix, o: ListOptions) -> Result<ListResult, StoreError> {
+            self.real.list(p, o).await
+        }
+        async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
+            self.real.txn(ops).await
+        }
+        async fn watch(&self, p: &KeyPrefix, o: WatchOptions) -> Result<WatchStream, StoreError> {
+            self.real.watch(p, o).await
+        }
+        async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
+            self.real.revision(read).await
+        }
+    }
 
     fn binding(name: &str, uid: Option<&str>, node: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "Binding",
@@ -288,7 +336,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_binding_from_a_stale_local_copy_never_binds_twice() {
-        let store = Arc::new(Lagging::new());
+        let store = Arc::new(Lagging {
+            real: MemStore::new(WindowConfig::default()),
+            frozen: Mutex::new(HashMap::new()),
+        });
         let reg = Registry::new(store.clone());
         let nss = kinds::by_kind("", "Namespace").unwrap();
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
