@@ -7,7 +7,9 @@
 //!             ◄── Snapshot{R, pods}
 //!          then the store's watch on pods after R (or after `after`):
 //!             ◄── PodChange{ADDED|MODIFIED|DELETED, rev, pod}   in revision order
-//!             ◄── Progress{rev}                                 ~1 s when idle
+//!             ◄── Progress{rev}         after ~1 s with nothing sent: the watch's
+//!                                       bookmark when idle, or the last revision
+//!                                       seen when only other nodes' pods changed
 //! agent ── Heartbeat{revision} ──► (logged; the stream's liveness)
 //! ```
 //!
@@ -42,7 +44,8 @@ use crate::store::{
     Event, EventType, KeyPrefix, ListOptions, Revision, Store, StoreError, WatchEvent, WatchOptions,
 };
 
-/// How long an idle stream goes without a `Progress`.
+/// How long a stream goes without a message before it gets a `Progress`
+/// (the agent gives a master up after 4 s of silence).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a new stream may take to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
@@ -136,13 +139,15 @@ async fn send(tx: &Tx, m: master_message::Message) -> bool {
         .is_ok()
 }
 
-async fn serve(
+async fn serve<In>(
     store: Arc<dyn Store>,
     hello: Hello,
-    mut inbound: Streaming<AgentMessage>,
+    mut inbound: In,
     tx: Tx,
     mut stopping: watch::Receiver<bool>,
-) {
+) where
+    In: Stream<Item = Result<AgentMessage, Status>> + Unpin,
+{
     let node = Bound::new(&hello.node_name);
     let resumed = match hello.after {
         Some(after) => match watch(&store, Revision(after)).await {
@@ -155,8 +160,8 @@ async fn serve(
         },
         None => None,
     };
-    let mut events = match resumed {
-        Some(w) => w,
+    let (mut events, start) = match resumed {
+        Some(w) => (w, Revision(hello.after.unwrap_or_default())),
         None => {
             let (revision, pods) = match snapshot(&store, &node).await {
                 Ok(s) => s,
@@ -175,7 +180,7 @@ async fn serve(
                 return;
             }
             match watch(&store, revision).await {
-                Ok(w) => w,
+                Ok(w) => (w, revision),
                 Err(e) => {
                     let _ = tx.send(Err(to_status(&e))).await;
                     return;
@@ -183,19 +188,22 @@ async fn serve(
             }
         }
     };
+    let mut progress = Keepalive::new(start);
     loop {
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(WatchEvent::Event(e))) => {
+                    progress.seen(e.revision);
                     if let Some(change) = node.change(&e) {
                         if !send(&tx, master_message::Message::Change(change)).await {
                             return;
                         }
+                        progress.sent();
                     }
                 }
                 Some(Ok(WatchEvent::Bookmark(rev))) => {
-                    let p = Progress { revision: rev.0 };
-                    if !send(&tx, master_message::Message::Progress(p)).await {
+                    progress.seen(rev);
+                    if !send_progress(&tx, &mut progress).await {
                         return;
                     }
                 }
@@ -206,16 +214,23 @@ async fn serve(
                 }
                 None => return,
             },
-            msg = inbound.message() => match msg {
-                Ok(Some(AgentMessage { message: Some(agent_message::Message::Heartbeat(h)) })) => {
+            // Other nodes' pods kept the watch busy (so it sends no
+            // bookmarks) while nothing was for this node.
+            _ = progress.due() => {
+                if !send_progress(&tx, &mut progress).await {
+                    return;
+                }
+            }
+            msg = inbound.next() => match msg {
+                Some(Ok(AgentMessage { message: Some(agent_message::Message::Heartbeat(h)) })) => {
                     tracing::trace!(revision = h.revision, "node heartbeat");
                 }
-                Ok(Some(_)) => {
+                Some(Ok(_)) => {
                     let _ = tx.send(Err(Status::invalid_argument("only heartbeats follow the hello"))).await;
                     return;
                 }
                 // The agent hung up.
-                Ok(None) | Err(_) => return,
+                None | Some(Err(_)) => return,
             },
             _ = tx.closed() => return,
             // (The wait's guard is not Send: drop it before the send below.)
@@ -223,6 +238,62 @@ async fn serve(
                 let _ = tx.send(Err(Status::unavailable("this master is shutting down"))).await;
                 return;
             }
+        }
+    }
+}
+
+async fn send_progress(tx: &Tx, progress: &mut Keepalive) -> bool {
+    let p = Progress {
+        revision: progress.revision.0,
+    };
+    let ok = send(tx, master_message::Message::Progress(p)).await;
+    progress.sent();
+    ok
+}
+
+/// When a stream owes its agent a `Progress`. The watch's bookmarks come
+/// only when the watch is idle (and, on a Raft replica, only while it is
+/// in touch with the cluster); events for other nodes are a sign of life
+/// too, but they are filtered out, so a stream that saw some and sent
+/// nothing for [`PROGRESS_EVERY`] says how far it has read. A stream that
+/// sees nothing at all stays silent, so that an agent on a master cut off
+/// from the cluster still notices and moves.
+struct Keepalive {
+    /// Every event up to here was seen (and sent when it was this node's).
+    revision: Revision,
+    /// When the agent was last sent something.
+    last_sent: tokio::time::Instant,
+    /// Whether `revision` moved since then.
+    unsent: bool,
+}
+
+impl Keepalive {
+    fn new(start: Revision) -> Self {
+        Self {
+            revision: start,
+            last_sent: tokio::time::Instant::now(),
+            unsent: false,
+        }
+    }
+
+    fn seen(&mut self, revision: Revision) {
+        if revision > self.revision {
+            self.revision = revision;
+            self.unsent = true;
+        }
+    }
+
+    fn sent(&mut self) {
+        self.last_sent = tokio::time::Instant::now();
+        self.unsent = false;
+    }
+
+    /// Ready when a `Progress` is owed; pending for ever otherwise.
+    async fn due(&self) {
+        if self.unsent {
+            tokio::time::sleep_until(self.last_sent + PROGRESS_EVERY).await;
+        } else {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -270,9 +341,10 @@ async fn snapshot(
 /// Which pods are bound to one node.
 struct Bound {
     name: String,
-    /// `"<name>"`: a pod whose JSON lacks it cannot name the node, which
-    /// spares parsing most other nodes' pods.
-    quoted: Vec<u8>,
+    /// Finds `"<name>"`: a pod whose JSON lacks it cannot name the node,
+    /// which spares parsing most other nodes' pods. (A searcher, not a
+    /// comparison at every offset: every stream scans every pod event.)
+    quoted: memchr::memmem::Finder<'static>,
 }
 
 #[derive(Deserialize)]
@@ -290,12 +362,12 @@ impl Bound {
     fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
-            quoted: format!("\"{name}\"").into_bytes(),
+            quoted: memchr::memmem::Finder::new(format!("\"{name}\"").as_bytes()).into_owned(),
         }
     }
 
     fn holds(&self, json: &[u8]) -> bool {
-        if !json.windows(self.quoted.len()).any(|w| w == self.quoted) {
+        if self.quoted.find(json).is_none() {
             return false;
         }
         serde_json::from_slice::<PodNode>(json)
@@ -329,7 +401,7 @@ impl Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Object, ResourceKey};
+    use crate::store::{Object, ReadMode, ResourceKey};
 
     fn pod(node: Option<&str>) -> Arc<Object> {
         let spec = match node {
@@ -356,6 +428,64 @@ mod tests {
 
     fn ty(c: Option<PodChange>) -> Option<ChangeType> {
         c.map(|c| ChangeType::try_from(c.r#type).expect("a change type"))
+    }
+
+    /// Pods of other nodes change all the time, so the store's watch is
+    /// never idle and sends no bookmarks; for longer than an agent waits in
+    /// silence (4 s) the stream still hears a `Progress` about every
+    /// second, with the revision it has read to, and no change.
+    #[tokio::test]
+    async fn a_stream_hears_progress_while_only_other_nodes_pods_change() {
+        let store: Arc<dyn Store> = crate::store::mem::MemStore::new(Default::default());
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (_agent, inbound) = mpsc::channel::<Result<AgentMessage, Status>>(1);
+        let (_stop, stopping) = watch::channel(false);
+        let hello = Hello {
+            version: NODE_STREAM_VERSION,
+            node_name: "n1".into(),
+            after: None,
+        };
+        let inbound = tokio_stream::wrappers::ReceiverStream::new(inbound);
+        tokio::spawn(serve(store.clone(), hello, inbound, tx, stopping));
+        let first = rx.recv().await.expect("a message").expect("no error");
+        assert!(matches!(
+            first.message,
+            Some(master_message::Message::Snapshot(_))
+        ));
+        let churn = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let pod = serde_json::json!({"metadata": {"name": format!("p{i}")},
+                        "spec": {"nodeName": "n2"}});
+                    let key = ResourceKey::new("", "pods", Some("default"), format!("p{i}"));
+                    let data = serde_json::to_vec(&pod).expect("json");
+                    store.create(key, data.into()).await.expect("create");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        while start.elapsed() < Duration::from_millis(4500) {
+            let m = tokio::time::timeout(2 * PROGRESS_EVERY, rx.recv())
+                .await
+                .expect("a message at least every 2 s")
+                .expect("stream open")
+                .expect("no error");
+            match m.message {
+                Some(master_message::Message::Progress(p)) => seen.push(p.revision),
+                other => panic!("only progress is for n1, got {other:?}"),
+            }
+        }
+        churn.abort();
+        assert!(seen.len() >= 3, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        let now = store.revision(ReadMode::Local).await.expect("revision").0;
+        assert!(
+            seen.last().is_some_and(|r| *r + 50 > now),
+            "{seen:?} vs {now}"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod eviction;
 pub mod log_service;
 mod objects;
 mod registration;
+mod status_queue;
 mod status_report;
 mod statuses;
 pub mod stream;

@@ -9,27 +9,28 @@
 //! status has arrived; a pod that is gone (NotFound) or a status the API
 //! refuses is dropped and logged.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use balsa_api::client::{Api, Client, Patch, PatchParams};
 use balsa_api::registry::Reason;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
+use super::status_queue::{Next, StatusQueue};
 use crate::runtime::PodKey;
 
-/// Writes in flight at once.
+/// Writes in flight at once (at most one per pod).
 const CONCURRENCY: usize = 16;
 const RETRY: Duration = Duration::from_millis(200);
 pub const FIELD_MANAGER: &str = "balsa-node";
 
 #[derive(Clone)]
 pub struct StatusWriter {
-    pending: Arc<Mutex<HashMap<String, (PodKey, PodStatus)>>>,
+    queue: Arc<Mutex<StatusQueue>>,
     wake: Arc<Notify>,
 }
 
@@ -37,7 +38,7 @@ impl StatusWriter {
     /// The writer and its task; the task ends when `stop` turns true.
     pub fn spawn(client: Client, stop: watch::Receiver<bool>) -> Self {
         let w = Self {
-            pending: Arc::default(),
+            queue: Arc::default(),
             wake: Arc::new(Notify::new()),
         };
         tokio::spawn(w.clone().run(client, stop));
@@ -45,48 +46,55 @@ impl StatusWriter {
     }
 
     pub fn push(&self, key: PodKey, status: PodStatus) {
-        self.lock().insert(key.uid.clone(), (key, status));
+        self.lock().push(key, status);
         self.wake.notify_one();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (PodKey, PodStatus)>> {
-        // Held only to insert or take; a poisoned map is still a map.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusQueue> {
+        // Held only to push or take; a poisoned queue is still a queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Pipelined: a write starts as soon as there is room and a status to
+    /// write, not when a whole batch has ended, so a status that arrives
+    /// while slow writes are in flight waits only for room (or for its own
+    /// pod's write in flight).
     async fn run(self, client: Client, mut stop: watch::Receiver<bool>) {
+        let mut writes = FuturesUnordered::new();
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => return,
+            let mut at = None;
+            while writes.len() < CONCURRENCY {
+                match self.lock().next(Instant::now()) {
+                    Next::Write(key, status) => {
+                        let client = client.clone();
+                        writes.push(async move {
+                            let started = Instant::now();
+                            let outcome = write(&client, &key, &status).await;
+                            tracing::debug!(pod = %key, took_ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "pod status written");
+                            (key, status, outcome)
+                        });
+                    }
+                    Next::At(when) => {
+                        at = Some(when);
+                        break;
+                    }
+                    Next::Idle => break,
+                }
             }
-            let batch: Vec<(PodKey, PodStatus)> = self.lock().drain().map(|(_, v)| v).collect();
-            let failed: Vec<(PodKey, PodStatus)> = futures::stream::iter(batch)
-                .map(|(key, status)| {
-                    let client = client.clone();
-                    async move {
-                        match write(&client, &key, &status).await {
-                            Ok(()) => None,
-                            Err(retry) => retry.then_some((key, status)),
-                        }
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .filter_map(|r| async move { r })
-                .collect()
-                .await;
-            if !failed.is_empty() {
-                {
-                    let mut pending = self.lock();
-                    for (key, status) in failed {
-                        pending.entry(key.uid.clone()).or_insert((key, status));
-                    }
+            let retry_due = async {
+                match at {
+                    Some(when) => tokio::time::sleep_until(when.into()).await,
+                    None => std::future::pending().await,
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+            };
+            tokio::select! {
+                Some((key, status, outcome)) = writes.next(), if !writes.is_empty() => {
+                    let retry = outcome.err().unwrap_or(false);
+                    self.lock().done(key, *status, retry, Instant::now(), RETRY);
                 }
-                self.wake.notify_one();
+                _ = self.wake.notified() => {}
+                _ = retry_due => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     }
