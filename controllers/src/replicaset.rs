@@ -301,30 +301,9 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
             let n = (active.len() - want).min(BURST);
             let victims = pods_to_delete(&active, n);
             let names: Vec<String> = victims.iter().map(|p| name_of(&p.metadata)).collect();
-            ctx.expectations.expect(&key, vec![], names.clone());
-            for (p, name) in victims.iter().zip(&names) {
-                let dp = DeleteParams {
-                    uid: p.metadata.uid.clone(),
-                    ..Default::default()
-                };
-                match pod_api.delete(name, &dp).await {
-                    Ok(_) => ctx.recorder.event(
-                        object_ref(&*rs),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {name}"),
-                    ),
-                    Err(e) if e.code() == 404 => {}
-                    Err(e) => {
-                        ctx.recorder.event(
-                            object_ref(&*rs),
-                            EventType::Warning,
-                            "FailedDelete",
-                            format!("Error deleting: {}", e.message),
-                        );
-                        return Err(Error::api("deleting pod", name.clone())(e));
-                    }
-                }
+            ctx.expectations.expect(&key, vec![], names);
+            if let Some(e) = delete_pods(&rs, &pod_api, &ctx.recorder, &victims).await {
+                return Err(e);
             }
             tracing::info!(replicaset = %key, deleted = n, "scaled down");
         }
@@ -345,6 +324,51 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
     Ok(action)
 }
 
+/// Deletes `victims` all at once (as upstream's ReplicaSet controller does,
+/// up to its burst): one at a time, a scale-down of hundreds of pods lags
+/// behind the Deployment, which bounds only the ReplicaSets' specs, and the
+/// old pods outlive the surge. The first error, after every delete ended.
+async fn delete_pods(
+    rs: &ReplicaSet,
+    api: &Api<Pod>,
+    recorder: &Recorder,
+    victims: &[Arc<Pod>],
+) -> Option<Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for p in victims {
+        let (api, name) = (api.clone(), name_of(&p.metadata));
+        let dp = DeleteParams {
+            uid: p.metadata.uid.clone(),
+            ..Default::default()
+        };
+        set.spawn(async move { (api.delete(&name, &dp).await, name) });
+    }
+    let mut err = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((Ok(_), name)) => recorder.event(
+                object_ref(rs),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+            ),
+            Ok((Err(e), _)) if e.code() == 404 => {}
+            Ok((Err(e), name)) => {
+                recorder.event(
+                    object_ref(rs),
+                    EventType::Warning,
+                    "FailedDelete",
+                    format!("Error deleting: {}", e.message),
+                );
+                err.get_or_insert(Error::api("deleting pod", name)(e));
+            }
+            Err(e) => {
+                err.get_or_insert(Error::Invalid(format!("pod delete task failed: {e}")));
+            }
+        }
+    }
+    err
+}
 /// Creates `n` pods in slow-start batches; stops after a batch with a
 /// failure. Returns the names created and the first error.
 async fn create_pods(
