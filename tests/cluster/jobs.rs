@@ -697,7 +697,8 @@ async fn indexed_jobs_retry_and_fail_per_index() {
     assert_eq!((st.succeeded, st.failed), (Some(3), Some(1)));
     assert_eq!(st.completed_indexes.as_deref(), Some("0-2"));
     assert_eq!(st.failed_indexes.as_deref(), Some(""));
-    let counts: Vec<(String, String, String)> = pods_of(&pods, "retried")
+    // (Creation timestamps are to the second: order by the count instead.)
+    let mut counts: Vec<(String, String, String)> = pods_of(&pods, "retried")
         .await
         .iter()
         .map(|p| {
@@ -712,6 +713,7 @@ async fn indexed_jobs_retry_and_fail_per_index() {
         })
         .filter(|(ix, _, _)| ix == "1")
         .collect();
+    counts.sort_by(|a, b| a.2.cmp(&b.2));
     assert_eq!(
         counts,
         vec![
