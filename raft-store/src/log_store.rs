@@ -305,17 +305,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use balsa_api::store::window::WindowConfig;
-    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+    use crate::log_tail::tests::entry;
     use crate::state_machine::StateMachine;
-
-    fn entry(index: u64) -> Entry {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
 
     fn write_entries(db: &DB, indexes: impl IntoIterator<Item = u64>) {
         for i in indexes {

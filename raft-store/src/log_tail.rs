@@ -120,12 +120,14 @@ impl LogTail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
 
-    fn entry(index: u64) -> Entry {
+    /// A blank entry at `index` (term 1, node 1); the log store's tests use
+    /// it too.
+    pub(crate) fn entry(index: u64) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Blank,

@@ -136,6 +136,14 @@ impl Cause {
         }
     }
 
+    /// `Required value: why`, as field.Required with a detail.
+    pub fn required_because(field: impl Into<String>, why: &str) -> Self {
+        Cause {
+            message: format!("Required value: {why}"),
+            ..Cause::required(field)
+        }
+    }
+
     pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
         Cause {
             reason: "FieldValueForbidden",

@@ -266,9 +266,10 @@ pub fn validate(quota: &Value, out: &mut Vec<Cause>) {
         }
         match op {
             "In" | "NotIn" if values.is_empty() => {
-                let mut c = Cause::required(format!("{path}.values"));
-                c.message = "Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector".into();
-                out.push(c);
+                out.push(Cause::required_because(
+                    format!("{path}.values"),
+                    "must be at least one value when `operator` is 'In' or 'NotIn' for scope selector",
+                ));
             }
             "Exists" | "DoesNotExist" if !values.is_empty() => out.push(Cause::invalid(
                 format!("{path}.values"),

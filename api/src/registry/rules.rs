@@ -724,10 +724,10 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
         None | Some("NonIndexed") => {}
         Some("Indexed") => {
             if spec["completions"].is_null() {
-                out.push(Cause {
-                    message: "Required value: when completion mode is Indexed".into(),
-                    ..Cause::required(format!("{path}.completions"))
-                });
+                out.push(Cause::required_because(
+                    format!("{path}.completions"),
+                    "when completion mode is Indexed",
+                ));
             }
         }
         Some(other) => out.push(Cause::not_supported(
@@ -758,10 +758,10 @@ fn per_index_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
         }
     }
     if max_failed.is_some() && spec["backoffLimitPerIndex"].is_null() {
-        out.push(Cause {
-            message: "Required value: when maxFailedIndexes is specified".into(),
-            ..Cause::required(format!("{path}.backoffLimitPerIndex"))
-        });
+        out.push(Cause::required_because(
+            format!("{path}.backoffLimitPerIndex"),
+            "when maxFailedIndexes is specified",
+        ));
     }
     if let (true, Some(m)) = (indexed, max_failed) {
         if spec["completions"].as_i64().is_some_and(|c| m > c) {
