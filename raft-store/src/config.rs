@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use balsa_api::store::window::WindowConfig;
 
+use crate::proposer::Limits;
 use crate::NodeId;
 
 /// How one replica runs.
@@ -24,6 +25,8 @@ pub struct ReplicaConfig {
     pub window: WindowConfig,
     /// How long a write or a linearizable read may wait before Unavailable.
     pub request_timeout: Duration,
+    /// How the leader groups concurrent writes into entries.
+    pub proposals: Limits,
 }
 
 impl ReplicaConfig {
@@ -42,6 +45,7 @@ impl ReplicaConfig {
             snapshot_chunk: 1 << 20,
             window: WindowConfig::default(),
             request_timeout: Duration::from_secs(5),
+            proposals: Limits::default(),
         }
     }
 }

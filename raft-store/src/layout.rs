@@ -15,7 +15,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `objects` | `ResourceKey::encode()` | `created u64 BE | revision u64 BE | JSON` |
-//! | `sm` | `applied`, `membership` | `codec::encode(..)` |
+//! | `sm` | `applied`, `membership`, `revision` | `codec::encode(..)` |
 //!
 //! `sm/snap-N.snap`, the newest snapshot (`snapshot::archive`), and
 //! `sm/current`, the manifest naming both.
@@ -40,6 +40,10 @@ pub const KEY_PURGED: &[u8] = b"purged";
 pub const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const KEY_APPLIED: &[u8] = b"applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// The newest revision applied (written with `applied`). Absent in a state
+/// machine written when a revision was its entry's log index: the applied
+/// index is then the revision.
+pub const KEY_REVISION: &[u8] = b"revision";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

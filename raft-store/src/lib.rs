@@ -2,11 +2,12 @@
 //! port of `api`. This crate is the only one that names openraft or RocksDB.
 //!
 //! ```text
-//!  Store::txn ─► Replica ──(follower: Forward to leader)──► Raft::client_write
+//!  Store::txn ─► Replica ──(follower: Forward to leader)──► Proposer (groups writes)
+//!                                                              │ Raft::client_write:
 //!                                                              │ append (fsync) + replicate
 //!                                                              ▼
 //!                      StateMachine::apply ─► RocksDB objects ─┬─► WatchWindow ─► watches
-//!                                                              └─► reply (rev = log index)
+//!                                                              └─► reply (a revision per write)
 //! ```
 //!
 //! Module rules: `layout` owns every on-disk key; `codec` owns every byte format
@@ -32,8 +33,10 @@ pub mod log_store;
 pub mod log_tail;
 pub mod network;
 pub mod peer_service;
+pub mod proposer;
 pub mod read_index;
 pub mod replica;
+pub mod route;
 pub mod snapshot;
 pub mod snapshot_schedule;
 pub mod state_machine;

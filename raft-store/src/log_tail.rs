@@ -30,8 +30,7 @@ pub struct LogTail {
 fn size_of(entry: &Entry) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(cmd) => cmd
-            .ops
-            .iter()
+            .ops()
             .map(|op| match op {
                 balsa_api::Op::Create { value, .. } | balsa_api::Op::Update { value, .. } => {
                     value.len()

@@ -15,7 +15,7 @@ use balsa_api::{
     Store, StoreError, WatchOptions, WatchStream,
 };
 use balsa_proto::peer::MemberStatus;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::time::Instant;
 
@@ -25,9 +25,11 @@ use crate::identity::{ClusterId, Identity, IdentityError};
 use crate::layout::{CF_RAFT, KEY_COMMITTED};
 use crate::log_store::{LogError, LogStore};
 use crate::network::{Network, PeerLink};
+use crate::proposer::{self, Proposer};
 use crate::read_index::ReadIndexBatch;
+use crate::route::{fatal, forward_route, Route};
 use crate::state_machine::{SmShared, StateMachine};
-use crate::types::{Command, LogId, Member, NodeId, Raft, COMMAND_VERSION};
+use crate::types::{Command, LogId, Member, NodeId, Raft};
 use crate::{codec, db};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub struct Replica {
     /// Read indexes for the reads made here: one confirmation or one forwarded
     /// ReadIndex call per batch.
     read_indexes: ReadIndexBatch<Result<u64, StoreError>>,
+    /// Groups the writes made at this leader into entries (see `proposer`).
+    proposer: Proposer,
 }
 
 /// Whether this replica knows a leader it is in touch with: a running leader,
@@ -119,23 +123,31 @@ fn follow<T: PartialEq + Send + Sync + 'static>(
     rx
 }
 
-/// Where a leader-only request must go.
-#[derive(Clone)]
-enum Route<T> {
-    Done(Result<T, StoreError>),
-    Leader(NodeId, Member),
-    NoLeader,
+fn not_committed(timeout: Duration) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the write was not committed within {timeout:?} (no quorum?); it may still be applied"
+    ))
 }
 
-fn forward_route<T>(f: &ForwardToLeader<NodeId, Member>) -> Route<T> {
-    match (f.leader_id, &f.leader_node) {
-        (Some(id), Some(node)) => Route::Leader(id, node.clone()),
-        _ => Route::NoLeader,
+/// Where a failed `client_write` leaves its writes.
+fn write_failed<T>(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Route<T> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward_route(&f),
+        RaftError::APIError(e) => Route::Done(Err(StoreError::Internal(e.to_string()))),
+        RaftError::Fatal(f) => Route::Done(Err(fatal(f))),
     }
 }
 
-fn fatal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("raft has stopped: {e}"))
+/// Proposes one entry of the proposer's (see `proposer`) and answers each
+/// of its transactions.
+async fn propose(raft: Raft, cmd: Command, timeout: Duration) -> Vec<proposer::Outcome> {
+    let txns = cmd.txns.len();
+    let all = |route: proposer::Outcome| vec![route; txns];
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => all(Route::Done(Err(not_committed(timeout)))),
+        Ok(Ok(resp)) => resp.data.0.into_iter().map(Route::Done).collect(),
+        Ok(Err(e)) => all(write_failed(e)),
+    }
 }
 
 fn stopping() -> StoreError {
@@ -194,6 +206,10 @@ impl Replica {
         // woken only when a flag changes.
         let fresh = follow(raft.metrics(), fresh, false);
         let leading = follow(raft.metrics(), leading, false);
+        let proposer = Proposer::spawn(config.proposals, {
+            let (raft, timeout) = (raft.clone(), config.request_timeout);
+            move |cmd| propose(raft.clone(), cmd, timeout)
+        });
         Ok(Arc::new_cyclic(|me_ref: &std::sync::Weak<Self>| {
             let (this, again) = (me_ref.clone(), me_ref.clone());
             let confirms = ReadIndexBatch::spawn("leader", move || {
@@ -228,6 +244,7 @@ impl Replica {
                 leading,
                 confirms,
                 read_indexes,
+                proposer,
             }
         }))
     }
@@ -367,23 +384,21 @@ impl Replica {
         ops: Vec<Op>,
         deadline: Instant,
     ) -> Route<(Revision, Vec<OpResult>)> {
-        let cmd = Command {
-            version: COMMAND_VERSION,
-            ops,
-        };
-        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
-            Err(_) => Route::Done(Err(StoreError::Unavailable(format!(
-                "the write was not committed within {:?} (no quorum?); it may still be applied",
-                self.timeout()
-            )))),
-            Ok(Ok(resp)) => {
-                Route::Done(resp.data.0.map(|objs| (Revision(resp.log_id.index), objs)))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => forward_route(&f),
-            Ok(Err(RaftError::APIError(e))) => {
-                Route::Done(Err(StoreError::Internal(e.to_string())))
-            }
-            Ok(Err(RaftError::Fatal(f))) => Route::Done(Err(fatal(f))),
+        match tokio::time::timeout_at(deadline, self.proposer.propose(ops)).await {
+            Err(_) => Route::Done(Err(not_committed(self.timeout()))),
+            Ok(Err(_)) => Route::Done(Err(stopping())),
+            Ok(Ok(outcome)) => outcome,
+        }
+    }
+
+    /// Commits an empty entry (a read barrier), if this replica is the
+    /// leader: its index.
+    async fn barrier_here(&self, deadline: Instant) -> Route<u64> {
+        let write = self.raft.client_write(Command::default());
+        match tokio::time::timeout_at(deadline, write).await {
+            Err(_) => Route::Done(Err(not_committed(self.timeout()))),
+            Ok(Ok(resp)) => Route::Done(Ok(resp.log_id.index)),
+            Ok(Err(e)) => write_failed(e),
         }
     }
 
@@ -420,12 +435,7 @@ impl Replica {
             // a loaded machine can miss; committing an empty entry in this term
             // proves leadership too, and its index is a valid read index.
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                let barrier = self.write_here(Vec::new(), deadline).await;
-                match barrier {
-                    Route::Done(r) => Route::Done(r.map(|(rev, _)| rev.0)),
-                    Route::Leader(id, m) => Route::Leader(id, m),
-                    Route::NoLeader => Route::NoLeader,
-                }
+                self.barrier_here(deadline).await
             }
             Ok(Err(RaftError::Fatal(f))) => Route::Done(Err(fatal(f))),
         }
@@ -529,12 +539,14 @@ impl Replica {
                 )))
             }
         };
-        let mut applied = self.sm.window().subscribe();
-        let reached = tokio::time::timeout(self.timeout(), applied.wait_for(|rev| rev.0 >= index))
+        let mut applied = self.sm.applied_index();
+        let reached = tokio::time::timeout(self.timeout(), applied.wait_for(|i| *i >= index))
             .await
-            .map(|r| r.map(|rev| *rev));
+            .map(|r| r.map(|_| ()));
         match reached {
-            Ok(Ok(rev)) => Ok(rev),
+            // Everything up to the read index is in the window (it is
+            // pushed before the index is published), maybe more.
+            Ok(Ok(())) => Ok(self.sm.window().current()),
             Ok(Err(_)) => Err(StoreError::Unavailable("replica is shutting down".into())),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "replica did not apply up to the read index {index} within {:?}",

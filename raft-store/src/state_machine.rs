@@ -1,7 +1,14 @@
 //! The state machine: objects in RocksDB plus the watch window. Applying a group
-//! of entries is one RocksDB batch (objects, applied index, membership) written
-//! under the window's write lock, then the events are pushed, so readers holding
-//! the read lock see storage and window at the same revision.
+//! of entries is one RocksDB batch (objects, applied index, revision,
+//! membership) written under the window's write lock, then the events are
+//! pushed, so readers holding the read lock see storage and window at the same
+//! revision.
+//!
+//! Revisions count the transactions applied: each successful transaction of a
+//! command takes the next one (a failed one, a blank or membership entry takes
+//! none). Every replica applies the same log, so every replica gives every
+//! write the same revision. The applied log index is published separately
+//! (`applied_index`): linearizable reads wait on it.
 //!
 //! The objects live in their own RocksDB (a generation, see
 //! `snapshot::state_dir`). Snapshots are checkpoints of it, archived to one
@@ -26,12 +33,13 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
 use crate::codec;
 use crate::db::cf;
-use crate::layout::{decode_object, encode_object, CF_OBJECTS, CF_SM, KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::layout::{
+    decode_object, encode_object, CF_OBJECTS, CF_SM, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION,
+};
 use crate::snapshot::migrate::Legacy;
 use crate::snapshot::{Current, SmDb, SnapshotFile, StateDir, StateDirError};
 use crate::types::{
     CommandReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-    COMMAND_VERSION,
 };
 
 /// The state machine's directory under the data dir.
@@ -51,6 +59,8 @@ pub struct SmShared {
     /// replica that stops waits here: a restart must not find the
     /// directory still being written.
     busy: Mutex<bool>,
+    /// The index of the last entry applied (or installed).
+    applied_index: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +108,14 @@ impl StateMachine {
             snapshot_file: data_dir.join(LEGACY_SNAPSHOT_FILE),
         };
         let (dir, db) = StateDir::open(&data_dir.join(SM_DIR), legacy).map_err(sm_read)?;
-        let applied: Option<LogId> = read_sm(&db, KEY_APPLIED)?.flatten();
-        let start = Revision(applied.map_or(0, |l| l.index));
+        let (applied, start) = applied_revision(&db)?;
         Ok(Self {
             shared: Arc::new(SmShared {
                 db: RwLock::new(db),
                 window: WatchWindow::new(window, start),
                 dir,
                 busy: Mutex::new(false),
+                applied_index: tokio::sync::watch::channel(applied).0,
             }),
         })
     }
@@ -120,6 +130,15 @@ fn read_sm<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option
         Some(bytes) => codec::decode(&bytes).map(Some).map_err(sm_read),
         None => Ok(None),
     }
+}
+
+/// The applied index and revision a state machine database holds.
+fn applied_revision(db: &DB) -> Result<(u64, Revision), StorageError> {
+    let applied = read_sm::<Option<LogId>>(db, KEY_APPLIED)?
+        .flatten()
+        .map_or(0, |l| l.index);
+    let revision = read_sm::<Revision>(db, KEY_REVISION)?.unwrap_or(Revision(applied));
+    Ok((applied, revision))
 }
 
 /// The objects as they are mid-batch: RocksDB plus this batch's earlier writes.
@@ -171,13 +190,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         let mut replies = Vec::new();
         let mut pushes: Vec<(Revision, Vec<Event>)> = Vec::new();
+        let mut rev = self.shared.window.current();
         let mut last = None;
         for entry in entries {
-            let rev = Revision(entry.log_id.index);
             last = Some(entry.log_id);
-            let mut events = Vec::new();
             let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Vec::new()),
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     batch.put_cf(
@@ -185,53 +203,56 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         KEY_MEMBERSHIP,
                         codec::encode(&stored).map_err(sm_write)?,
                     );
-                    Ok(Vec::new())
+                    Vec::new()
                 }
-                EntryPayload::Normal(cmd) if cmd.version != COMMAND_VERSION => {
-                    Err(StoreError::Internal(format!(
-                        "command version {} is unknown to this replica",
-                        cmd.version
-                    )))
-                }
-                // An empty command is a read barrier: it only proves leadership.
-                EntryPayload::Normal(cmd) if cmd.ops.is_empty() => Ok(Vec::new()),
                 EntryPayload::Normal(cmd) => {
-                    let source = Pending {
-                        db,
-                        writes: &writes,
-                        io_error: RefCell::new(None),
-                    };
-                    let result = apply::apply(&source, rev, &cmd.ops);
-                    if let Some(e) = source.io_error.into_inner() {
-                        return Err(StorageIOError::apply(entry.log_id, &e).into());
-                    }
-                    result.map(|applied| {
-                        for (key, obj) in applied.writes {
-                            match &obj {
-                                Some(o) => batch.put_cf(objects, key.encode(), encode_object(o)),
-                                None => batch.delete_cf(objects, key.encode()),
-                            }
-                            writes.insert(key, obj);
+                    let mut results = Vec::with_capacity(cmd.txns.len());
+                    for ops in &cmd.txns {
+                        let source = Pending {
+                            db,
+                            writes: &writes,
+                            io_error: RefCell::new(None),
+                        };
+                        let next = Revision(rev.0 + 1);
+                        let result = apply::apply(&source, next, ops);
+                        if let Some(e) = source.io_error.into_inner() {
+                            return Err(StorageIOError::apply(entry.log_id, &e).into());
                         }
-                        events = applied.events;
-                        applied.results
-                    })
+                        results.push(result.map(|applied| {
+                            for (key, obj) in applied.writes {
+                                match &obj {
+                                    Some(o) => {
+                                        batch.put_cf(objects, key.encode(), encode_object(o))
+                                    }
+                                    None => batch.delete_cf(objects, key.encode()),
+                                }
+                                writes.insert(key, obj);
+                            }
+                            rev = next;
+                            pushes.push((next, applied.events));
+                            (next, applied.results)
+                        }));
+                    }
+                    results
                 }
             };
             replies.push(CommandReply(reply));
-            pushes.push((rev, events));
         }
         let Some(last) = last else { return Ok(replies) };
+        let sm = cf(db, CF_SM);
         batch.put_cf(
-            cf(db, CF_SM),
+            sm,
             KEY_APPLIED,
             codec::encode(&Some(last)).map_err(sm_write)?,
         );
+        batch.put_cf(sm, KEY_REVISION, codec::encode(&rev).map_err(sm_write)?);
         let mut window = self.shared.window.write();
         db.write(batch).map_err(sm_write)?;
         for (rev, events) in pushes {
             window.push(rev, events);
         }
+        drop(window);
+        self.shared.applied_index.send_replace(last.index);
         Ok(replies)
     }
 
@@ -359,7 +380,8 @@ impl SmShared {
             .dir
             .install(meta, received)
             .map_err(|e: StateDirError| snapshot_write(Some(meta), e))?;
-        let applied = Revision(meta.last_log_id.map_or(0, |l| l.index));
+        let (_, revision) = applied_revision(&db)?;
+        let applied = meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut window = self.window.write();
             let old = std::mem::replace(
@@ -367,8 +389,9 @@ impl SmShared {
                 Arc::new(db),
             );
             old.retire();
-            window.reset(applied);
+            window.reset(revision);
         }
+        self.applied_index.send_replace(applied);
         tracing::info!(
             snapshot = %meta.snapshot_id,
             ms = started.elapsed().as_millis() as u64,
@@ -395,6 +418,11 @@ impl SmShared {
 
     pub fn window(&self) -> Arc<WatchWindow> {
         self.window.clone()
+    }
+
+    /// Follows the index of the last entry applied.
+    pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_index.subscribe()
     }
 
     /// The object as this replica has applied it.

@@ -126,3 +126,103 @@ async fn every_replica_watches_the_same_history() {
     }
     cluster.shutdown().await;
 }
+
+/// Concurrent writes at the leader share Raft entries (the proposer groups
+/// them), yet each is its own transaction: it succeeds or fails alone and
+/// gets a revision of its own, and every replica's watch yields one event per
+/// acknowledged write at that revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_entries_but_not_revisions() {
+    const WRITERS: usize = 120;
+    let cluster = InProc::start(3, |_| {}).await;
+    let leader = cluster.wait_leader(&[]).await;
+    let prefix = KeyPrefix::resource("", "configmaps").in_namespace(Some("batched"));
+    let start = cluster
+        .store(leader)
+        .revision(ReadMode::Linearizable)
+        .await
+        .expect("revision");
+    let mut watches = Vec::new();
+    for i in 0..3 {
+        let opts = WatchOptions {
+            after: start,
+            bookmark_interval: None,
+        };
+        watches.push(cluster.store(i).watch(&prefix, opts).await.expect("watch"));
+    }
+    let index = |c: &InProc| {
+        c.server(leader)
+            .replica
+            .raft()
+            .metrics()
+            .borrow()
+            .last_log_index
+    };
+    let entries_before = index(&cluster).unwrap_or(0);
+    // Two writers per name: exactly one create of each wins; the winner
+    // then updates its object at the revision it got, the loser at a
+    // stale one (0), which must fail alone.
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = cluster.store(leader);
+        writers.push(tokio::spawn(async move {
+            let name = format!("o{}", w / 2);
+            let mut acked = Vec::new();
+            let expected = match store
+                .create(key("batched", &name), configmap("batched", &name, "1"))
+                .await
+            {
+                Ok(o) => {
+                    acked.push((o.revision, name.clone()));
+                    o.revision
+                }
+                Err(balsa_api::StoreError::AlreadyExists { .. }) => Revision(0),
+                Err(e) => panic!("create {name}: {e}"),
+            };
+            let updated = store
+                .update(
+                    key("batched", &name),
+                    configmap("batched", &name, &format!("from-{w}")),
+                    Some(expected),
+                )
+                .await;
+            match (expected, updated) {
+                (Revision(0), Err(balsa_api::StoreError::Conflict { .. })) => {}
+                (Revision(0), other) => panic!("a stale update of {name} gave {other:?}"),
+                (_, Ok(o)) => acked.push((o.revision, name.clone())),
+                (_, Err(e)) => panic!("update {name}: {e}"),
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    let entries = index(&cluster).unwrap_or(0) - entries_before;
+    assert_eq!(acked.len(), WRITERS, "one create and one update per name");
+    assert!(
+        (entries as usize) < acked.len() / 2,
+        "{} writes took {entries} entries: concurrent writes share entries",
+        acked.len()
+    );
+    acked.sort();
+    assert!(
+        acked.windows(2).all(|p| p[0].0 < p[1].0),
+        "every write has a revision of its own"
+    );
+    for w in &mut watches {
+        let mut seen = Vec::new();
+        while seen.len() < acked.len() {
+            match next_event(w).await {
+                WatchEvent::Event(e) => seen.push((e.revision, e.object.key.name.clone())),
+                WatchEvent::Bookmark(_) => {}
+            }
+        }
+        assert_eq!(
+            seen, acked,
+            "one event per acknowledged write, at its revision"
+        );
+    }
+    cluster.shutdown().await;
+}

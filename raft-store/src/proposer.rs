@@ -1,0 +1,393 @@
+//! Write grouping on the leader: concurrent writes share one Raft entry (one
+//! log append, one fsync, one replication round) instead of paying one each.
+//!
+//! ```text
+//!  write ─┐                      owner task
+//!  write ─┼─► bounded queue ─►   wait for a free proposal slot, take every
+//!  write ─┘                      queued write (up to the limits) ─► ONE entry
+//!                                ─► each write gets its own transaction's reply
+//! ```
+//!
+//! openraft 0.9 appends one entry per `client_write` and waits for its fsync
+//! before it takes the next message, so an entry per write caps the leader
+//! at one write per fsync. Here a write goes out at once while fewer than
+//! `in_flight` entries are pending; beyond that, writes wait and the next free
+//! slot takes all of them. A lone write is never delayed; a busy leader's
+//! entries grow with its load.
+//!
+//! What must stay true: each write is proposed at most once, in exactly one
+//! entry, and its caller gets that entry's reply for its own transaction (the
+//! transactions are independent: one failing does not affect the others).
+//! Writes whose caller already gave up are not proposed. Concurrent writes
+//! have no order between them, so entries in flight may commit in any order.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use balsa_api::{Object, Op, Revision, StoreError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
+
+use crate::route::Route;
+use crate::types::Command;
+
+/// How many writes may wait for a slot before further writes wait for room
+/// in the queue.
+const QUEUE: usize = 16_384;
+
+/// One transaction's outcome: its revision and objects, or where to go.
+pub type Outcome = Route<(Revision, Vec<Object>)>;
+
+/// How large entries grow and how many may be pending at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Entries proposed and not yet answered.
+    pub in_flight: usize,
+    /// Transactions in one entry.
+    pub txns: usize,
+    /// Bytes of values in one entry (a larger single write goes alone).
+    pub bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            in_flight: 2,
+            txns: 512,
+            bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the write proposer has stopped (the replica is shutting down)")]
+pub struct Stopped;
+
+struct Waiting {
+    ops: Vec<Op>,
+    bytes: usize,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Roughly what a transaction adds to an entry.
+fn size_of(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            Op::Create { value, .. } | Op::Update { value, .. } => value.len() + 64,
+            Op::Delete { .. } => 64,
+        })
+        .sum()
+}
+
+/// A cheap handle to the owner task; it ends when the last handle is dropped.
+pub struct Proposer {
+    queue: mpsc::Sender<Waiting>,
+}
+
+impl Proposer {
+    /// Starts the owner task. `submit` proposes one entry and answers each of
+    /// its transactions, in order.
+    pub fn spawn<F, Fut>(limits: Limits, submit: F) -> Self
+    where
+        F: Fn(Command) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+    {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(own(limits, rx, Arc::new(submit)));
+        Self { queue }
+    }
+
+    /// Proposes `ops` as one transaction and waits for its outcome.
+    pub async fn propose(&self, ops: Vec<Op>) -> Result<Outcome, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        let bytes = size_of(&ops);
+        self.queue
+            .send(Waiting { ops, bytes, reply })
+            .await
+            .map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+}
+
+async fn own<F, Fut>(limits: Limits, mut rx: mpsc::Receiver<Waiting>, submit: Arc<F>)
+where
+    F: Fn(Command) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    let mut carried: Option<Waiting> = None;
+    let mut entries: u64 = 0;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        // Writes that arrive while every slot is taken queue up: the slot
+        // that frees takes them all.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < limits.txns {
+            match rx.try_recv() {
+                Ok(w) if bytes + w.bytes > limits.bytes => {
+                    carried = Some(w);
+                    break;
+                }
+                Ok(w) => {
+                    bytes += w.bytes;
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        batch.retain(|w| !w.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        entries += 1;
+        let (txns, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.ops, w.reply)).unzip();
+        let span = tracing::debug_span!("propose", entry = entries, txns = txns.len(), bytes);
+        let submit = submit.clone();
+        tokio::spawn(
+            async move {
+                let expected = txns.len();
+                let outcomes = submit(Command { txns }).await;
+                drop(slot);
+                if outcomes.len() != expected {
+                    let e = StoreError::Internal(format!(
+                        "an entry of {expected} transactions got {} replies",
+                        outcomes.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Route::Done(Err(e.clone())));
+                    }
+                    return;
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that went away no longer wants its answer.
+                    let _ = reply.send(outcome);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use balsa_api::ResourceKey;
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn create(name: &str, size: usize) -> Vec<Op> {
+        vec![Op::Create {
+            key: ResourceKey::new("", "configmaps", Some("default"), name),
+            value: Bytes::from(vec![b'x'; size]),
+        }]
+    }
+
+    fn name(ops: &[Op]) -> String {
+        ops[0].key().name.clone()
+    }
+
+    /// A proposer whose entries are recorded and held until the test
+    /// releases them; each transaction is answered with its position in the
+    /// order of all transactions proposed (1, 2, ...), or Conflict when its
+    /// name starts with "bad".
+    struct Gated {
+        proposer: Proposer,
+        entries: Arc<Mutex<Vec<Vec<String>>>>,
+        release: Arc<Semaphore>,
+    }
+
+    fn gated(limits: Limits) -> Gated {
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Semaphore::new(0));
+        let (seen, gate) = (entries.clone(), release.clone());
+        let proposer = Proposer::spawn(limits, move |cmd: Command| {
+            let names: Vec<String> = cmd.txns.iter().map(|t| name(t)).collect();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                let before: usize = seen.iter().map(Vec::len).sum();
+                seen.push(names.clone());
+                before as u64
+            };
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        if n.starts_with("bad") {
+                            Route::Done(Err(StoreError::Conflict {
+                                key: n.clone(),
+                                reason: "stale".into(),
+                            }))
+                        } else {
+                            Route::Done(Ok((Revision(first + i as u64 + 1), Vec::new())))
+                        }
+                    })
+                    .collect()
+            }
+        });
+        Gated {
+            proposer,
+            entries,
+            release,
+        }
+    }
+
+    async fn until(entries: &Mutex<Vec<Vec<String>>>, n: usize) {
+        while entries.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn revision(outcome: Outcome) -> Result<u64, StoreError> {
+        match outcome {
+            Route::Done(r) => r.map(|(rev, _)| rev.0),
+            _ => panic!("routed elsewhere"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_a_slot_and_then_share_one_entry() {
+        let g = Arc::new(gated(Limits {
+            in_flight: 1,
+            ..Limits::default()
+        }));
+        // The first write takes the only slot alone, at once.
+        let first = tokio::spawn({
+            let g = g.clone();
+            async move { g.proposer.propose(create("a", 10)).await }
+        });
+        until(&g.entries, 1).await;
+        // Five more arrive while it is pending: they wait, then go together.
+        let mut rest = Vec::new();
+        for n in ["b", "c", "bad-d", "e", "f"] {
+            let g = g.clone();
+            rest.push(tokio::spawn(async move {
+                g.proposer.propose(create(n, 10)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            g.entries.lock().unwrap().len(),
+            1,
+            "no second entry while the slot is taken"
+        );
+        g.release.add_permits(2);
+        assert_eq!(revision(first.await.unwrap().unwrap()).unwrap(), 1);
+        let mut got = Vec::new();
+        for r in rest {
+            got.push(revision(r.await.unwrap().unwrap()));
+        }
+        assert_eq!(
+            *g.entries.lock().unwrap(),
+            vec![vec!["a"], vec!["b", "c", "bad-d", "e", "f"]]
+        );
+        // Each caller got its own transaction's reply; the failed one did
+        // not affect the others.
+        assert_eq!(got[0].as_ref().unwrap(), &2);
+        assert_eq!(got[1].as_ref().unwrap(), &3);
+        assert!(matches!(got[2], Err(StoreError::Conflict { .. })));
+        assert_eq!(got[3].as_ref().unwrap(), &5);
+        assert_eq!(got[4].as_ref().unwrap(), &6);
+    }
+
+    #[tokio::test]
+    async fn entries_stop_at_the_transaction_and_byte_limits() {
+        let g = Arc::new(gated(Limits {
+            in_flight: 1,
+            txns: 3,
+            bytes: 1000,
+        }));
+        let blocker = tokio::spawn({
+            let g = g.clone();
+            async move { g.proposer.propose(create("blocker", 10)).await }
+        });
+        until(&g.entries, 1).await;
+        let mut waiting = Vec::new();
+        // Four small ones (the limit of 3 splits them), then two of 600
+        // bytes: either alone fits, both together do not.
+        for (n, size) in [
+            ("a", 10),
+            ("b", 10),
+            ("c", 10),
+            ("d", 10),
+            ("big1", 600),
+            ("big2", 600),
+        ] {
+            let g = g.clone();
+            waiting.push(tokio::spawn(async move {
+                g.proposer.propose(create(n, size)).await
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        g.release.add_permits(100);
+        blocker.await.unwrap().unwrap();
+        for w in waiting {
+            revision(w.await.unwrap().unwrap()).unwrap();
+        }
+        assert_eq!(
+            *g.entries.lock().unwrap(),
+            vec![
+                vec!["blocker"],
+                vec!["a", "b", "c"],
+                vec!["d", "big1"],
+                vec!["big2"]
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_gave_up_is_not_proposed() {
+        let g = Arc::new(gated(Limits {
+            in_flight: 1,
+            ..Limits::default()
+        }));
+        let first = tokio::spawn({
+            let g = g.clone();
+            async move { g.proposer.propose(create("a", 10)).await }
+        });
+        until(&g.entries, 1).await;
+        let gave_up = tokio::spawn({
+            let g = g.clone();
+            async move { g.proposer.propose(create("gone", 10)).await }
+        });
+        let kept = tokio::spawn({
+            let g = g.clone();
+            async move { g.proposer.propose(create("kept", 10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gave_up.abort();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        g.release.add_permits(2);
+        first.await.unwrap().unwrap();
+        kept.await.unwrap().unwrap();
+        assert_eq!(*g.entries.lock().unwrap(), vec![vec!["a"], vec!["kept"]]);
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_goes_at_once_with_slots_free() {
+        let g = gated(Limits::default());
+        g.release.add_permits(10);
+        for n in ["a", "b", "c"] {
+            revision(g.proposer.propose(create(n, 10)).await.unwrap()).unwrap();
+        }
+        assert_eq!(
+            *g.entries.lock().unwrap(),
+            vec![vec!["a"], vec!["b"], vec!["c"]]
+        );
+    }
+}
