@@ -7,7 +7,8 @@
 //! ```
 //!
 //! A write's revision is the position of its batch in the store's history (for
-//! the Raft store: the log index). Every event of one batch carries that
+//! the Raft store: the count of batches applied, see `Revision`). Every event
+//! of one batch carries that
 //! revision; revisions strictly increase but need not be contiguous.
 
 pub mod apply;

@@ -8,8 +8,9 @@ use super::ResourceKey;
 /// etcd's default request size limit; Kubernetes objects stay below it.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
-/// A point in the store's history. For the Raft store: the log index of the
-/// write. On the wire it is `metadata.resourceVersion`, a decimal string.
+/// A point in the store's history. For the Raft store: the count of
+/// transactions applied up to and including the write (an entry of the log
+/// may hold many). On the wire it is `metadata.resourceVersion`, a decimal string.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
