@@ -267,6 +267,10 @@ struct ServerArgs {
     election_max_ms: u64,
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Raft entries the leader keeps proposed and not yet applied; writes
+    /// that arrive meanwhile wait and share the next entry.
+    #[arg(long, default_value_t = balsa_raft_store::proposer::Limits::default().in_flight)]
+    proposals_in_flight: usize,
     /// Events kept in the watch window (at least; plus 5 minutes' worth).
     #[arg(long, default_value_t = 100_000)]
     watch_window: usize,
@@ -334,6 +338,10 @@ fn server_options(a: ServerArgs) -> anyhow::Result<(ServerOptions, bool, Option<
         Duration::from_millis(a.election_max_ms),
     );
     opts.replica.snapshot_every = a.snapshot_every;
+    if a.proposals_in_flight == 0 {
+        bail!("--proposals-in-flight must be at least 1");
+    }
+    opts.replica.proposals.in_flight = a.proposals_in_flight;
     opts.controllers.pod_gc.terminated_threshold = a.terminated_pod_gc_threshold;
     opts.replica.window = WindowConfig {
         min_events: a.watch_window,

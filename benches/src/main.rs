@@ -64,6 +64,10 @@ enum Command {
         /// Print every write attempt around each leader kill.
         #[arg(long)]
         trace_failover: bool,
+        /// A flag added to every `balsa server` (repeatable), e.g.
+        /// `--server-arg=--proposals-in-flight=1`.
+        #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     },
     /// The Kubernetes REST API (create, get, list, watch delivery, 1,000
     /// creates/s open loop) through the leader and a follower, beside the
@@ -244,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             only,
             keep_data,
             trace_failover,
+            server_args,
         } => {
             let opts = store::Options {
                 quick,
@@ -253,6 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 only,
                 keep_data,
                 trace_failover,
+                server_args,
             };
             // On Ctrl-C the run is dropped: every process it started is killed
             // (kill_on_drop) and its temp dirs removed.

@@ -45,6 +45,8 @@ pub struct Options {
     pub only: Only,
     pub keep_data: bool,
     pub trace_failover: bool,
+    /// Flags added to every `balsa server`.
+    pub server_args: Vec<String>,
 }
 
 /// A write attempt in the failover job that takes longer is abandoned and
@@ -417,7 +419,9 @@ async fn run_balsa(opts: &Options, plan: &Plan) -> anyhow::Result<Report> {
     let binary = crate::balsa_cluster::find_binary(opts.balsa_bin.clone())?;
     println!("== Balsa ({}): starting 3 masters", binary.display());
     let t = Instant::now();
-    let mut sys = crate::balsa_cluster::BalsaSystem::start(binary, NAMESPACES, vec![]).await?;
+    let mut sys =
+        crate::balsa_cluster::BalsaSystem::start(binary, NAMESPACES, opts.server_args.clone())
+            .await?;
     println!(
         "== Balsa: ready in {:.2}s, data in {}",
         t.elapsed().as_secs_f64(),
