@@ -60,7 +60,8 @@ pub(crate) fn label(p: &Pod, key: &str) -> String {
 /// How a pod ends, by its image: `ok` succeeds, `exit-N` fails with N,
 /// `hang` runs until deleted, `disrupt-once` is disrupted (Failed with a
 /// DisruptionTarget condition) the first time for its job and succeeds
-/// after, `fail-index-I-once` fails index I the first time.
+/// after, `fail-index-I-once` fails index I the first time,
+/// `succeed-index-I` succeeds for index I and hangs for the others.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Outcome {
     Succeed,
@@ -91,6 +92,13 @@ fn outcome(p: &Pod, once: &mut HashSet<String>) -> Outcome {
             Outcome::Exit(1)
         } else {
             Outcome::Succeed
+        }
+    } else if let Some(i) = image.strip_prefix("succeed-index-") {
+        let index = label(p, "batch.kubernetes.io/job-completion-index");
+        if index == i {
+            Outcome::Succeed
+        } else {
+            Outcome::Hang
         }
     } else if let Some(code) = image.strip_prefix("exit-").and_then(|c| c.parse().ok()) {
         Outcome::Exit(code)

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::Cause;
 use super::immutable::{self, no_update_checks};
-use super::names;
+use super::{job_policies, names};
 
 /// What one kind adds to the generic object rules.
 #[derive(Clone, Copy)]
@@ -739,6 +739,9 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     if !spec["podFailurePolicy"].is_null() {
         pod_failure_policy_validate(spec, path, out);
     }
+    job_policies::success_policy(spec, path, out);
+    job_policies::pod_replacement_policy(spec, path, out);
+    job_policies::managed_by(spec, path, out);
 }
 
 /// The parts of upstream's pod failure policy validation Balsa's job

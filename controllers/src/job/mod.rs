@@ -6,8 +6,10 @@
 //!  job, pods in its namespace (cache)
 //!    └─ claim: owned / adopt (+ tracking finalizer)
 //!    └─ finished pods with the tracking finalizer are new: count them
-//!    └─ finish?  SuccessCriteriaMet | FailureTarget(PodFailurePolicy,
-//!    │           BackoffLimitExceeded, DeadlineExceeded)  → delete active pods
+//!    └─ spec.managedBy another controller? leave the job alone
+//!    └─ finish?  SuccessCriteriaMet(CompletionsReached, SuccessPolicy) |
+//!    │           FailureTarget(PodFailurePolicy, BackoffLimitExceeded,
+//!    │           DeadlineExceeded, FailedIndexes, ...)  → delete active pods
 //!    └─ else manage: suspended → delete active; too many → delete;
 //!    │           too few → create (after the pod-failure backoff), Indexed
 //!    │           pods take the first missing indexes
@@ -29,6 +31,7 @@ pub mod indexes;
 pub mod orphans;
 pub mod per_index;
 pub mod policy;
+pub mod success;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,8 @@ use crate::{pods, Error};
 
 /// Held on every pod a Job creates until the Job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
+/// The `spec.managedBy` of the Jobs this controller syncs (or none).
+pub const JOB_CONTROLLER: &str = "kubernetes.io/job-controller";
 /// The env var an Indexed Job's containers read their index from.
 pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// Pods counted into `uncountedTerminatedPods` per reconcile (upstream's
@@ -148,6 +153,13 @@ pub fn has_finalizer(p: &Pod) -> bool {
         .iter()
         .flatten()
         .any(|f| f == TRACKING_FINALIZER)
+}
+
+/// The other controller a Job names in `spec.managedBy`, if any: such a Job
+/// (and its pods) is that controller's alone.
+pub fn managed_elsewhere(job: &Job) -> Option<&str> {
+    let by = job.spec.as_ref()?.managed_by.as_deref()?;
+    (by != JOB_CONTROLLER).then_some(by)
 }
 
 fn condition<'a>(status: &'a JobStatus, ty: &str) -> Option<&'a JobCondition> {
@@ -428,6 +440,10 @@ impl Seen {
 
 pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*job);
+    if let Some(other) = managed_elsewhere(&job) {
+        tracing::debug!(job = %key, controller = other, "managed by another controller: not synced");
+        return Ok(Action::await_change());
+    }
     if finished(&job).is_some() {
         ctx.forget(&key);
         return Ok(Action::await_change());
@@ -608,6 +624,17 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             per_index::job_failure(&spec, &done_indexes, &failed_indexes)
         {
             done = Some(new_condition("FailureTarget", reason, message, now));
+        }
+    }
+    if done.is_none() && seen.indexed {
+        let policy = spec.success_policy.as_ref();
+        if let Some(message) = success::matched(policy, seen.completions, &done_indexes) {
+            done = Some(new_condition(
+                "SuccessCriteriaMet",
+                success::REASON,
+                &message,
+                now,
+            ));
         }
     }
     // backoffLimitPerIndex: the failed pods held until their replacement.
@@ -1273,6 +1300,16 @@ mod tests {
         p.metadata.name = Some(name.into());
         p.metadata.annotations = Some(BTreeMap::from([(COMPLETION_INDEX.into(), index.into())]));
         Arc::new(p)
+    }
+
+    #[test]
+    fn only_jobs_of_this_controller_are_synced() {
+        let mut j = job("NonIndexed", Some(1), 1);
+        assert_eq!(managed_elsewhere(&j), None);
+        j.spec.as_mut().unwrap().managed_by = Some(JOB_CONTROLLER.into());
+        assert_eq!(managed_elsewhere(&j), None);
+        j.spec.as_mut().unwrap().managed_by = Some("example.com/queue".into());
+        assert_eq!(managed_elsewhere(&j), Some("example.com/queue"));
     }
 
     #[test]
