@@ -376,7 +376,7 @@ spec:
     assert!(!ok, "{text}");
     for want in [
         "The Job \"bad\" is invalid:",
-        "spec.successPolicy: Invalid value: {\"rules\":[{\"succeededCount\":1}]}: requires indexed completion mode",
+        "spec.successPolicy: Invalid value: {\"Rules\":[{\"SucceededIndexes\":null,\"SucceededCount\":1}]}: requires indexed completion mode",
         "spec.podReplacementPolicy: Unsupported value: \"Never\": supported values: \"Failed\", \"TerminatingOrFailed\"",
         "spec.managedBy: Invalid value: \"queue\": must be a domain-prefixed path (such as \"acme.io/foo\")",
     ] {

@@ -16,6 +16,25 @@ fn shown(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// The policy as kube-apiserver prints it in an error: its internal Go
+/// struct marshalled, field names capitalised and unset fields null.
+fn shown_as_go(policy: &Value) -> String {
+    let rules = policy["rules"].as_array().map(|rules| {
+        let each: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"SucceededIndexes\":{},\"SucceededCount\":{}}}",
+                    shown(&r["succeededIndexes"]),
+                    shown(&r["succeededCount"])
+                )
+            })
+            .collect();
+        format!("[{}]", each.join(","))
+    });
+    format!("{{\"Rules\":{}}}", rules.as_deref().unwrap_or("null"))
+}
+
 /// One `a` or `a-b` part of an index list (upstream parseIndexInterval).
 fn interval(part: &str, completions: i64) -> Result<(i64, i64), String> {
     let limits: Vec<&str> = part.split('-').collect();
@@ -77,7 +96,7 @@ pub fn success_policy(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     if spec["completionMode"] != "Indexed" {
         out.push(Cause::invalid(
             at,
-            shown(policy),
+            shown_as_go(policy),
             "requires indexed completion mode",
         ));
         return;
@@ -258,7 +277,7 @@ mod tests {
                 success_policy,
                 json!({"completions": 5, "successPolicy": {"rules": [{"succeededCount": 1}]}})
             ),
-            ["spec.successPolicy: Invalid value: {\"rules\":[{\"succeededCount\":1}]}: requires indexed completion mode"]
+            ["spec.successPolicy: Invalid value: {\"Rules\":[{\"SucceededIndexes\":null,\"SucceededCount\":1}]}: requires indexed completion mode"]
         );
         assert_eq!(
             lines(success_policy, indexed(json!({"rules": []}))),

@@ -796,10 +796,10 @@ fn pod_failure_policy_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     }
     let rules = policy["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     if rules.len() > 20 {
-        out.push(Cause::invalid(
+        out.push(Cause::too_many(
             format!("{path}.podFailurePolicy.rules"),
             rules.len(),
-            "must have at most 20 items",
+            20,
         ));
     }
     for (i, rule) in rules.iter().enumerate() {
@@ -1200,6 +1200,35 @@ mod tests {
             "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}});
         json_patch::merge(&mut j, &extra);
         j
+    }
+
+    #[test]
+    fn job_policies_are_checked_in_jobs_and_cron_job_templates() {
+        let mut j = job(json!({"spec":{"managedBy":"queue","podReplacementPolicy":"Never"}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec![
+                "spec.podReplacementPolicy: Unsupported value: \"Never\": supported values: \"Failed\", \"TerminatingOrFailed\"",
+                "spec.managedBy: Invalid value: \"queue\": must be a domain-prefixed path (such as \"acme.io/foo\")",
+            ]
+        );
+        let cj = json!({"spec":{"schedule":"@hourly","jobTemplate":{"spec":{
+            "successPolicy":{"rules":[{"succeededCount":1}]},
+            "template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}}});
+        assert_eq!(
+            causes(CRON_JOB, &cj),
+            vec!["spec.jobTemplate.spec.successPolicy: Invalid value: {\"Rules\":[{\"SucceededIndexes\":null,\"SucceededCount\":1}]}: requires indexed completion mode"]
+        );
+        let many: Vec<Value> = (0..21)
+            .map(|_| json!({"action":"Ignore","onExitCodes":{"operator":"In","values":[1]}}))
+            .collect();
+        let mut j = job(json!({"spec":{"podFailurePolicy":{"rules": many}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.podFailurePolicy.rules: Too many: 21: must have at most 20 items"]
+        );
     }
 
     #[test]
