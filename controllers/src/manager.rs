@@ -39,7 +39,8 @@ pub struct Options {
     /// `--terminated-pod-gc-threshold`, the period and the orphan quarantine.
     pub pod_gc: pod_gc::Config,
     /// The Job pod-failure backoff: first delay and the most it doubles to
-    /// (10 s and 6 min, as the Kubernetes documentation states).
+    /// (10 s and 10 min, kube-controller-manager's DefaultJobPodFailureBackOff
+    /// and MaxJobPodFailureBackOff; the documentation still says 6 min).
     pub job_backoff: (Duration, Duration),
     pub node_lifecycle: node_lifecycle::Options,
 }
@@ -49,7 +50,7 @@ impl Default for Options {
         Self {
             clock: Clock::real(),
             pod_gc: pod_gc::Config::default(),
-            job_backoff: (Duration::from_secs(10), Duration::from_secs(360)),
+            job_backoff: (Duration::from_secs(10), Duration::from_secs(600)),
             node_lifecycle: node_lifecycle::Options::default(),
         }
     }

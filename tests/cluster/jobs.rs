@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use crate::controllers::{client_of, eventually, namespace};
 use crate::harness::InProc;
 
-const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+pub(crate) const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// How long the fake kubelet lets a pod run before it ends it.
 const RUN: Duration = Duration::from_millis(300);
 
@@ -49,7 +49,7 @@ fn image_of(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
-fn label(p: &Pod, key: &str) -> String {
+pub(crate) fn label(p: &Pod, key: &str) -> String {
     p.metadata
         .labels
         .as_ref()
@@ -60,9 +60,10 @@ fn label(p: &Pod, key: &str) -> String {
 /// How a pod ends, by its image: `ok` succeeds, `exit-N` fails with N,
 /// `hang` runs until deleted, `disrupt-once` is disrupted (Failed with a
 /// DisruptionTarget condition) the first time for its job and succeeds
-/// after, `fail-index-I-once` fails index I the first time.
+/// after, `fail-index-I-once` fails index I the first time,
+/// `succeed-index-I` succeeds for index I and hangs for the others.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Succeed,
     Exit(i32),
     Disrupted,
@@ -91,6 +92,13 @@ fn outcome(p: &Pod, once: &mut HashSet<String>) -> Outcome {
             Outcome::Exit(1)
         } else {
             Outcome::Succeed
+        }
+    } else if let Some(i) = image.strip_prefix("succeed-index-") {
+        let index = label(p, "batch.kubernetes.io/job-completion-index");
+        if index == i {
+            Outcome::Succeed
+        } else {
+            Outcome::Hang
         }
     } else if let Some(code) = image.strip_prefix("exit-").and_then(|c| c.parse().ok()) {
         Outcome::Exit(code)
@@ -125,7 +133,7 @@ fn running_status() -> PodStatus {
     }
 }
 
-fn ended_status(o: Outcome) -> PodStatus {
+pub(crate) fn ended_status(o: Outcome) -> PodStatus {
     let code = match o {
         Outcome::Succeed => 0,
         Outcome::Exit(c) => c,
@@ -168,7 +176,7 @@ fn ended_status(o: Outcome) -> PodStatus {
 
 /// A stand-in for every node agent: pods go Running and Ready, then end
 /// after RUN as their image says; pods marked for deletion are removed.
-fn fake_kubelet(client: Client) -> JoinHandle<()> {
+pub(crate) fn fake_kubelet(client: Client) -> JoinHandle<()> {
     let all = Api::<Pod>::all(client.clone());
     tokio::spawn(async move {
         let mut started: HashMap<String, (Instant, Outcome)> = HashMap::new();
@@ -221,21 +229,23 @@ fn fake_kubelet(client: Client) -> JoinHandle<()> {
 }
 
 /// What the pod watch saw: the most active pods of each job at once, when
-/// each pod appeared and when it was first seen Failed.
+/// each pod appeared, when it was first seen Failed, and when first without
+/// the job-tracking finalizer.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     most_active: HashMap<String, usize>,
-    appeared: HashMap<String, Instant>,
-    failed: HashMap<String, Instant>,
+    pub(crate) appeared: HashMap<String, Instant>,
+    pub(crate) failed: HashMap<String, Instant>,
+    pub(crate) released: HashMap<String, Instant>,
 }
 
-struct PodWatch {
-    seen: Arc<Mutex<Seen>>,
+pub(crate) struct PodWatch {
+    pub(crate) seen: Arc<Mutex<Seen>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl PodWatch {
-    fn start(client: &Client, ns: &str) -> Self {
+    pub(crate) fn start(client: &Client, ns: &str) -> Self {
         let informer = Informer::new(Api::<Pod>::namespaced(client.clone(), ns));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut changes = informer.subscribe();
@@ -252,7 +262,16 @@ impl PodWatch {
                         .entry(name.clone())
                         .or_insert_with(Instant::now);
                     if phase(p) == "Failed" {
-                        seen.failed.entry(name).or_insert_with(Instant::now);
+                        seen.failed.entry(name.clone()).or_insert_with(Instant::now);
+                    }
+                    let tracked = p
+                        .metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == TRACKING_FINALIZER);
+                    if !tracked {
+                        seen.released.entry(name).or_insert_with(Instant::now);
                     }
                 }
                 let mut per_job: HashMap<String, usize> = HashMap::new();
@@ -271,7 +290,7 @@ impl PodWatch {
         }
     }
 
-    fn most_active(&self, job: &str) -> usize {
+    pub(crate) fn most_active(&self, job: &str) -> usize {
         self.seen
             .lock()
             .expect("watch state")
@@ -290,7 +309,7 @@ impl Drop for PodWatch {
     }
 }
 
-fn template(image: &str) -> PodTemplateSpec {
+pub(crate) fn template(image: &str) -> PodTemplateSpec {
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(BTreeMap::from([("app".to_string(), "batch".to_string())])),
@@ -308,7 +327,7 @@ fn template(image: &str) -> PodTemplateSpec {
     }
 }
 
-fn job(name: &str, spec: JobSpec) -> Job {
+pub(crate) fn job(name: &str, spec: JobSpec) -> Job {
     Job {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -319,7 +338,7 @@ fn job(name: &str, spec: JobSpec) -> Job {
     }
 }
 
-fn condition(j: &Job, ty: &str) -> Option<(Option<String>, Option<String>)> {
+pub(crate) fn condition(j: &Job, ty: &str) -> Option<(Option<String>, Option<String>)> {
     j.status
         .as_ref()?
         .conditions
@@ -329,7 +348,7 @@ fn condition(j: &Job, ty: &str) -> Option<(Option<String>, Option<String>)> {
         .map(|c| (c.reason.clone(), c.message.clone()))
 }
 
-async fn finished(jobs: &Api<Job>, name: &str, ty: &str) -> Job {
+pub(crate) async fn finished(jobs: &Api<Job>, name: &str, ty: &str) -> Job {
     eventually(&format!("job {name} {ty}"), || async {
         let j = jobs.get(name).await.ok()?;
         condition(&j, ty).is_some().then_some(j)
@@ -337,7 +356,7 @@ async fn finished(jobs: &Api<Job>, name: &str, ty: &str) -> Job {
     .await
 }
 
-async fn pods_of(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
+pub(crate) async fn pods_of(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
     let mut list: Vec<Pod> = pods
         .list()
         .await
@@ -351,7 +370,7 @@ async fn pods_of(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
 }
 
 /// Writes a pod's status, again on a conflict (the scheduler writes too).
-async fn set_status(pods: &Api<Pod>, name: &str, status: PodStatus) {
+pub(crate) async fn set_status(pods: &Api<Pod>, name: &str, status: PodStatus) {
     for _ in 0..50 {
         let mut p = pods.get(name).await.expect("get pod");
         p.status = Some(status.clone());
@@ -364,7 +383,7 @@ async fn set_status(pods: &Api<Pod>, name: &str, status: PodStatus) {
     panic!("status of {name}: conflicts without end");
 }
 
-fn no_finalizers_left(pods: &[Pod]) {
+pub(crate) fn no_finalizers_left(pods: &[Pod]) {
     for p in pods {
         assert!(
             !p.metadata

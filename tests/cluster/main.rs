@@ -10,6 +10,7 @@ mod cri;
 mod faults;
 mod harness;
 mod identity;
+mod job_policies;
 mod jobs;
 mod membership;
 mod node;

@@ -104,19 +104,21 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cause {
     /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`,
-    /// `FieldValueDuplicate`, `FieldValueTooLong`, `FieldValueForbidden`.
+    /// `FieldValueDuplicate`, `FieldValueTooLong`, `FieldValueTooMany`,
+    /// `FieldValueForbidden`.
     pub reason: &'static str,
     pub field: String,
     pub message: String,
 }
 
 impl Cause {
-    const REASONS: [&'static str; 6] = [
+    const REASONS: [&'static str; 7] = [
         "FieldValueInvalid",
         "FieldValueRequired",
         "FieldValueNotSupported",
         "FieldValueDuplicate",
         "FieldValueTooLong",
+        "FieldValueTooMany",
         "FieldValueForbidden",
     ];
 
@@ -169,6 +171,26 @@ impl Cause {
                 "Unsupported value: {value:?}: supported values: {}",
                 list.join(", ")
             ),
+        }
+    }
+
+    /// A value longer than `max` bytes (field.TooLong: the value is omitted).
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        let unit = if max == 1 { "byte" } else { "bytes" };
+        Cause {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: may not be more than {max} {unit}"),
+        }
+    }
+
+    /// A list of `actual` items where at most `max` are allowed.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        let unit = if max == 1 { "item" } else { "items" };
+        Cause {
+            reason: "FieldValueTooMany",
+            field: field.into(),
+            message: format!("Too many: {actual}: must have at most {max} {unit}"),
         }
     }
 

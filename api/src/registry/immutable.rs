@@ -1,6 +1,6 @@
 //! What an update may not change, as kube-apiserver's `Validate*Update`
 //! functions check it: a workload's selector, a StatefulSet's spec beyond its
-//! mutable fields, a Job's selector, template and completions, a pod's spec
+//! mutable fields, a Job's selector, template, completions and policies, a pod's spec
 //! beyond images, tolerations added and deadlines shortened, and the data of
 //! an immutable ConfigMap or Secret.
 
@@ -113,7 +113,13 @@ pub fn job(old: &Value, new: &Value, out: &mut Vec<Cause>) {
             out,
         );
     }
-    for field in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex"] {
+    for field in [
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "managedBy",
+        "successPolicy",
+    ] {
         immutable(&o[field], &n[field], &format!("spec.{field}"), out);
     }
 }
@@ -287,6 +293,24 @@ mod tests {
             [
                 "spec.template: Invalid value: {\"metadata\":{\"labels\":{\"u\":\"1\"}},\"spec\":{\"containers\":[{\"name\":\"c\"}],\"nodeSelector\":{\"zone\":\"a\"}}}: field is immutable",
                 "spec.completions: Invalid value: 4: field is immutable"
+            ]
+        );
+        // managedBy and successPolicy stay as they were created.
+        let mut managed = old.clone();
+        managed["spec"]["managedBy"] = json!("example.com/queue");
+        managed["spec"]["successPolicy"] = json!({"rules": [{"succeededCount": 1}]});
+        assert_eq!(
+            lines(job, &old, &managed),
+            [
+                "spec.managedBy: Invalid value: \"example.com/queue\": field is immutable",
+                "spec.successPolicy: Invalid value: {\"rules\":[{\"succeededCount\":1}]}: field is immutable"
+            ]
+        );
+        assert_eq!(
+            lines(job, &managed, &old),
+            [
+                "spec.managedBy: Invalid value: null: field is immutable",
+                "spec.successPolicy: Invalid value: null: field is immutable"
             ]
         );
         // A suspended Job that never started may move its pods' scheduling.

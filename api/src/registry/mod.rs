@@ -16,6 +16,7 @@ pub mod columns;
 pub mod error;
 pub mod fields;
 pub mod immutable;
+mod job_policies;
 pub mod kinds;
 pub mod limit_range;
 mod live_lookup;

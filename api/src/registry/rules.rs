@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::Cause;
 use super::immutable::{self, no_update_checks};
-use super::names;
+use super::{job_policies, names};
 
 /// What one kind adds to the generic object rules.
 #[derive(Clone, Copy)]
@@ -739,6 +739,9 @@ fn job_spec_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     if !spec["podFailurePolicy"].is_null() {
         pod_failure_policy_validate(spec, path, out);
     }
+    job_policies::success_policy(spec, path, out);
+    job_policies::pod_replacement_policy(spec, path, out);
+    job_policies::managed_by(spec, path, out);
 }
 
 /// The parts of upstream's pod failure policy validation Balsa's job
@@ -793,10 +796,10 @@ fn pod_failure_policy_validate(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     }
     let rules = policy["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     if rules.len() > 20 {
-        out.push(Cause::invalid(
+        out.push(Cause::too_many(
             format!("{path}.podFailurePolicy.rules"),
             rules.len(),
-            "must have at most 20 items",
+            20,
         ));
     }
     for (i, rule) in rules.iter().enumerate() {
@@ -1197,6 +1200,35 @@ mod tests {
             "restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}});
         json_patch::merge(&mut j, &extra);
         j
+    }
+
+    #[test]
+    fn job_policies_are_checked_in_jobs_and_cron_job_templates() {
+        let mut j = job(json!({"spec":{"managedBy":"queue","podReplacementPolicy":"Never"}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec![
+                "spec.podReplacementPolicy: Unsupported value: \"Never\": supported values: \"Failed\", \"TerminatingOrFailed\"",
+                "spec.managedBy: Invalid value: \"queue\": must be a domain-prefixed path (such as \"acme.io/foo\")",
+            ]
+        );
+        let cj = json!({"spec":{"schedule":"@hourly","jobTemplate":{"spec":{
+            "successPolicy":{"rules":[{"succeededCount":1}]},
+            "template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"i"}]}}}}}});
+        assert_eq!(
+            causes(CRON_JOB, &cj),
+            vec!["spec.jobTemplate.spec.successPolicy: Invalid value: {\"Rules\":[{\"SucceededIndexes\":null,\"SucceededCount\":1}]}: requires indexed completion mode"]
+        );
+        let many: Vec<Value> = (0..21)
+            .map(|_| json!({"action":"Ignore","onExitCodes":{"operator":"In","values":[1]}}))
+            .collect();
+        let mut j = job(json!({"spec":{"podFailurePolicy":{"rules": many}}}));
+        job_defaults(&mut j);
+        assert_eq!(
+            causes(JOB, &j),
+            vec!["spec.podFailurePolicy.rules: Too many: 21: must have at most 20 items"]
+        );
     }
 
     #[test]

@@ -80,6 +80,29 @@ impl Intervals {
         self.0.iter().map(|(lo, hi)| (hi - lo) as usize + 1).sum()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many indexes are both here and in `other`.
+    pub fn overlap(&self, other: &Intervals) -> usize {
+        let (mut a, mut b, mut n) = (0, 0, 0);
+        while let (Some(&(alo, ahi)), Some(&(blo, bhi))) = (self.0.get(a), other.0.get(b)) {
+            let (lo, hi) = (alo.max(blo), ahi.min(bhi));
+            if lo <= hi {
+                n += (hi - lo) as usize + 1;
+            }
+            // Step past whichever interval ends first.
+            if ahi <= bhi {
+                a += 1;
+            }
+            if bhi <= ahi {
+                b += 1;
+            }
+        }
+        n
+    }
+
     /// The first `count` indexes below `completions` that are neither in
     /// these intervals nor in `taken` (upstream firstPendingIndexes).
     pub fn first_missing(&self, taken: &BTreeSet<u32>, count: usize, completions: i32) -> Vec<u32> {
@@ -125,6 +148,17 @@ mod tests {
         assert_eq!(Intervals::parse("", 3).total(), 0);
         let a = Intervals::parse("0,4", 10);
         assert_eq!(a.union(&Intervals::parse("1-3,9", 10)).to_string(), "0-4,9");
+    }
+
+    #[test]
+    fn overlaps_count_shared_indexes() {
+        let a = Intervals::parse("0-4,7,9-12", 20);
+        let b = Intervals::parse("3-8,10,12-15", 20);
+        // 3,4 7 10 12
+        assert_eq!(a.overlap(&b), 5);
+        assert_eq!(b.overlap(&a), 5);
+        assert_eq!(a.overlap(&Intervals::default()), 0);
+        assert_eq!(a.overlap(&a), a.total());
     }
 
     #[test]

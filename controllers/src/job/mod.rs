@@ -6,8 +6,10 @@
 //!  job, pods in its namespace (cache)
 //!    └─ claim: owned / adopt (+ tracking finalizer)
 //!    └─ finished pods with the tracking finalizer are new: count them
-//!    └─ finish?  SuccessCriteriaMet | FailureTarget(PodFailurePolicy,
-//!    │           BackoffLimitExceeded, DeadlineExceeded)  → delete active pods
+//!    └─ spec.managedBy another controller? leave the job alone
+//!    └─ finish?  SuccessCriteriaMet(CompletionsReached, SuccessPolicy) |
+//!    │           FailureTarget(PodFailurePolicy, BackoffLimitExceeded,
+//!    │           DeadlineExceeded, FailedIndexes, ...)  → delete active pods
 //!    └─ else manage: suspended → delete active; too many → delete;
 //!    │           too few → create (after the pod-failure backoff), Indexed
 //!    │           pods take the first missing indexes
@@ -29,6 +31,7 @@ pub mod indexes;
 pub mod orphans;
 pub mod per_index;
 pub mod policy;
+pub mod success;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,8 @@ use crate::{pods, Error};
 
 /// Held on every pod a Job creates until the Job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
+/// The `spec.managedBy` of the Jobs this controller syncs (or none).
+pub const JOB_CONTROLLER: &str = "kubernetes.io/job-controller";
 /// The env var an Indexed Job's containers read their index from.
 pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// Pods counted into `uncountedTerminatedPods` per reconcile (upstream's
@@ -148,6 +153,13 @@ pub fn has_finalizer(p: &Pod) -> bool {
         .iter()
         .flatten()
         .any(|f| f == TRACKING_FINALIZER)
+}
+
+/// The other controller a Job names in `spec.managedBy`, if any: such a Job
+/// (and its pods) is that controller's alone.
+pub fn managed_elsewhere(job: &Job) -> Option<&str> {
+    let by = job.spec.as_ref()?.managed_by.as_deref()?;
+    (by != JOB_CONTROLLER).then_some(by)
 }
 
 fn condition<'a>(status: &'a JobStatus, ty: &str) -> Option<&'a JobCondition> {
@@ -428,6 +440,10 @@ impl Seen {
 
 pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let key = ObjectKey::of(&*job);
+    if let Some(other) = managed_elsewhere(&job) {
+        tracing::debug!(job = %key, controller = other, "managed by another controller: not synced");
+        return Ok(Action::await_change());
+    }
     if finished(&job).is_some() {
         ctx.forget(&key);
         return Ok(Action::await_change());
@@ -610,6 +626,34 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             done = Some(new_condition("FailureTarget", reason, message, now));
         }
     }
+    if done.is_none() && seen.indexed {
+        let policy = spec.success_policy.as_ref();
+        if let Some(message) = success::matched(policy, seen.completions, &done_indexes) {
+            done = Some(new_condition(
+                "SuccessCriteriaMet",
+                success::REASON,
+                &message,
+                now,
+            ));
+        }
+    }
+    // backoffLimitPerIndex: the failed pods held until their replacement.
+    let awaiting = if per_index {
+        let running: BTreeSet<u32> = seen.active.iter().filter_map(|p| indexes::of(p)).collect();
+        let failed = seen
+            .owned
+            .iter()
+            .filter(|p| seen.tracked(p) && policy::is_failed(p, seen.only_failed))
+            .cloned();
+        per_index::awaiting_replacement(
+            failed,
+            seen.completions,
+            &done_indexes.union(&failed_indexes),
+            &running,
+        )
+    } else {
+        BTreeMap::new()
+    };
 
     let mut active = seen.active.len() as i32;
     let mut ready = seen.active.iter().filter(|p| pods::is_ready(p)).count() as i32;
@@ -639,8 +683,11 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 succeeded + failed_indexes.total() as i32,
                 terminating,
                 &done_indexes.union(&failed_indexes),
-                backoff,
-                now,
+                Pacing {
+                    backoff,
+                    awaiting: &awaiting,
+                    now,
+                },
             )
             .await;
             active = m.active;
@@ -724,10 +771,13 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 continue;
             }
             let considered_failed = policy::is_failed(p, seen.only_failed);
+            let held = indexes::of(p)
+                .and_then(|i| awaiting.get(&i))
+                .is_some_and(|h| uid(h) == uid(p));
             let removable = job.metadata.deletion_timestamp.is_some()
                 || done.is_some()
                 || pods::phase(p) == "Succeeded"
-                || considered_failed;
+                || (considered_failed && !held);
             if !removable {
                 continue;
             }
@@ -1020,6 +1070,14 @@ async fn delete_pods(
     (deleted, ready, err)
 }
 
+/// When new pods may start: the Job-wide pod-failure backoff, or with
+/// backoffLimitPerIndex each index's own from the failed pod it replaces.
+struct Pacing<'a> {
+    backoff: Backoff,
+    awaiting: &'a BTreeMap<u32, Arc<Pod>>,
+    now: Timestamp,
+}
+
 struct Managed {
     active: i32,
     deleted: i32,
@@ -1039,8 +1097,7 @@ async fn manage(
     succeeded: i32,
     terminating: i32,
     done_indexes: &Intervals,
-    backoff: Backoff,
-    now: Timestamp,
+    pacing: Pacing<'_>,
 ) -> Managed {
     let key = ObjectKey::of(job);
     let active = seen.active.len() as i32;
@@ -1079,13 +1136,17 @@ async fn manage(
     if diff == 0 {
         return out;
     }
-    let wait = backoff.remaining(now, ctx.backoff.0, ctx.backoff.1);
-    if !wait.is_zero() {
-        out.requeue = Some(wait);
-        return out;
+    let (base, max) = ctx.backoff;
+    let per_index = seen.indexed && per_index::enabled(spec);
+    if !per_index {
+        let wait = pacing.backoff.remaining(pacing.now, base, max);
+        if !wait.is_zero() {
+            out.requeue = Some(wait);
+            return out;
+        }
     }
     diff = diff.min(BURST);
-    let slots: Vec<Option<u32>> = if seen.indexed {
+    let mut slots: Vec<Option<u32>> = if seen.indexed {
         let running: BTreeSet<u32> = seen.active.iter().filter_map(|p| indexes::of(p)).collect();
         let mut taken = running;
         if seen.only_failed {
@@ -1104,13 +1165,28 @@ async fn manage(
     } else {
         vec![None; diff]
     };
-    let counts = per_index::enabled(spec).then(|| {
-        let failed = seen
-            .owned
+    let replaced = |i: u32| pacing.awaiting.get(&i).map(|p| &**p);
+    if per_index {
+        // Indexes still in their backoff wait; the rest start now.
+        slots.retain(|slot| {
+            let wait = slot.map_or(Duration::ZERO, |i| {
+                per_index::backoff_remaining(replaced(i), pacing.now, base, max)
+            });
+            if !wait.is_zero() {
+                out.requeue = Some(out.requeue.map_or(wait, |r| r.min(wait)));
+            }
+            wait.is_zero()
+        });
+        if slots.is_empty() {
+            return out;
+        }
+    }
+    let counts: Option<BTreeMap<u32, (i32, i32)>> = per_index.then(|| {
+        slots
             .iter()
-            .map(|p| &**p)
-            .filter(|p| policy::is_failed(p, seen.only_failed));
-        per_index::counts_for_new_pods(spec, failed)
+            .flatten()
+            .map(|i| (*i, per_index::counts_for_replacement(spec, replaced(*i))))
+            .collect()
     });
     let (created, err) = create_pods(job, api, &slots, counts.as_ref()).await;
     for name in &created {
@@ -1224,6 +1300,16 @@ mod tests {
         p.metadata.name = Some(name.into());
         p.metadata.annotations = Some(BTreeMap::from([(COMPLETION_INDEX.into(), index.into())]));
         Arc::new(p)
+    }
+
+    #[test]
+    fn only_jobs_of_this_controller_are_synced() {
+        let mut j = job("NonIndexed", Some(1), 1);
+        assert_eq!(managed_elsewhere(&j), None);
+        j.spec.as_mut().unwrap().managed_by = Some(JOB_CONTROLLER.into());
+        assert_eq!(managed_elsewhere(&j), None);
+        j.spec.as_mut().unwrap().managed_by = Some("example.com/queue".into());
+        assert_eq!(managed_elsewhere(&j), Some("example.com/queue"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use balsa_api::client::{Action, Api, Client, ObjectKey, Store};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{finished, has_finalizer, remove_finalizer};
+use super::{finished, has_finalizer, managed_elsewhere, remove_finalizer};
 use crate::{owners, Error};
 
 pub struct Ctx {
@@ -43,6 +43,8 @@ pub fn fate(pod: &Pod, job: Option<&Job>) -> Fate {
     match job {
         None => Fate::LookUp,
         Some(j) if j.metadata.uid.as_deref() != Some(r.uid.as_str()) => Fate::Release,
+        // Another controller's Job: its pods' finalizers are its business.
+        Some(j) if managed_elsewhere(j).is_some() => Fate::Keep,
         Some(j) if finished(j).is_some() => Fate::Release,
         Some(_) => Fate::Keep,
     }
@@ -129,6 +131,12 @@ mod tests {
             "a new job of that name"
         );
         assert_eq!(fate(&pod, Some(&job("u1", true))), Fate::Release);
+        let mut elsewhere = job("u1", true);
+        elsewhere.spec = Some(k8s_openapi::api::batch::v1::JobSpec {
+            managed_by: Some("example.com/queue".into()),
+            ..Default::default()
+        });
+        assert_eq!(fate(&pod, Some(&elsewhere)), Fate::Keep);
         let mut foreign = Pod::default();
         let rs = k8s_openapi::api::apps::v1::ReplicaSet::default();
         foreign.metadata.owner_references = Some(vec![owners::controller_ref(&rs)]);
