@@ -232,7 +232,7 @@ async fn a_crash_mid_install_leaves_a_usable_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_snapshot_at_staggered_points() {
     use balsa_raft_store::snapshot_schedule::next_point;
-    const EVERY: u64 = 60;
+    const EVERY: u64 = 120;
     let cluster = InProc::start(3, |o| {
         o.replica.snapshot_every = EVERY;
         o.replica.keep_after_snapshot = 5;
@@ -240,7 +240,7 @@ async fn members_snapshot_at_staggered_points() {
     .await;
     let leader = cluster.wait_leader(&[]).await;
     let ns = "stagger";
-    for n in 0..200 {
+    for n in 0..400 {
         let name = format!("o{n}");
         cluster
             .store(leader)
@@ -274,9 +274,11 @@ async fn members_snapshot_at_staggered_points() {
     println!("applied {applied}; (snapshot, point) per member: {snapshots:?}");
     for a in 0..3 {
         for b in a + 1..3 {
+            // The points are at least 0.236 x EVERY apart; a loaded machine
+            // applies in larger groups and snapshots a few entries late.
             let gap = snapshots[a].0.abs_diff(snapshots[b].0);
             assert!(
-                gap >= EVERY / 6,
+                gap >= EVERY / 12,
                 "members {} and {} snapshot too close together: {snapshots:?}",
                 a + 1,
                 b + 1
