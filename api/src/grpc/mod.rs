@@ -3,6 +3,8 @@
 //! gRPC status.
 
 pub mod client;
+mod node_changes;
+mod node_fanout;
 pub mod node_stream;
 pub mod server;
 pub mod status;

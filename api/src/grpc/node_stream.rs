@@ -4,22 +4,28 @@
 //! agent ── Hello{node, after?} ──► master
 //!          after unset, or older than the watch window (410):
 //!             list every pod at one revision R, keep spec.nodeName == node
-//!             ◄── Snapshot{R, pods}
-//!          then the store's watch on pods after R (or after `after`):
-//!             ◄── PodChange{ADDED|MODIFIED|DELETED, rev, pod}   in revision order
-//!             ◄── Progress{rev}         after ~1 s with nothing sent: the watch's
-//!                                       bookmark when idle, or the last revision
-//!                                       seen when only other nodes' pods changed
+//!             ◄── Snapshot{R, pods}            (then after = R)
+//!          subscribe to the master's pod hub (node_fanout) after `after`;
+//!          the hub follows from its own revision F >= after:
+//!             ◄── PodChange ...  of (after, F], read from the store's window
+//!             ◄── PodChange{ADDED|MODIFIED|DELETED, rev, pod}   from the hub,
+//!                                                  in revision order
+//!             ◄── Progress{rev}     after ~1 s with nothing sent: on the hub
+//!                                   watch's bookmark when pods are idle, or
+//!                                   the hub's revision when only other
+//!                                   nodes' pods changed
 //! agent ── Heartbeat{revision} ──► (logged; the stream's liveness)
 //! ```
 //!
 //! Served from the store's watch window like any watch, so every master can
 //! serve any agent and an agent that moves to another master resumes where it
-//! left off. What must stay true: a pod is announced to a node only while its
-//! `spec.nodeName` names it; an event where it stops naming it (or the pod is
-//! deleted) is a DELETED with the pod's last state; revisions only grow. The
-//! filter uses the event's previous object, so no per-stream state is needed
-//! to know what the agent holds.
+//! left off. One watch per master serves every stream (`node_fanout`); what a
+//! pod event means to a node is `node_changes`. What must stay true: a pod is
+//! announced to a node only while its `spec.nodeName` names it; an event where
+//! it stops naming it (or the pod is deleted) is a DELETED with the pod's last
+//! state; a stream resumed after R gets exactly the node's changes after R,
+//! none twice, in revision order; revisions only grow. A stream whose agent
+//! reads too slowly ends (UNAVAILABLE) and the agent resumes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,34 +33,33 @@ use std::time::Duration;
 
 use balsa_proto::node::node_agent_server::{NodeAgent, NodeAgentServer};
 use balsa_proto::node::{
-    agent_message, master_message, AgentMessage, ChangeType, Hello, MasterMessage, PodChange,
-    Progress, Snapshot,
+    agent_message, master_message, AgentMessage, Hello, MasterMessage, Progress, Snapshot,
 };
 use balsa_proto::NODE_STREAM_VERSION;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::node_changes::{changes, node_of, pods};
+use super::node_fanout::{Fanout, Item, Subscription};
 use super::status::to_status;
 use crate::registry::Registry;
-use crate::store::{
-    Event, EventType, KeyPrefix, ListOptions, Revision, Store, StoreError, WatchEvent, WatchOptions,
-};
+use crate::store::{Event, ListOptions, Revision, Store, StoreError, WatchEvent, WatchOptions};
 
-/// How long a stream goes without a message before it gets a `Progress`
-/// (the agent gives a master up after 4 s of silence).
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a new stream may take to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
-/// Messages queued for one agent; a slower agent holds back its own watch,
-/// which the window cuts off when it falls too far behind.
+/// Messages queued for one agent; behind them the hub queues more, and drops
+/// the stream when those fill too.
 const QUEUE: usize = 256;
+/// The catch-up watch says it has read everything this soon after its last
+/// event (its bookmark is how the catch-up knows it reached the hub).
+const CATCH_UP_BOOKMARK: Duration = Duration::from_millis(5);
 
 pub struct NodeStreamService {
     store: Arc<dyn Store>,
+    fanout: Fanout,
     stopping: watch::Receiver<bool>,
 }
 
@@ -64,8 +69,10 @@ pub fn server(
     registry: Registry,
     stopping: watch::Receiver<bool>,
 ) -> NodeAgentServer<NodeStreamService> {
+    let store = registry.store().clone();
     NodeAgentServer::new(NodeStreamService {
-        store: registry.store().clone(),
+        fanout: Fanout::new(store.clone(), stopping.clone()),
+        store,
         stopping,
     })
     .max_decoding_message_size(16 << 20)
@@ -109,6 +116,7 @@ impl NodeAgent for NodeStreamService {
         tokio::spawn(
             serve(
                 self.store.clone(),
+                self.fanout.clone(),
                 hello,
                 inbound,
                 tx,
@@ -122,15 +130,6 @@ impl NodeAgent for NodeStreamService {
     }
 }
 
-fn pods() -> KeyPrefix {
-    KeyPrefix {
-        group: String::new(),
-        resource: "pods".into(),
-        namespace: None,
-        name: None,
-    }
-}
-
 type Tx = mpsc::Sender<Result<MasterMessage, Status>>;
 
 async fn send(tx: &Tx, m: master_message::Message) -> bool {
@@ -141,6 +140,7 @@ async fn send(tx: &Tx, m: master_message::Message) -> bool {
 
 async fn serve<In>(
     store: Arc<dyn Store>,
+    fanout: Fanout,
     hello: Hello,
     mut inbound: In,
     tx: Tx,
@@ -149,78 +149,50 @@ async fn serve<In>(
     In: Stream<Item = Result<AgentMessage, Status>> + Unpin,
 {
     let node = Bound::new(&hello.node_name);
-    let resumed = match hello.after {
-        Some(after) => match watch(&store, Revision(after)).await {
-            Ok(w) => Some(w),
-            Err(StoreError::Expired { .. }) => None,
-            Err(e) => {
-                let _ = tx.send(Err(to_status(&e))).await;
-                return;
-            }
-        },
-        None => None,
-    };
-    let (mut events, start) = match resumed {
-        Some(w) => (w, Revision(hello.after.unwrap_or_default())),
-        None => {
-            let (revision, pods) = match snapshot(&store, &node).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(to_status(&e))).await;
-                    return;
-                }
-            };
-            tracing::debug!(%revision, pods = pods.len(), "node stream snapshot");
-            let snap = Snapshot {
-                revision: revision.0,
-                pods,
-                version: NODE_STREAM_VERSION,
-            };
-            if !send(&tx, master_message::Message::Snapshot(snap)).await {
-                return;
-            }
-            match watch(&store, revision).await {
-                Ok(w) => (w, revision),
-                Err(e) => {
-                    let _ = tx.send(Err(to_status(&e))).await;
-                    return;
-                }
-            }
+    let shutting_down = || Status::unavailable("this master is shutting down");
+    let started = tokio::select! {
+        s = start(&store, &fanout, &node, hello.after.map(Revision), &tx) => s,
+        _ = tx.closed() => return,
+        _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
+            let _ = tx.send(Err(shutting_down())).await;
+            return;
         }
     };
-    let mut progress = Keepalive::new(start);
+    let mut sub = match started {
+        Ok(Some(sub)) => sub,
+        // The agent hung up.
+        Ok(None) => return,
+        Err(e) => {
+            let _ = tx.send(Err(to_status(&e))).await;
+            return;
+        }
+    };
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(WatchEvent::Event(e))) => {
-                    progress.seen(e.revision);
-                    if let Some(change) = node.change(&e) {
-                        if !send(&tx, master_message::Message::Change(change)).await {
-                            return;
-                        }
-                        progress.sent();
-                    }
-                }
-                Some(Ok(WatchEvent::Bookmark(rev))) => {
-                    progress.seen(rev);
-                    if !send_progress(&tx, &mut progress).await {
+            item = sub.items.recv() => match item {
+                Some(Item::Change(change)) => {
+                    if !send(&tx, master_message::Message::Change(change)).await {
                         return;
                     }
                 }
-                Some(Err(e)) => {
+                Some(Item::Progress(revision)) => {
+                    let p = Progress { revision: revision.0 };
+                    if !send(&tx, master_message::Message::Progress(p)).await {
+                        return;
+                    }
+                }
+                Some(Item::Ended(e)) => {
                     tracing::info!(error = %e, "node stream's watch ended");
                     let _ = tx.send(Err(to_status(&e))).await;
                     return;
                 }
-                None => return,
-            },
-            // Other nodes' pods kept the watch busy (so it sends no
-            // bookmarks) while nothing was for this node.
-            _ = progress.due() => {
-                if !send_progress(&tx, &mut progress).await {
+                None => {
+                    let why = "this node stream fell behind; resume from the last revision received";
+                    tracing::info!(why);
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
                     return;
                 }
-            }
+            },
             msg = inbound.next() => match msg {
                 Some(Ok(AgentMessage { message: Some(agent_message::Message::Heartbeat(h)) })) => {
                     tracing::trace!(revision = h.revision, "node heartbeat");
@@ -235,82 +207,94 @@ async fn serve<In>(
             _ = tx.closed() => return,
             // (The wait's guard is not Send: drop it before the send below.)
             _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => {
-                let _ = tx.send(Err(Status::unavailable("this master is shutting down"))).await;
+                let _ = tx.send(Err(shutting_down())).await;
                 return;
             }
         }
     }
 }
 
-async fn send_progress(tx: &Tx, progress: &mut Keepalive) -> bool {
-    let p = Progress {
-        revision: progress.revision.0,
-    };
-    let ok = send(tx, master_message::Message::Progress(p)).await;
-    progress.sent();
-    ok
-}
-
-/// When a stream owes its agent a `Progress`. The watch's bookmarks come
-/// only when the watch is idle (and, on a Raft replica, only while it is
-/// in touch with the cluster); events for other nodes are a sign of life
-/// too, but they are filtered out, so a stream that saw some and sent
-/// nothing for [`PROGRESS_EVERY`] says how far it has read. A stream that
-/// sees nothing at all stays silent, so that an agent on a master cut off
-/// from the cluster still notices and moves.
-struct Keepalive {
-    /// Every event up to here was seen (and sent when it was this node's).
-    revision: Revision,
-    /// When the agent was last sent something.
-    last_sent: tokio::time::Instant,
-    /// Whether `revision` moved since then.
-    unsent: bool,
-}
-
-impl Keepalive {
-    fn new(start: Revision) -> Self {
-        Self {
-            revision: start,
-            last_sent: tokio::time::Instant::now(),
-            unsent: false,
-        }
-    }
-
-    fn seen(&mut self, revision: Revision) {
-        if revision > self.revision {
-            self.revision = revision;
-            self.unsent = true;
-        }
-    }
-
-    fn sent(&mut self) {
-        self.last_sent = tokio::time::Instant::now();
-        self.unsent = false;
-    }
-
-    /// Ready when a `Progress` is owed; pending for ever otherwise.
-    async fn due(&self) {
-        if self.unsent {
-            tokio::time::sleep_until(self.last_sent + PROGRESS_EVERY).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-async fn watch(
+/// Brings the agent to where the hub is: a snapshot (no `after`, or one
+/// older than the window), then the node's changes between that revision
+/// and the hub's, read from the window. The subscription follows on from
+/// there; `None` when the agent went away meanwhile.
+async fn start(
     store: &Arc<dyn Store>,
+    fanout: &Fanout,
+    node: &Bound,
+    after: Option<Revision>,
+    tx: &Tx,
+) -> Result<Option<Subscription>, StoreError> {
+    let mut resume = after;
+    loop {
+        let after = match resume {
+            Some(after) => after,
+            None => {
+                let (revision, pods) = snapshot(store, node).await?;
+                tracing::debug!(%revision, pods = pods.len(), "node stream snapshot");
+                let snap = Snapshot {
+                    revision: revision.0,
+                    pods,
+                    version: NODE_STREAM_VERSION,
+                };
+                if !send(tx, master_message::Message::Snapshot(snap)).await {
+                    return Ok(None);
+                }
+                revision
+            }
+        };
+        let sub = fanout.subscribe(&node.name, after).await?;
+        if sub.from <= after {
+            return Ok(Some(sub));
+        }
+        match catch_up(store, node, after, sub.from, tx).await {
+            Ok(true) => return Ok(Some(sub)),
+            Ok(false) => return Ok(None),
+            // Nothing was sent: the window refuses the start at once.
+            Err(StoreError::Expired { .. }) if resume.is_some() => {
+                tracing::debug!(%after, "node stream's revision left the window; snapshot");
+                resume = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends the node's changes with a revision in `(after, upto]`, from the
+/// store's window; false when the agent went away. `Expired` before sending
+/// anything when `after` has left the window.
+async fn catch_up(
+    store: &Arc<dyn Store>,
+    node: &Bound,
     after: Revision,
-) -> Result<crate::store::WatchStream, StoreError> {
-    store
-        .watch(
-            &pods(),
-            WatchOptions {
-                after,
-                bookmark_interval: Some(PROGRESS_EVERY),
-            },
-        )
-        .await
+    upto: Revision,
+    tx: &Tx,
+) -> Result<bool, StoreError> {
+    let opts = WatchOptions {
+        after,
+        bookmark_interval: Some(CATCH_UP_BOOKMARK),
+    };
+    let mut events = store.watch(&pods(), opts).await?;
+    while let Some(item) = events.next().await {
+        match item? {
+            WatchEvent::Event(e) if e.revision > upto => return Ok(true),
+            WatchEvent::Event(e) => {
+                if !node.mentioned(&e) {
+                    continue;
+                }
+                for (n, change) in changes(&e) {
+                    if n == node.name && !send(tx, master_message::Message::Change(change)).await {
+                        return Ok(false);
+                    }
+                }
+            }
+            WatchEvent::Bookmark(r) if r >= upto => return Ok(true),
+            WatchEvent::Bookmark(_) => {}
+        }
+    }
+    Err(StoreError::Unavailable(
+        "the store's watch ended during a node stream's catch-up".into(),
+    ))
 }
 
 /// Every pod bound to the node, at one revision.
@@ -338,24 +322,13 @@ async fn snapshot(
     }
 }
 
-/// Which pods are bound to one node.
+/// One node, for the reads of every pod that one stream makes alone (its
+/// snapshot, its catch-up).
 struct Bound {
     name: String,
     /// Finds `"<name>"`: a pod whose JSON lacks it cannot name the node,
-    /// which spares parsing most other nodes' pods. (A searcher, not a
-    /// comparison at every offset: every stream scans every pod event.)
+    /// which spares parsing most other nodes' pods.
     quoted: memchr::memmem::Finder<'static>,
-}
-
-#[derive(Deserialize)]
-struct PodNode {
-    spec: Option<SpecNode>,
-}
-
-#[derive(Deserialize)]
-struct SpecNode {
-    #[serde(rename = "nodeName")]
-    node_name: Option<String>,
 }
 
 impl Bound {
@@ -367,67 +340,384 @@ impl Bound {
     }
 
     fn holds(&self, json: &[u8]) -> bool {
-        if self.quoted.find(json).is_none() {
-            return false;
-        }
-        serde_json::from_slice::<PodNode>(json)
-            .ok()
-            .and_then(|p| p.spec?.node_name)
-            .is_some_and(|n| n == self.name)
+        self.quoted.find(json).is_some() && node_of(json).is_some_and(|n| n == self.name)
     }
 
-    /// The event as this node sees it, if it concerns the node at all.
-    fn change(&self, e: &Event) -> Option<PodChange> {
-        let now = e.kind != EventType::Deleted && self.holds(&e.object.data);
-        let before = match e.kind {
-            EventType::Added => false,
-            EventType::Modified => e.prev.as_ref().is_some_and(|p| self.holds(&p.data)),
-            EventType::Deleted => self.holds(&e.object.data),
-        };
-        let ty = match (before, now) {
-            (false, true) => ChangeType::Added,
-            (true, true) => ChangeType::Modified,
-            (true, false) => ChangeType::Deleted,
-            (false, false) => return None,
-        };
-        Some(PodChange {
-            r#type: ty as i32,
-            revision: e.revision.0,
-            pod: e.object.data.clone(),
-        })
+    /// Whether the event may concern the node at all.
+    fn mentioned(&self, e: &Event) -> bool {
+        self.quoted.find(&e.object.data).is_some()
+            || e.prev
+                .as_ref()
+                .is_some_and(|p| self.quoted.find(&p.data).is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{Object, ReadMode, ResourceKey};
+    use balsa_proto::node::ChangeType;
 
-    fn pod(node: Option<&str>) -> Arc<Object> {
+    use super::super::node_fanout::PROGRESS_EVERY;
+    use super::*;
+    use crate::store::mem::MemStore;
+    use crate::store::window::WindowConfig;
+    use crate::store::{Op, ReadMode, ResourceKey};
+
+    /// A message, simplified: (kind, revision, pod names).
+    type Seen = (&'static str, u64, Vec<String>);
+
+    fn name_of(json: &[u8]) -> String {
+        let pod: serde_json::Value = serde_json::from_slice(json).expect("json");
+        pod["metadata"]["name"].as_str().unwrap_or("").to_string()
+    }
+
+    fn simplify(m: MasterMessage) -> Seen {
+        match m.message.expect("a message") {
+            master_message::Message::Snapshot(s) => (
+                "SNAPSHOT",
+                s.revision,
+                s.pods.iter().map(|p| name_of(p)).collect(),
+            ),
+            master_message::Message::Change(c) => {
+                let ty = ChangeType::try_from(c.r#type).expect("a change type");
+                (ty.as_str_name(), c.revision, vec![name_of(&c.pod)])
+            }
+            master_message::Message::Progress(p) => ("PROGRESS", p.revision, vec![]),
+        }
+    }
+
+    struct Agent {
+        rx: mpsc::Receiver<Result<MasterMessage, Status>>,
+        /// Held: dropping it hangs the stream up.
+        _out: mpsc::Sender<Result<AgentMessage, Status>>,
+    }
+
+    impl Agent {
+        fn attach(
+            store: &Arc<dyn Store>,
+            fanout: &Fanout,
+            node: &str,
+            after: Option<u64>,
+            stopping: &watch::Receiver<bool>,
+        ) -> Self {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let (out, inbound) = mpsc::channel(1);
+            let hello = Hello {
+                version: NODE_STREAM_VERSION,
+                node_name: node.into(),
+                after,
+            };
+            let inbound = tokio_stream::wrappers::ReceiverStream::new(inbound);
+            tokio::spawn(serve(
+                store.clone(),
+                fanout.clone(),
+                hello,
+                inbound,
+                tx,
+                stopping.clone(),
+            ));
+            Self { rx, _out: out }
+        }
+
+        async fn next(&mut self) -> Result<Seen, Status> {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+                .await
+                .expect("a message within 5 s")
+                .expect("the stream open");
+            m.map(simplify)
+        }
+
+        /// Changes up to and including the one at `last`, skipping progress.
+        async fn changes_until(&mut self, last: u64) -> Vec<Seen> {
+            let mut out = Vec::new();
+            loop {
+                let m = self.next().await.expect("no error");
+                if m.0 == "PROGRESS" {
+                    continue;
+                }
+                assert_ne!(m.0, "SNAPSHOT", "{m:?}");
+                let rev = m.1;
+                out.push(m);
+                if rev >= last {
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// A pod; each one differs (a rewrite of the same pod is never a no-op).
+    fn pod_json(name: &str, node: Option<&str>) -> Bytes {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let spec = match node {
             Some(n) => serde_json::json!({"nodeName": n}),
             None => serde_json::json!({}),
         };
-        let data = serde_json::json!({"metadata": {"name": "p"}, "spec": spec});
-        Arc::new(Object {
-            key: ResourceKey::new("", "pods", Some("default"), "p"),
-            data: serde_json::to_vec(&data).expect("json").into(),
-            revision: Revision(5),
-            created: Revision(1),
-        })
+        let pod = serde_json::json!({"metadata": {"name": name, "annotations": {"write": write.to_string()}},
+            "spec": spec});
+        serde_json::to_vec(&pod).expect("json").into()
     }
 
-    fn event(kind: EventType, prev: Option<&str>, now: Option<&str>) -> Event {
-        Event {
-            revision: Revision(5),
-            kind,
-            object: pod(now),
-            prev: (kind == EventType::Modified).then(|| pod(prev)),
+    fn key(name: &str) -> ResourceKey {
+        ResourceKey::new("", "pods", Some("default"), name)
+    }
+
+    /// Creates or replaces pods, all at one revision; that revision.
+    async fn put(store: &Arc<dyn Store>, pods: &[(&str, Option<&str>)]) -> u64 {
+        let mut ops = Vec::new();
+        for (name, node) in pods {
+            let value = pod_json(name, *node);
+            ops.push(match store.get(&key(name), ReadMode::Local).await {
+                Ok(_) => Op::Update {
+                    key: key(name),
+                    value,
+                    expected: None,
+                },
+                Err(_) => Op::Create {
+                    key: key(name),
+                    value,
+                },
+            });
+        }
+        store.txn(ops).await.expect("write").0 .0
+    }
+
+    async fn delete(store: &Arc<dyn Store>, name: &str) -> u64 {
+        store
+            .delete(key(name), Default::default())
+            .await
+            .expect("delete")
+            .revision
+            .0
+    }
+
+    fn change(ty: &'static str, rev: u64, name: &str) -> Seen {
+        (ty, rev, vec![name.to_string()])
+    }
+
+    fn mem(config: WindowConfig) -> (Arc<dyn Store>, Fanout, watch::Sender<bool>) {
+        let store: Arc<dyn Store> = MemStore::new(config);
+        let (stop, stopping) = watch::channel(false);
+        let fanout = Fanout::new(store.clone(), stopping);
+        (store, fanout, stop)
+    }
+
+    /// One node's history through moves, a batch and a delete; then a
+    /// stream resumed after each of its revisions (and between them) gets
+    /// exactly the changes after that revision, in order, none twice: the
+    /// part the hub had already passed from the window, the rest from the
+    /// hub.
+    #[tokio::test]
+    async fn a_resumed_stream_gets_exactly_the_changes_after_its_revision() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let mut first = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        let snap = first.next().await.expect("snapshot");
+        assert_eq!(snap.0, "SNAPSHOT");
+        let r0 = snap.1;
+        let a = put(&store, &[("a", Some("n1"))]).await;
+        put(&store, &[("b", Some("n2")), ("x", None)]).await;
+        let cd = put(&store, &[("c", Some("n1")), ("d", Some("n1"))]).await;
+        let a2 = put(&store, &[("a", Some("n1"))]).await;
+        // Moved here from n2, and away to n2 (the API refuses a move; the
+        // stream must still hold).
+        let b = put(&store, &[("b", Some("n1"))]).await;
+        let a3 = put(&store, &[("a", Some("n2"))]).await;
+        let c = delete(&store, "c").await;
+        let end = put(&store, &[("z", Some("n1"))]).await;
+        let want = vec![
+            change("ADDED", a, "a"),
+            change("ADDED", cd, "c"),
+            change("ADDED", cd, "d"),
+            change("MODIFIED", a2, "a"),
+            change("ADDED", b, "b"),
+            change("DELETED", a3, "a"),
+            change("DELETED", c, "c"),
+            change("ADDED", end, "z"),
+        ];
+        assert_eq!(first.changes_until(end).await, want);
+        let mut resume_at: Vec<u64> = want.iter().map(|w| w.1).collect();
+        resume_at.extend([r0, a + 1, cd - 1]);
+        resume_at.retain(|r| *r < end);
+        for after in resume_at {
+            let mut again = Agent::attach(&store, &fanout, "n1", Some(after), &stopping);
+            let rest: Vec<Seen> = want.iter().filter(|w| w.1 > after).cloned().collect();
+            assert_eq!(again.changes_until(end).await, rest, "after {after}");
+        }
+        // ...and on with what comes next.
+        let next = put(&store, &[("d", None)]).await;
+        assert_eq!(
+            first.changes_until(next).await,
+            vec![change("DELETED", next, "d")]
+        );
+    }
+
+    /// A stream joining while pods are being bound meets the hub in the
+    /// middle: snapshot, then every change after it, none twice.
+    #[tokio::test]
+    async fn a_stream_joining_during_churn_misses_nothing_and_repeats_nothing() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let _other = Agent::attach(&store, &fanout, "n2", None, &stopping);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                for i in 0..300 {
+                    let name = format!("p{i}");
+                    let node = if i % 3 == 0 { "n1" } else { "n2" };
+                    last = put(&store, &[(&name, Some(node))]).await;
+                    if i % 20 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                last
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut late = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        let (kind, _, mut names) = late.next().await.expect("snapshot");
+        assert_eq!(kind, "SNAPSHOT");
+        let last = writer.await.expect("writer");
+        let end = put(&store, &[("end", Some("n1"))]).await;
+        assert!(end > last);
+        for (kind, _, pod) in late.changes_until(end).await {
+            assert_eq!(kind, "ADDED");
+            names.extend(pod);
+        }
+        let mut want: Vec<String> = (0..300)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("p{i}"))
+            .collect();
+        want.push("end".into());
+        names.sort();
+        want.sort();
+        assert_eq!(names, want);
+    }
+
+    /// Many nodes on one master: each stream gets its own pods only.
+    #[tokio::test]
+    async fn many_streams_each_get_their_own_pods() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let nodes: Vec<String> = (0..200).map(|i| format!("node-{i}")).collect();
+        let mut agents = Vec::new();
+        for n in &nodes {
+            let mut a = Agent::attach(&store, &fanout, n, None, &stopping);
+            assert_eq!(a.next().await.expect("snapshot").0, "SNAPSHOT");
+            agents.push(a);
+        }
+        let mut revs = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            revs.push(put(&store, &[(&format!("p{i}"), Some(n))]).await);
+        }
+        for (i, a) in agents.iter_mut().enumerate() {
+            let got = a.changes_until(revs[i]).await;
+            assert_eq!(got, vec![change("ADDED", revs[i], &format!("p{i}"))]);
         }
     }
 
-    fn ty(c: Option<PodChange>) -> Option<ChangeType> {
-        c.map(|c| ChangeType::try_from(c.r#type).expect("a change type"))
+    /// An agent that stops reading does not hold the others back: its
+    /// stream ends (UNAVAILABLE, to resume) after what was queued, while
+    /// another stream of the same node gets every change.
+    #[tokio::test]
+    async fn a_stream_that_does_not_keep_up_ends_and_holds_no_one_back() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let mut slow = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        let mut fast = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        assert_eq!(slow.next().await.expect("snapshot").0, "SNAPSHOT");
+        assert_eq!(fast.next().await.expect("snapshot").0, "SNAPSHOT");
+        let n = QUEUE + super::super::node_fanout::QUEUE + 200;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                for i in 0..n {
+                    last = put(&store, &[(&format!("p{i}"), Some("n1"))]).await;
+                }
+                last
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < n {
+            let m = fast.next().await.expect("no error");
+            if m.0 != "PROGRESS" {
+                got.push(m);
+            }
+        }
+        let last = writer.await.expect("writer");
+        assert_eq!(got.last().map(|m| m.1), Some(last));
+        let mut queued = Vec::new();
+        let end = loop {
+            match slow.next().await {
+                Ok(m) if m.0 == "PROGRESS" => {}
+                Ok(m) => queued.push(m),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+        assert!(queued.len() < n, "{}", queued.len());
+        assert_eq!(queued[..], got[..queued.len()], "a prefix, in order");
+    }
+
+    /// A revision that left the window (410) gets a snapshot instead.
+    #[tokio::test]
+    async fn a_resume_older_than_the_window_gets_a_snapshot() {
+        let (store, fanout, stop) = mem(WindowConfig::events(4));
+        let stopping = stop.subscribe();
+        let first = put(&store, &[("p0", Some("n1"))]).await;
+        for i in 1..10 {
+            put(&store, &[(&format!("p{i}"), Some("n1"))]).await;
+        }
+        let mut agent = Agent::attach(&store, &fanout, "n1", Some(first), &stopping);
+        let (kind, rev, mut names) = agent.next().await.expect("snapshot");
+        assert_eq!(kind, "SNAPSHOT");
+        let now = store.revision(ReadMode::Local).await.expect("revision").0;
+        assert_eq!(rev, now);
+        names.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        let next = put(&store, &[("p10", Some("n1"))]).await;
+        assert_eq!(
+            agent.changes_until(next).await,
+            vec![change("ADDED", next, "p10")]
+        );
+    }
+
+    /// A master that stops ends its streams at once, so agents move on.
+    #[tokio::test]
+    async fn streams_end_when_the_master_stops() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let mut agent = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        assert_eq!(agent.next().await.expect("snapshot").0, "SNAPSHOT");
+        stop.send_replace(true);
+        let end = loop {
+            match agent.next().await {
+                Ok(_) => {}
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    }
+
+    /// With nothing changing, a stream hears a `Progress` about every
+    /// second (the hub watch's bookmark): the agent's sign that its master
+    /// is in touch.
+    #[tokio::test]
+    async fn an_idle_stream_hears_progress_every_second() {
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let mut agent = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        let (_, snap, _) = agent.next().await.expect("snapshot");
+        for _ in 0..3 {
+            let m = tokio::time::timeout(2 * PROGRESS_EVERY, agent.next())
+                .await
+                .expect("a message within 2 s")
+                .expect("no error");
+            assert_eq!(m, ("PROGRESS", snap, vec![]));
+        }
     }
 
     /// Pods of other nodes change all the time, so the store's watch is
@@ -436,31 +726,15 @@ mod tests {
     /// second, with the revision it has read to, and no change.
     #[tokio::test]
     async fn a_stream_hears_progress_while_only_other_nodes_pods_change() {
-        let store: Arc<dyn Store> = crate::store::mem::MemStore::new(Default::default());
-        let (tx, mut rx) = mpsc::channel(QUEUE);
-        let (_agent, inbound) = mpsc::channel::<Result<AgentMessage, Status>>(1);
-        let (_stop, stopping) = watch::channel(false);
-        let hello = Hello {
-            version: NODE_STREAM_VERSION,
-            node_name: "n1".into(),
-            after: None,
-        };
-        let inbound = tokio_stream::wrappers::ReceiverStream::new(inbound);
-        tokio::spawn(serve(store.clone(), hello, inbound, tx, stopping));
-        let first = rx.recv().await.expect("a message").expect("no error");
-        assert!(matches!(
-            first.message,
-            Some(master_message::Message::Snapshot(_))
-        ));
+        let (store, fanout, stop) = mem(WindowConfig::default());
+        let stopping = stop.subscribe();
+        let mut agent = Agent::attach(&store, &fanout, "n1", None, &stopping);
+        assert_eq!(agent.next().await.expect("snapshot").0, "SNAPSHOT");
         let churn = {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0.. {
-                    let pod = serde_json::json!({"metadata": {"name": format!("p{i}")},
-                        "spec": {"nodeName": "n2"}});
-                    let key = ResourceKey::new("", "pods", Some("default"), format!("p{i}"));
-                    let data = serde_json::to_vec(&pod).expect("json");
-                    store.create(key, data.into()).await.expect("create");
+                    put(&store, &[(&format!("p{i}"), Some("n2"))]).await;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             })
@@ -468,13 +742,12 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut seen = Vec::new();
         while start.elapsed() < Duration::from_millis(4500) {
-            let m = tokio::time::timeout(2 * PROGRESS_EVERY, rx.recv())
+            let m = tokio::time::timeout(2 * PROGRESS_EVERY, agent.next())
                 .await
                 .expect("a message at least every 2 s")
-                .expect("stream open")
                 .expect("no error");
-            match m.message {
-                Some(master_message::Message::Progress(p)) => seen.push(p.revision),
+            match m {
+                ("PROGRESS", revision, _) => seen.push(revision),
                 other => panic!("only progress is for n1, got {other:?}"),
             }
         }
@@ -489,35 +762,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_is_the_nodes_only_while_it_names_it() {
+    fn a_snapshot_holds_the_pods_naming_the_node_exactly() {
         let b = Bound::new("n1");
-        use EventType::*;
-        assert_eq!(
-            ty(b.change(&event(Added, None, Some("n1")))),
-            Some(ChangeType::Added)
-        );
-        assert_eq!(ty(b.change(&event(Added, None, Some("n2")))), None);
-        assert_eq!(ty(b.change(&event(Added, None, None))), None);
-        // Bound now: the node hears of it for the first time.
-        assert_eq!(
-            ty(b.change(&event(Modified, None, Some("n1")))),
-            Some(ChangeType::Added)
-        );
-        assert_eq!(
-            ty(b.change(&event(Modified, Some("n1"), Some("n1")))),
-            Some(ChangeType::Modified)
-        );
-        assert_eq!(
-            ty(b.change(&event(Modified, Some("n1"), Some("n2")))),
-            Some(ChangeType::Deleted)
-        );
-        assert_eq!(ty(b.change(&event(Modified, Some("n2"), Some("n2")))), None);
-        assert_eq!(
-            ty(b.change(&event(Deleted, None, Some("n1")))),
-            Some(ChangeType::Deleted)
-        );
-        assert_eq!(ty(b.change(&event(Deleted, None, Some("n2")))), None);
+        assert!(b.holds(&pod_json("p", Some("n1"))));
+        assert!(!b.holds(&pod_json("p", Some("n2"))));
+        assert!(!b.holds(&pod_json("n1", None)), "named like the node");
         // A prefix of another node's name is not that node.
-        assert!(!Bound::new("n").holds(&pod(Some("n1")).data));
+        assert!(!Bound::new("n").holds(&pod_json("p", Some("n1"))));
     }
 }
