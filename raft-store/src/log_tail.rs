@@ -27,7 +27,7 @@ pub struct LogTail {
 }
 
 /// Roughly what an entry holds: its values' sizes.
-fn size_of(entry: &Entry) -> usize {
+pub(crate) fn size_of(entry: &Entry) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(cmd) => cmd
             .ops()

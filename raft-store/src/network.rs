@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::codec;
 use crate::faults::{Faults, Verdict};
 use crate::identity::{ClusterId, Identity, IdentityError, METADATA_KEY};
-use crate::types::{Member, NodeId, TypeConfig};
+use crate::types::{LogId, Member, NodeId, TypeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -214,6 +214,32 @@ impl PeerLink {
     }
 }
 
+/// The most bytes of values one AppendEntries carries (beyond its first entry).
+pub const APPEND_BYTES: usize = 512 << 10;
+
+/// `rpc` with only as many of its entries as fit in `budget` bytes (always
+/// the first), and the log id of the last one kept if any were left out.
+pub fn within_budget(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut used = 0;
+    let keep = rpc
+        .entries
+        .iter()
+        .position(|e| {
+            used += crate::log_tail::size_of(e);
+            used > budget
+        })
+        .map_or(rpc.entries.len(), |over| over.max(1));
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    (rpc, last)
+}
+
 /// Makes a `Peer` per replication target.
 #[derive(Clone)]
 pub struct Network {
@@ -273,12 +299,24 @@ impl RaftPeer {
 }
 
 impl RaftNetwork<TypeConfig> for RaftPeer {
+    /// Sends at most `APPEND_BYTES` of entries (at least one): openraft
+    /// gives each AppendEntries one heartbeat interval, and a follower far
+    /// behind would otherwise be sent up to `max_payload_entries` whole
+    /// entries (each up to a proposer's worth of writes) again and again, never
+    /// within it. The rest goes in the next call (`PartialSuccess`).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(RaftKind::AppendEntries, &rpc, &option).await
+        let (rpc, cut_after) = within_budget(rpc, APPEND_BYTES);
+        let resp = self.send(RaftKind::AppendEntries, &rpc, &option).await?;
+        Ok(match (resp, cut_after) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (resp, _) => resp,
+        })
     }
 
     async fn install_snapshot(
@@ -298,5 +336,63 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.send(RaftKind::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use balsa_api::{Op, ResourceKey};
+    use bytes::Bytes;
+    use openraft::{CommittedLeaderId, EntryPayload, Vote};
+
+    use super::*;
+    use crate::types::{Command, Entry};
+
+    /// An entry at `index` whose one write holds `bytes` of value.
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let op = Op::Create {
+            key: ResourceKey::new("", "configmaps", Some("default"), format!("o{index}")),
+            value: Bytes::from(vec![b'x'; bytes]),
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                txns: vec![vec![op]],
+            }),
+        }
+    }
+
+    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| entry(i as u64 + 1, *s))
+                .collect(),
+        }
+    }
+
+    fn indexes(rpc: &AppendEntriesRequest<TypeConfig>) -> Vec<u64> {
+        rpc.entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn an_append_carries_whole_entries_up_to_its_budget() {
+        // Each entry weighs its value plus 64 bytes of overhead.
+        let (rpc, cut) = within_budget(request(&[100, 100, 100]), 1000);
+        assert_eq!((indexes(&rpc), cut), (vec![1, 2, 3], None));
+        let (rpc, cut) = within_budget(request(&[400, 400, 400]), 1000);
+        assert_eq!(indexes(&rpc), vec![1, 2]);
+        assert_eq!(cut.map(|l| l.index), Some(2));
+        // An entry larger than the budget still goes, alone.
+        let (rpc, cut) = within_budget(request(&[5000, 10]), 1000);
+        assert_eq!(indexes(&rpc), vec![1]);
+        assert_eq!(cut.map(|l| l.index), Some(1));
+        // A heartbeat has nothing to cut.
+        let (rpc, cut) = within_budget(request(&[]), 1000);
+        assert_eq!((indexes(&rpc), cut), (vec![], None));
     }
 }

@@ -45,7 +45,8 @@ pub struct Limits {
     pub in_flight: usize,
     /// Transactions in one entry.
     pub txns: usize,
-    /// Bytes of values in one entry (a larger single write goes alone).
+    /// Bytes of values in one entry (a larger single write goes alone):
+    /// entries are replicated whole, within one heartbeat interval.
     pub bytes: usize,
 }
 
@@ -54,7 +55,7 @@ impl Default for Limits {
         Self {
             in_flight: 2,
             txns: 512,
-            bytes: 1 << 20,
+            bytes: 256 << 10,
         }
     }
 }
