@@ -248,6 +248,16 @@ mod tests {
         }
     }
 
+    /// Proposes a create of `name` from a task of its own.
+    fn spawn(
+        g: &Arc<Gated>,
+        name: &'static str,
+        size: usize,
+    ) -> tokio::task::JoinHandle<Result<Outcome, Stopped>> {
+        let g = g.clone();
+        tokio::spawn(async move { g.proposer.propose(create(name, size)).await })
+    }
+
     async fn until(entries: &Mutex<Vec<Vec<String>>>, n: usize) {
         while entries.lock().unwrap().len() < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -268,18 +278,12 @@ mod tests {
             ..Limits::default()
         }));
         // The first write takes the only slot alone, at once.
-        let first = tokio::spawn({
-            let g = g.clone();
-            async move { g.proposer.propose(create("a", 10)).await }
-        });
+        let first = spawn(&g, "a", 10);
         until(&g.entries, 1).await;
         // Five more arrive while it is pending: they wait, then go together.
         let mut rest = Vec::new();
         for n in ["b", "c", "bad-d", "e", "f"] {
-            let g = g.clone();
-            rest.push(tokio::spawn(async move {
-                g.proposer.propose(create(n, 10)).await
-            }));
+            rest.push(spawn(&g, n, 10));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
@@ -313,10 +317,7 @@ mod tests {
             txns: 3,
             bytes: 1000,
         }));
-        let blocker = tokio::spawn({
-            let g = g.clone();
-            async move { g.proposer.propose(create("blocker", 10)).await }
-        });
+        let blocker = spawn(&g, "blocker", 10);
         until(&g.entries, 1).await;
         let mut waiting = Vec::new();
         // Four small ones (the limit of 3 splits them), then two of 600
@@ -329,10 +330,7 @@ mod tests {
             ("big1", 600),
             ("big2", 600),
         ] {
-            let g = g.clone();
-            waiting.push(tokio::spawn(async move {
-                g.proposer.propose(create(n, size)).await
-            }));
+            waiting.push(spawn(&g, n, size));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         g.release.add_permits(100);
@@ -357,19 +355,10 @@ mod tests {
             in_flight: 1,
             ..Limits::default()
         }));
-        let first = tokio::spawn({
-            let g = g.clone();
-            async move { g.proposer.propose(create("a", 10)).await }
-        });
+        let first = spawn(&g, "a", 10);
         until(&g.entries, 1).await;
-        let gave_up = tokio::spawn({
-            let g = g.clone();
-            async move { g.proposer.propose(create("gone", 10)).await }
-        });
-        let kept = tokio::spawn({
-            let g = g.clone();
-            async move { g.proposer.propose(create("kept", 10)).await }
-        });
+        let gave_up = spawn(&g, "gone", 10);
+        let kept = spawn(&g, "kept", 10);
         tokio::time::sleep(Duration::from_millis(20)).await;
         gave_up.abort();
         tokio::time::sleep(Duration::from_millis(20)).await;

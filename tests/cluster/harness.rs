@@ -181,6 +181,33 @@ impl InProc {
     }
 }
 
+impl Drop for InProc {
+    /// A test that ends without `shutdown` still stops its replicas before its
+    /// data dir goes and the test binary exits: a Raft thread left running
+    /// mid-write when the process exits races RocksDB's teardown (seen once as
+    /// SIGABRT, "pthread lock: Invalid argument", after a passing test).
+    fn drop(&mut self) {
+        let servers: Vec<RunningServer> =
+            self.servers.iter_mut().filter_map(Option::take).collect();
+        if servers.is_empty() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                for s in servers {
+                    s.stop().await;
+                }
+            })
+        });
+    }
+}
+
 pub fn configmap(ns: &str, name: &str, value: &str) -> bytes::Bytes {
     balsa_api::conformance::configmap(ns, name, value)
 }

@@ -6,6 +6,23 @@ use balsa_api::{DeletePreconditions, KeyPrefix, ReadMode, Revision, WatchEvent, 
 
 use crate::harness::{configmap, key, InProc};
 
+/// A watch on `prefix` from `after` on each of the three replicas.
+async fn watch_every_replica(
+    cluster: &InProc,
+    prefix: &KeyPrefix,
+    after: Revision,
+) -> Vec<balsa_api::WatchStream> {
+    let mut watches = Vec::new();
+    for i in 0..3 {
+        let opts = WatchOptions {
+            after,
+            bookmark_interval: None,
+        };
+        watches.push(cluster.store(i).watch(prefix, opts).await.expect("watch"));
+    }
+    watches
+}
+
 /// The storage port's conformance suite, through a follower (so every write is
 /// forwarded and every read takes a read-index from the leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,14 +49,7 @@ async fn every_replica_watches_the_same_history() {
         .revision(ReadMode::Linearizable)
         .await
         .expect("revision");
-    let mut watches = Vec::new();
-    for i in 0..3 {
-        let opts = WatchOptions {
-            after: start,
-            bookmark_interval: None,
-        };
-        watches.push(cluster.store(i).watch(&prefix, opts).await.expect("watch"));
-    }
+    let mut watches = watch_every_replica(&cluster, &prefix, start).await;
     let mut writers = Vec::new();
     for w in 0..3 {
         let store = cluster.store(w);
@@ -142,14 +152,7 @@ async fn concurrent_writes_share_entries_but_not_revisions() {
         .revision(ReadMode::Linearizable)
         .await
         .expect("revision");
-    let mut watches = Vec::new();
-    for i in 0..3 {
-        let opts = WatchOptions {
-            after: start,
-            bookmark_interval: None,
-        };
-        watches.push(cluster.store(i).watch(&prefix, opts).await.expect("watch"));
-    }
+    let mut watches = watch_every_replica(&cluster, &prefix, start).await;
     let index = |c: &InProc| {
         c.server(leader)
             .replica
