@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use balsa_api::client::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use balsa_api::client::{DeleteParams, Patch, PatchParams, PostParams};
 use balsa_controllers::job::TRACKING_FINALIZER;
 use balsa_controllers::pods::phase;
 use k8s_openapi::api::batch::v1::{
@@ -16,11 +16,11 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde_json::json;
 
-use crate::controllers::{client_of, eventually, namespace};
+use crate::controllers::eventually;
 use crate::harness::InProc;
 use crate::jobs::{
-    condition, ended_status, fake_kubelet, finished, job, label, no_finalizers_left, pods_of,
-    set_status, template, Outcome, PodWatch,
+    batch_cluster, condition, ended_status, finished, job, label, no_finalizers_left, pods_of,
+    set_status, template, BatchCluster, Outcome, PodWatch,
 };
 
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -51,16 +51,17 @@ fn tracked(p: &Pod) -> bool {
 /// count cannot be lost) until the retry exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn indexed_jobs_back_off_per_index() {
-    let c = InProc::start(3, |o| {
+    let BatchCluster {
+        c,
+        client,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("index-backoff", |o| {
         o.controllers.job_backoff = (Duration::from_secs(3), Duration::from_secs(6));
     })
     .await;
-    let client = client_of(&c);
-    namespace(&client, "index-backoff").await;
-    let kubelet = fake_kubelet(client.clone());
     let watch = PodWatch::start(&client, "index-backoff");
-    let jobs = Api::<Job>::namespaced(client.clone(), "index-backoff");
-    let pods = Api::<Pod>::namespaced(client.clone(), "index-backoff");
     let spec = JobSpec {
         completions: Some(3),
         parallelism: Some(3),
@@ -134,12 +135,13 @@ fn position(conditions: &[JobCondition], ty: &str) -> Option<usize> {
 /// counted as failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn success_policies_complete_indexed_jobs_early() {
-    let c = InProc::start(3, |_| {}).await;
-    let client = client_of(&c);
-    namespace(&client, "success").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "success");
-    let pods = Api::<Pod>::namespaced(client.clone(), "success");
+    let BatchCluster {
+        c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("success", |_| {}).await;
     let pp = PostParams::default();
     // Index 0 is the leader: its success is the Job's.
     let leader = indexed_with_policy(
@@ -272,12 +274,13 @@ fn kubectl(c: &InProc, dir: &std::path::Path, args: &[&str], stdin: &str) -> (bo
 /// refuses them (422, through kubectl).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_managed_elsewhere_are_left_alone_and_bad_policies_refused() {
-    let c = InProc::start(3, |_| {}).await;
-    let client = client_of(&c);
-    namespace(&client, "managed").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "managed");
-    let pods = Api::<Pod>::namespaced(client.clone(), "managed");
+    let BatchCluster {
+        c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("managed", |_| {}).await;
     let pp = PostParams::default();
     let managed = |by: &str| JobSpec {
         managed_by: Some(by.into()),
@@ -415,15 +418,16 @@ spec:
 /// status.terminating counts the pods on their way out either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_are_replaced_as_the_replacement_policy_says() {
-    let c = InProc::start(3, |o| {
+    let BatchCluster {
+        c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("replace", |o| {
         o.controllers.job_backoff = (Duration::from_millis(100), Duration::from_secs(1));
     })
     .await;
-    let client = client_of(&c);
-    namespace(&client, "replace").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "replace");
-    let pods = Api::<Pod>::namespaced(client.clone(), "replace");
     let pp = PostParams::default();
     // A finalizer of the test's keeps deleted pods terminating.
     let held = |policy: Option<&str>| {

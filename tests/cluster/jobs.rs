@@ -176,6 +176,32 @@ pub(crate) fn ended_status(o: Outcome) -> PodStatus {
 
 /// A stand-in for every node agent: pods go Running and Ready, then end
 /// after RUN as their image says; pods marked for deletion are removed.
+/// A three-master cluster with namespace `ns`, the fake kubelet running its
+/// pods, and clients of that namespace's Jobs and pods.
+pub(crate) struct BatchCluster {
+    pub c: InProc,
+    pub client: Client,
+    pub kubelet: JoinHandle<()>,
+    pub jobs: Api<Job>,
+    pub pods: Api<Pod>,
+}
+
+pub(crate) async fn batch_cluster(
+    ns: &str,
+    tweak: impl Fn(&mut balsa::server::ServerOptions),
+) -> BatchCluster {
+    let c = InProc::start(3, tweak).await;
+    let client = client_of(&c);
+    namespace(&client, ns).await;
+    BatchCluster {
+        kubelet: fake_kubelet(client.clone()),
+        jobs: Api::namespaced(client.clone(), ns),
+        pods: Api::namespaced(client.clone(), ns),
+        client,
+        c,
+    }
+}
+
 pub(crate) fn fake_kubelet(client: Client) -> JoinHandle<()> {
     let all = Api::<Pod>::all(client.clone());
     tokio::spawn(async move {
@@ -399,13 +425,14 @@ pub(crate) fn no_finalizers_left(pods: &[Pod]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_complete_within_parallelism_indexed_and_after_suspension() {
-    let c = InProc::start(3, |_| {}).await;
-    let client = client_of(&c);
-    namespace(&client, "batch").await;
-    let kubelet = fake_kubelet(client.clone());
+    let BatchCluster {
+        c,
+        client,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("batch", |_| {}).await;
     let watch = PodWatch::start(&client, "batch");
-    let jobs = Api::<Job>::namespaced(client.clone(), "batch");
-    let pods = Api::<Pod>::namespaced(client.clone(), "batch");
     let pp = PostParams::default();
 
     // Admission: the generated selector and labels.
@@ -611,12 +638,13 @@ async fn jobs_complete_within_parallelism_indexed_and_after_suspension() {
 /// other change of completions, or of the template, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn indexed_jobs_scale_elastically_and_keep_the_rest_fixed() {
-    let c = InProc::start(3, |_| {}).await;
-    let client = client_of(&c);
-    namespace(&client, "elastic").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "elastic");
-    let pods = Api::<Pod>::namespaced(client.clone(), "elastic");
+    let BatchCluster {
+        c: _c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("elastic", |_| {}).await;
     let spec = JobSpec {
         completions: Some(4),
         parallelism: Some(4),
@@ -687,15 +715,16 @@ async fn indexed_jobs_scale_elastically_and_keep_the_rest_fixed() {
 /// indexes finish; the Job then fails with FailedIndexes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn indexed_jobs_retry_and_fail_per_index() {
-    let c = InProc::start(3, |o| {
+    let BatchCluster {
+        c: _c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("per-index", |o| {
         o.controllers.job_backoff = (Duration::from_millis(100), Duration::from_secs(1))
     })
     .await;
-    let client = client_of(&c);
-    namespace(&client, "per-index").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "per-index");
-    let pods = Api::<Pod>::namespaced(client.clone(), "per-index");
     let spec = |limit: i32| JobSpec {
         completions: Some(3),
         parallelism: Some(3),
@@ -767,16 +796,17 @@ async fn indexed_jobs_retry_and_fail_per_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_fail_by_backoff_limit_deadline_and_pod_failure_policy() {
-    let c = InProc::start(3, |o| {
+    let BatchCluster {
+        c,
+        client,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("fail", |o| {
         o.controllers.job_backoff = (Duration::from_secs(3), Duration::from_secs(6));
     })
     .await;
-    let client = client_of(&c);
-    namespace(&client, "fail").await;
-    let kubelet = fake_kubelet(client.clone());
     let watch = PodWatch::start(&client, "fail");
-    let jobs = Api::<Job>::namespaced(client.clone(), "fail");
-    let pods = Api::<Pod>::namespaced(client.clone(), "fail");
     let pp = PostParams::default();
 
     // Each pod fails: retried after 3 s, then 6 s; the third failure is
@@ -1145,17 +1175,18 @@ async fn cronjobs_start_jobs_at_their_times_on_a_fake_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn finished_jobs_expire_and_pod_gc_cleans_up() {
-    let c = InProc::start(3, |o| {
+    let BatchCluster {
+        c,
+        client,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("gc", |o| {
         o.controllers.pod_gc.period = Duration::from_millis(200);
         o.controllers.pod_gc.quarantine = Duration::from_secs(1);
         o.controllers.pod_gc.terminated_threshold = 3;
     })
     .await;
-    let client = client_of(&c);
-    namespace(&client, "gc").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "gc");
-    let pods = Api::<Pod>::namespaced(client.clone(), "gc");
     let pp = PostParams::default();
 
     // TTL: deleted two seconds after it completes, with its pods.
@@ -1439,12 +1470,13 @@ async fn jobs_run_on_a_node_agent() {
 /// is counted exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_finishes_across_a_leader_change() {
-    let mut c = InProc::start(3, |_| {}).await;
-    let client = client_of(&c);
-    namespace(&client, "failover").await;
-    let kubelet = fake_kubelet(client.clone());
-    let jobs = Api::<Job>::namespaced(client.clone(), "failover");
-    let pods = Api::<Pod>::namespaced(client.clone(), "failover");
+    let BatchCluster {
+        mut c,
+        client: _,
+        kubelet,
+        jobs,
+        pods,
+    } = batch_cluster("failover", |_| {}).await;
     let spec = JobSpec {
         completions: Some(8),
         parallelism: Some(2),
