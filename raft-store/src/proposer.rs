@@ -20,7 +20,15 @@
 //! transactions are independent: one failing does not affect the others).
 //! Writes whose caller already gave up are not proposed. Concurrent writes
 //! have no order between them, so entries in flight may commit in any order.
+//!
+//! Node liveness writes (a node's Lease and its Node object) go in a lane of
+//! their own that every entry takes from first, like the API priority and
+//! fairness levels `system` / `node-high` upstream: under a burst of
+//! thousands of pod writes a node's Lease renewal must not wait behind them
+//! for longer than the node lifecycle's grace, or healthy nodes are declared
+//! lost and their pods evicted.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -34,6 +42,8 @@ use crate::types::Command;
 /// How many writes may wait for a slot before further writes wait for room
 /// in the queue.
 const QUEUE: usize = 16_384;
+/// The same for the node liveness lane.
+const URGENT_QUEUE: usize = 4_096;
 
 /// One transaction's outcome: its revision and objects, or where to go.
 pub type Outcome = Route<(Revision, Vec<Object>)>;
@@ -67,6 +77,8 @@ pub struct Stopped;
 struct Waiting {
     ops: Vec<Op>,
     bytes: usize,
+    /// Whether it goes in the node liveness lane.
+    urgent: bool,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -80,9 +92,93 @@ fn size_of(ops: &[Op]) -> usize {
         .sum()
 }
 
+/// Whether a transaction keeps a node alive: it writes a Lease in
+/// `coordination.k8s.io` or a Node. Those go ahead of every other write.
+fn urgent(ops: &[Op]) -> bool {
+    ops.iter().any(|op| {
+        let key = op.key();
+        matches!(
+            (key.group.as_str(), key.resource.as_str()),
+            ("coordination.k8s.io", "leases") | ("", "nodes")
+        )
+    })
+}
+
 /// A cheap handle to the owner task; it ends when the last handle is dropped.
 pub struct Proposer {
     queue: mpsc::Sender<Waiting>,
+    urgent: mpsc::Sender<Waiting>,
+}
+
+/// The owner's two lanes: node liveness writes first, then the rest. Writes
+/// move from the channels into the lanes' fronts as entries need them.
+struct Lanes {
+    urgent_rx: mpsc::Receiver<Waiting>,
+    normal_rx: mpsc::Receiver<Waiting>,
+    urgent: VecDeque<Waiting>,
+    normal: VecDeque<Waiting>,
+}
+
+impl Lanes {
+    fn new(urgent_rx: mpsc::Receiver<Waiting>, normal_rx: mpsc::Receiver<Waiting>) -> Self {
+        Self {
+            urgent_rx,
+            normal_rx,
+            urgent: VecDeque::new(),
+            normal: VecDeque::new(),
+        }
+    }
+
+    /// Waits until a write is queued; false once the handles are gone.
+    async fn wait(&mut self) -> bool {
+        if !self.urgent.is_empty() || !self.normal.is_empty() {
+            return true;
+        }
+        let w = tokio::select! {
+            biased;
+            Some(w) = self.urgent_rx.recv() => w,
+            w = self.normal_rx.recv() => match w {
+                Some(w) => w,
+                None => return false,
+            },
+        };
+        self.lane(&w).push_back(w);
+        true
+    }
+
+    fn lane(&mut self, w: &Waiting) -> &mut VecDeque<Waiting> {
+        if w.urgent {
+            &mut self.urgent
+        } else {
+            &mut self.normal
+        }
+    }
+
+    /// Moves what the channels hold into the lanes, up to `up_to` a lane
+    /// (the rest stays in the channels, which bound the queue).
+    fn pull(&mut self, up_to: usize) {
+        while self.urgent.len() < up_to {
+            match self.urgent_rx.try_recv() {
+                Ok(w) => self.urgent.push_back(w),
+                Err(_) => break,
+            }
+        }
+        while self.normal.len() < up_to {
+            match self.normal_rx.try_recv() {
+                Ok(w) => self.normal.push_back(w),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The next write in line: urgent ones first.
+    fn front(&self) -> Option<&Waiting> {
+        self.urgent.front().or_else(|| self.normal.front())
+    }
+
+    fn pop(&mut self) -> Option<Waiting> {
+        self.urgent.pop_front().or_else(|| self.normal.pop_front())
+    }
 }
 
 impl Proposer {
@@ -93,58 +189,63 @@ impl Proposer {
         F: Fn(Command) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Outcome>> + Send + 'static,
     {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(own(limits, rx, Arc::new(submit)));
-        Self { queue }
+        let (queue, normal) = mpsc::channel(QUEUE);
+        let (urgent, urgent_rx) = mpsc::channel(URGENT_QUEUE);
+        let lanes = Lanes::new(urgent_rx, normal);
+        tokio::spawn(own(limits, lanes, Arc::new(submit)));
+        Self { queue, urgent }
     }
 
     /// Proposes `ops` as one transaction and waits for its outcome.
     pub async fn propose(&self, ops: Vec<Op>) -> Result<Outcome, Stopped> {
         let (reply, answer) = oneshot::channel();
         let bytes = size_of(&ops);
-        self.queue
-            .send(Waiting { ops, bytes, reply })
-            .await
-            .map_err(|_| Stopped)?;
+        let urgent = urgent(&ops);
+        let lane = if urgent { &self.urgent } else { &self.queue };
+        lane.send(Waiting {
+            ops,
+            bytes,
+            urgent,
+            reply,
+        })
+        .await
+        .map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }
 }
 
-async fn own<F, Fut>(limits: Limits, mut rx: mpsc::Receiver<Waiting>, submit: Arc<F>)
+async fn own<F, Fut>(limits: Limits, mut lanes: Lanes, submit: Arc<F>)
 where
     F: Fn(Command) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<Outcome>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
-    let mut carried: Option<Waiting> = None;
     let mut entries: u64 = 0;
     loop {
-        let first = match carried.take() {
-            Some(w) => w,
-            None => match rx.recv().await {
-                Some(w) => w,
-                None => return,
-            },
-        };
         // Writes that arrive while every slot is taken queue up: the slot
-        // that frees takes them all.
+        // that frees takes them all, urgent ones first.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
+        if !lanes.wait().await {
+            return;
+        }
+        lanes.pull(limits.txns);
+        let mut bytes = 0;
+        let mut batch = Vec::new();
         while batch.len() < limits.txns {
-            match rx.try_recv() {
-                Ok(w) if bytes + w.bytes > limits.bytes => {
-                    carried = Some(w);
-                    break;
-                }
-                Ok(w) => {
-                    bytes += w.bytes;
-                    batch.push(w);
-                }
-                Err(_) => break,
+            // The first write goes whatever its size.
+            let fits = lanes
+                .front()
+                .is_some_and(|w| batch.is_empty() || bytes + w.bytes <= limits.bytes);
+            if !fits {
+                break;
             }
+            let Some(w) = lanes.pop() else {
+                break;
+            };
+            bytes += w.bytes;
+            batch.push(w);
         }
         batch.retain(|w| !w.reply.is_closed());
         if batch.is_empty() {
@@ -366,6 +467,66 @@ mod tests {
         first.await.unwrap().unwrap();
         kept.await.unwrap().unwrap();
         assert_eq!(*g.entries.lock().unwrap(), vec![vec!["a"], vec!["kept"]]);
+    }
+
+    /// A node's liveness writes, proposed from a task of its own.
+    fn spawn_liveness(
+        g: &Arc<Gated>,
+        group: &'static str,
+        resource: &'static str,
+        name: &'static str,
+    ) -> tokio::task::JoinHandle<Result<Outcome, Stopped>> {
+        let g = g.clone();
+        let namespace = (resource == "leases").then_some("kube-node-lease");
+        let ops = vec![Op::Update {
+            key: ResourceKey::new(group, resource, namespace, name),
+            value: Bytes::from_static(b"{}"),
+            expected: None,
+        }];
+        tokio::spawn(async move { g.proposer.propose(ops).await })
+    }
+
+    #[tokio::test]
+    async fn node_leases_and_nodes_go_ahead_of_queued_writes() {
+        let g = Arc::new(gated(Limits {
+            in_flight: 1,
+            txns: 2,
+            ..Limits::default()
+        }));
+        let blocker = spawn(&g, "blocker", 10);
+        until(&g.entries, 1).await;
+        let mut waiting = Vec::new();
+        for n in ["a", "b", "c", "d"] {
+            waiting.push(spawn(&g, n, 10));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued after four pod-sized writes, with room for two an entry:
+        // without a lane of their own they would go in the third entry.
+        waiting.push(spawn_liveness(
+            &g,
+            "coordination.k8s.io",
+            "leases",
+            "node-1",
+        ));
+        waiting.push(spawn_liveness(&g, "", "nodes", "node-2"));
+        // A Lease outside coordination.k8s.io is an ordinary write.
+        waiting.push(spawn_liveness(&g, "other.example.com", "leases", "x"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        g.release.add_permits(100);
+        blocker.await.unwrap().unwrap();
+        for w in waiting {
+            revision(w.await.unwrap().unwrap()).unwrap();
+        }
+        assert_eq!(
+            *g.entries.lock().unwrap(),
+            vec![
+                vec!["blocker"],
+                vec!["node-1", "node-2"],
+                vec!["a", "b"],
+                vec!["c", "d"],
+                vec!["x"]
+            ]
+        );
     }
 
     #[tokio::test]
