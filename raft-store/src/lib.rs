@@ -29,6 +29,7 @@ pub mod failpoints;
 pub mod faults;
 pub mod identity;
 pub mod layout;
+pub mod leader_probe;
 pub mod log_store;
 pub mod log_tail;
 pub mod network;

@@ -90,6 +90,7 @@ impl Peer for PeerService {
             Ok(RaftKind::AppendEntries) => {
                 let rpc: AppendEntriesRequest<TypeConfig> =
                     codec::decode(&req.payload).map_err(bad_payload)?;
+                self.replica.heard_from_leader();
                 reply(&raft.append_entries(rpc).await)?
             }
             Ok(RaftKind::Vote) => {
@@ -99,6 +100,7 @@ impl Peer for PeerService {
             Ok(RaftKind::InstallSnapshot) => {
                 let rpc: InstallSnapshotRequest<TypeConfig> =
                     codec::decode(&req.payload).map_err(bad_payload)?;
+                self.replica.heard_from_leader();
                 reply(&raft.install_snapshot(rpc).await)?
             }
             _ => {

@@ -23,6 +23,7 @@ use crate::config::ReplicaConfig;
 use crate::faults::Faults;
 use crate::identity::{ClusterId, Identity, IdentityError};
 use crate::layout::{CF_RAFT, KEY_COMMITTED};
+use crate::leader_probe;
 use crate::log_store::{LogError, LogStore};
 use crate::network::{Network, PeerLink};
 use crate::proposer::{self, Proposer};
@@ -80,6 +81,8 @@ pub struct Replica {
     read_indexes: ReadIndexBatch<Result<u64, StoreError>>,
     /// Groups the writes made at this leader into entries (see `proposer`).
     proposer: Proposer,
+    /// When a leader last spoke to this member (see `leader_probe`).
+    contact: Arc<leader_probe::Contact>,
 }
 
 /// Whether this replica knows a leader it is in touch with: a running leader,
@@ -206,6 +209,17 @@ impl Replica {
         // woken only when a flag changes.
         let fresh = follow(raft.metrics(), fresh, false);
         let leading = follow(raft.metrics(), leading, false);
+        let contact = Arc::new(leader_probe::Contact::default());
+        leader_probe::spawn(
+            raft.clone(),
+            config.id,
+            contact.clone(),
+            leader_probe::Timing {
+                heartbeat: config.heartbeat,
+                // openraft 0.9's leader lease is the longest election timeout.
+                lease: config.election_timeout.1,
+            },
+        );
         let proposer = Proposer::spawn(config.proposals, {
             let (raft, timeout) = (raft.clone(), config.request_timeout);
             move |cmd| propose(raft.clone(), cmd, timeout)
@@ -245,6 +259,7 @@ impl Replica {
                 confirms,
                 read_indexes,
                 proposer,
+                contact,
             }
         }))
     }
@@ -301,6 +316,18 @@ impl Replica {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Called for each message from a leader that passed the fault seam and
+    /// the identity check (see `leader_probe`).
+    pub fn heard_from_leader(&self) {
+        self.contact.heard();
+    }
+
+    /// Elections this member started because its leader's process was gone
+    /// (see `leader_probe`).
+    pub fn fast_campaigns(&self) -> u64 {
+        self.contact.campaigns()
     }
 
     pub fn raft(&self) -> &Raft {

@@ -81,3 +81,59 @@ async fn a_partitioned_leader_is_replaced_and_cannot_commit() {
     );
     cluster.shutdown().await;
 }
+
+/// Replicas whose timeouts alone would take 6-7 s to replace a leader.
+async fn slow_timeouts() -> InProc {
+    InProc::start(3, |o| {
+        o.replica.heartbeat = Duration::from_millis(100);
+        o.replica.election_timeout = (Duration::from_secs(2), Duration::from_secs(3));
+    })
+    .await
+}
+
+fn fast_campaigns(cluster: &InProc, except: usize) -> u64 {
+    (0..3)
+        .filter(|i| *i != except)
+        .map(|i| cluster.server(i).replica.fast_campaigns())
+        .sum()
+}
+
+/// A leader whose process is gone (its peer port refuses connections) is
+/// replaced as soon as the followers' leader lease allows a vote, not after
+/// a further election timeout: a follower campaigns because of it, and the
+/// new leader serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_leader_is_replaced_by_a_follower_that_saw_its_port_refuse() {
+    let mut cluster = slow_timeouts().await;
+    let old = cluster.wait_leader(&[]).await;
+    cluster.stop(old).await;
+    let new = cluster.wait_leader(&[old]).await;
+    // Usually one; two when the dying leader's last heartbeat reached the
+    // followers a turn apart and the first campaign met an unexpired lease.
+    assert!(
+        fast_campaigns(&cluster, old) >= 1,
+        "a follower campaigned because the leader's port refused"
+    );
+    let ns = "probe";
+    cluster
+        .store(new)
+        .create(key(ns, "after"), configmap(ns, "after", "1"))
+        .await
+        .expect("the new leader commits");
+    cluster.shutdown().await;
+}
+
+/// A leader that is alive but unreachable through Raft (partitioned by the
+/// transport seam) still accepts connections: the followers wait out the
+/// normal timeouts and never campaign because of the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_leader_that_still_listens_is_not_probed_away() {
+    let cluster = slow_timeouts().await;
+    let old = cluster.wait_leader(&[]).await;
+    cluster.isolate(old);
+    let new = cluster.wait_leader(&[old]).await;
+    assert_ne!(new, old);
+    assert_eq!(fast_campaigns(&cluster, old), 0);
+    cluster.heal();
+    cluster.shutdown().await;
+}
