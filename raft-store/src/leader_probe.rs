@@ -16,10 +16,11 @@
 //! vote: the lease runs from the same last message on every follower, so it
 //! expires about when this one's does (give or take the heartbeat a dying
 //! leader still sent to one follower and not to another). Followers take
-//! turns in id order, a heartbeat apart, and one whose turn comes after another's campaign moved the
-//! term stands aside, so that they do not split the vote (a follower whose
-//! lease had not yet expired refuses the first campaign without moving its
-//! term, and then takes its own turn).
+//! turns in id order, a heartbeat apart, and one whose turn comes after
+//! another's campaign moved its term stands aside, so that they do not split
+//! the vote. If a campaign still meets an unexpired lease, the voter refuses
+//! it without moving its term, and openraft's own election timeout decides,
+//! as it would have without the probe.
 //!
 //! Only liveness changes here: an election is always safe in Raft, and this
 //! one starts only once the lease that protects the old leader has expired.
@@ -75,9 +76,10 @@ pub struct Timing {
 }
 
 /// When follower `me` campaigns after the leader `leader` went silent at
-/// `last`: once the lease has expired, one turn (a heartbeat) per voter
-/// before it in id order (the leader left out) and one more. None if `me`
-/// does not vote.
+/// `last`: once the lease has expired and a quarter heartbeat more (the
+/// voters' leases run from their own, slightly later, receipt of the same
+/// message), plus one turn (a heartbeat) per voter before it in id order
+/// (the leader left out). None if `me` does not vote.
 pub fn campaign_at(
     me: NodeId,
     leader: NodeId,
@@ -88,7 +90,7 @@ pub fn campaign_at(
     let mut others: Vec<NodeId> = voters.into_iter().filter(|v| *v != leader).collect();
     others.sort_unstable();
     let rank = others.iter().position(|v| *v == me)?;
-    Some(last + timing.lease + timing.heartbeat * (rank as u32 + 1))
+    Some(last + timing.lease + timing.heartbeat / 4 + timing.heartbeat * rank as u32)
 }
 
 /// The follower's side: watches the silence of its leader until Raft stops.
@@ -174,8 +176,8 @@ mod tests {
             lease: Duration::from_millis(120),
         };
         let at = |me| campaign_at(me, 2, [1, 2, 3], last, timing);
-        assert_eq!(at(1), Some(last + Duration::from_millis(160)));
-        assert_eq!(at(3), Some(last + Duration::from_millis(200)));
+        assert_eq!(at(1), Some(last + Duration::from_millis(130)));
+        assert_eq!(at(3), Some(last + Duration::from_millis(170)));
         // The leader itself and a non-voter never campaign this way.
         assert_eq!(at(2), None);
         assert_eq!(at(4), None);
