@@ -19,6 +19,7 @@
 //! consensus tasks: `Replica::open` and the peer server.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -39,6 +40,27 @@ impl RaftRuntime {
         Ok(Self {
             runtime: Some(runtime),
         })
+    }
+
+    /// Logs every time the raft thread was busy (or not scheduled) for
+    /// longer than `threshold`: a task that should wake every few
+    /// milliseconds comes late. A stall past the election timeout costs an
+    /// election, so the log says when and how long.
+    pub fn watch_stalls(&self, threshold: Duration) {
+        self.handle().spawn(async move {
+            let tick = Duration::from_millis(5);
+            loop {
+                let before = Instant::now();
+                tokio::time::sleep(tick).await;
+                let late = before.elapsed().saturating_sub(tick);
+                if late >= threshold {
+                    tracing::warn!(
+                        late_ms = late.as_millis() as u64,
+                        "the raft thread was stalled (busy or not scheduled)"
+                    );
+                }
+            }
+        });
     }
 
     pub fn handle(&self) -> &Handle {

@@ -89,6 +89,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     let (id, data_dir) = (opts.replica.id, opts.replica.data_dir.clone());
     let controllers = opts.controllers.clone();
     let raft_runtime = RaftRuntime::new(id).context("starting the raft thread")?;
+    raft_runtime.watch_stalls(opts.replica.heartbeat);
     let replica = raft_runtime
         .run(Replica::open(opts.replica, me.clone(), faults))
         .await?
