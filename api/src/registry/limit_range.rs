@@ -1,6 +1,10 @@
-//! LimitRange admission for pods (upstream's LimitRanger, `Container`
-//! limits): containers without a request or limit get the range's
-//! defaults, then every container must lie within its min and max.
+//! LimitRange admission for pods (upstream's LimitRanger): containers
+//! (and init containers) without a request or limit get the `Container`
+//! items' defaults; then every container must lie within the `Container`
+//! items' min, max and maxLimitRequestRatio, and the pod's totals over its
+//! containers within the `Pod` items'. (Init containers are defaulted but not
+//! checked, as upstream. Balsa serves no PersistentVolumeClaims, so
+//! `PersistentVolumeClaim` items have nothing to constrain.)
 
 use serde_json::{json, Map, Value};
 
@@ -24,12 +28,54 @@ fn defaults(item: &Value) -> (Map<String, Value>, Map<String, Value>) {
     (limits, requests)
 }
 
-fn container_items(ranges: &[Value]) -> Vec<&Value> {
+/// The ranges' items of one type (`Container`, `Pod`).
+fn items<'a>(ranges: &'a [Value], kind: &str) -> Vec<&'a Value> {
     ranges
         .iter()
         .flat_map(|r| r["spec"]["limits"].as_array().into_iter().flatten())
-        .filter(|i| i["type"] == "Container")
+        .filter(|i| i["type"] == kind)
         .collect()
+}
+
+/// A pod's requests or limits summed over its containers, as upstream sums
+/// them: a resource counts only when every container names it; cpu adds up
+/// in millicores, everything else in whole units (each rounded up).
+fn pod_total(pod: &Value, which: &str) -> Value {
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let lists: Vec<Map<String, Value>> = containers
+        .iter()
+        .map(|c| map(&c["resources"][which]))
+        .collect();
+    let mut total = Map::new();
+    let Some(first) = lists.first() else {
+        return Value::Object(total);
+    };
+    for res in first.keys() {
+        let mut milli = 0i128;
+        let mut everywhere = true;
+        for list in &lists {
+            match list
+                .get(res)
+                .and_then(Value::as_str)
+                .and_then(Quantity::parse)
+            {
+                Some(q) if res == "cpu" => milli += q.milli,
+                Some(q) => milli += (q.milli + 999).div_euclid(1000) * 1000,
+                None => everywhere = false,
+            }
+        }
+        if everywhere {
+            let sum = Quantity {
+                milli,
+                ..Quantity::default()
+            };
+            total.insert(res.clone(), Value::String(sum.to_string()));
+        }
+    }
+    Value::Object(total)
 }
 
 fn fill(c: &mut Value, which: &str, from: &Map<String, Value>) {
@@ -49,9 +95,9 @@ fn fill(c: &mut Value, which: &str, from: &Map<String, Value>) {
     }
 }
 
-fn check(c: &Value, item: &Value, out: &mut Vec<String>) {
-    let req = &c["resources"]["requests"];
-    let lim = &c["resources"]["limits"];
+/// Checks one container's (or the pod's total) `req` and `lim` against one
+/// item; `kind` names what is checked in the messages.
+fn check(kind: &str, req: &Value, lim: &Value, item: &Value, out: &mut Vec<String>) {
     let q = |v: &Value| v.as_str().and_then(Quantity::parse);
     for (res, min) in map(&item["min"]) {
         let (Some(minq), min) = (q(&min), min.as_str().unwrap_or_default()) else {
@@ -59,15 +105,15 @@ fn check(c: &Value, item: &Value, out: &mut Vec<String>) {
         };
         match q(&req[&res]) {
             None => out.push(format!(
-                "minimum {res} usage per Container is {min}.  No request is specified"
+                "minimum {res} usage per {kind} is {min}.  No request is specified"
             )),
             Some(r) if r < minq => out.push(format!(
-                "minimum {res} usage per Container is {min}, but request is {}",
+                "minimum {res} usage per {kind} is {min}, but request is {}",
                 req[&res].as_str().unwrap_or_default()
             )),
             Some(_) => match q(&lim[&res]) {
                 Some(l) if l < minq => out.push(format!(
-                    "minimum {res} usage per Container is {min}, but limit is {}",
+                    "minimum {res} usage per {kind} is {min}, but limit is {}",
                     lim[&res].as_str().unwrap_or_default()
                 )),
                 _ => {}
@@ -80,19 +126,41 @@ fn check(c: &Value, item: &Value, out: &mut Vec<String>) {
         };
         match q(&lim[&res]) {
             None => out.push(format!(
-                "maximum {res} usage per Container is {max}.  No limit is specified"
+                "maximum {res} usage per {kind} is {max}.  No limit is specified"
             )),
             Some(l) if l > maxq => out.push(format!(
-                "maximum {res} usage per Container is {max}, but limit is {}",
+                "maximum {res} usage per {kind} is {max}, but limit is {}",
                 lim[&res].as_str().unwrap_or_default()
             )),
             Some(_) => match q(&req[&res]) {
                 Some(r) if r > maxq => out.push(format!(
-                    "maximum {res} usage per Container is {max}, but request is {}",
+                    "maximum {res} usage per {kind} is {max}, but request is {}",
                     req[&res].as_str().unwrap_or_default()
                 )),
                 _ => {}
             },
+        }
+    }
+    for (res, ratio) in map(&item["maxLimitRequestRatio"]) {
+        let (Some(most), shown) = (q(&ratio), ratio.as_str().unwrap_or_default()) else {
+            continue;
+        };
+        let nonzero = |v: &Value| q(v).filter(|x| x.milli != 0);
+        match (nonzero(&req[&res]), nonzero(&lim[&res])) {
+            (None, _) => out.push(format!(
+                "{res} max limit to request ratio per {kind} is {shown}, but no request is specified or request is 0"
+            )),
+            (_, None) => out.push(format!(
+                "{res} max limit to request ratio per {kind} is {shown}, but no limit is specified or limit is 0"
+            )),
+            (Some(r), Some(l)) => {
+                let ratio = l.milli as f64 / r.milli as f64;
+                if ratio * 1000.0 > most.milli as f64 {
+                    out.push(format!(
+                        "{res} max limit to request ratio per {kind} is {shown}, but provided ratio is {ratio:.6}"
+                    ));
+                }
+            }
         }
     }
 }
@@ -100,24 +168,30 @@ fn check(c: &Value, item: &Value, out: &mut Vec<String>) {
 /// Defaults then checks `pod` against the namespace's LimitRanges; the
 /// error is upstream's message (one, or several as `[a, b]`).
 pub fn admit_pod(pod: &mut Value, ranges: &[Value]) -> Result<(), String> {
-    let items = container_items(ranges);
-    if items.is_empty() {
+    let (containers, pods) = (items(ranges, "Container"), items(ranges, "Pod"));
+    if containers.is_empty() && pods.is_empty() {
         return Ok(());
     }
-    let mut errs = Vec::new();
     for list in ["initContainers", "containers"] {
-        let Some(cs) = pod["spec"][list].as_array_mut() else {
-            continue;
-        };
-        for c in cs.iter_mut() {
-            for item in &items {
+        for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            for item in &containers {
                 let (limits, requests) = defaults(item);
                 fill(c, "limits", &limits);
                 fill(c, "requests", &requests);
             }
-            for item in &items {
-                check(c, item, &mut errs);
-            }
+        }
+    }
+    let mut errs = Vec::new();
+    for item in &containers {
+        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let r = &c["resources"];
+            check("Container", &r["requests"], &r["limits"], item, &mut errs);
+        }
+    }
+    if !pods.is_empty() {
+        let (requests, limits) = (pod_total(pod, "requests"), pod_total(pod, "limits"));
+        for item in &pods {
+            check("Pod", &requests, &limits, item, &mut errs);
         }
     }
     match errs.len() {
@@ -161,6 +235,87 @@ mod tests {
         assert_eq!(
             admit_pod(&mut small, &min),
             Err("[minimum cpu usage per Container is 100m, but request is 50m, minimum memory usage per Container is 10Mi.  No request is specified]".into())
+        );
+    }
+
+    #[test]
+    fn pod_items_bound_the_sum_over_containers() {
+        let lr = range(json!({"type":"Pod","max":{"cpu":"1","memory":"1Gi"},"min":{"cpu":"200m"}}));
+        let mut pod = json!({"spec":{"containers":[
+            {"name":"a","resources":{"requests":{"cpu":"300m"},"limits":{"cpu":"600m","memory":"512Mi"}}},
+            {"name":"b","resources":{"requests":{"cpu":"300m"},"limits":{"cpu":"700m"}}}]}});
+        // cpu limits sum to 1300m; memory is named by one container only, so
+        // the pod has no memory limit at all (upstream's sum).
+        assert_eq!(
+            admit_pod(&mut pod, &lr),
+            Err("[maximum cpu usage per Pod is 1, but limit is 1300m, maximum memory usage per Pod is 1Gi.  No limit is specified]".into())
+        );
+        let mut fits = json!({"spec":{"containers":[
+            {"name":"a","resources":{"requests":{"cpu":"100m"},"limits":{"cpu":"500m","memory":"300Mi"}}},
+            {"name":"b","resources":{"requests":{"cpu":"100m"},"limits":{"cpu":"500m","memory":"300Mi"}}}]}});
+        admit_pod(&mut fits, &lr).unwrap();
+        // A Pod item sets no defaults.
+        assert!(fits["spec"]["containers"][0]["resources"]["requests"]
+            .get("memory")
+            .is_none());
+    }
+
+    #[test]
+    fn limit_to_request_ratio_per_container_and_pod() {
+        let lr = range(json!({"type":"Container","maxLimitRequestRatio":{"cpu":"2"}}));
+        let pod = |req: &str, lim: &str| json!({"spec":{"containers":[{"name":"a","resources":{"requests":{"cpu":req},"limits":{"cpu":lim}}}]}});
+        admit_pod(&mut pod("250m", "500m"), &lr).unwrap();
+        assert_eq!(
+            admit_pod(&mut pod("250m", "1"), &lr),
+            Err(
+                "cpu max limit to request ratio per Container is 2, but provided ratio is 4.000000"
+                    .into()
+            )
+        );
+        assert_eq!(
+            admit_pod(&mut pod("0", "1"), &lr),
+            Err("cpu max limit to request ratio per Container is 2, but no request is specified or request is 0".into())
+        );
+        let mut no_limit =
+            json!({"spec":{"containers":[{"name":"a","resources":{"requests":{"cpu":"1"}}}]}});
+        assert_eq!(
+            admit_pod(&mut no_limit, &lr),
+            Err("cpu max limit to request ratio per Container is 2, but no limit is specified or limit is 0".into())
+        );
+        let per_pod = range(json!({"type":"Pod","maxLimitRequestRatio":{"memory":"1.5"}}));
+        let mut two = json!({"spec":{"containers":[
+            {"name":"a","resources":{"requests":{"memory":"100Mi"},"limits":{"memory":"100Mi"}}},
+            {"name":"b","resources":{"requests":{"memory":"100Mi"},"limits":{"memory":"300Mi"}}}]}});
+        assert_eq!(
+            admit_pod(&mut two, &per_pod),
+            Err(
+                "memory max limit to request ratio per Pod is 1.5, but provided ratio is 2.000000"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn init_containers_get_defaults_but_are_not_bounded() {
+        let lr = range(
+            json!({"type":"Container","defaultRequest":{"cpu":"100m"},"default":{"cpu":"200m"},
+            "max":{"cpu":"500m"}}),
+        );
+        let mut pod = json!({"spec":{
+            "initContainers":[{"name":"init","resources":{"limits":{"cpu":"2"}}},{"name":"plain"}],
+            "containers":[{"name":"a"}]}});
+        admit_pod(&mut pod, &lr).unwrap();
+        assert_eq!(
+            pod["spec"]["initContainers"][1]["resources"]["limits"]["cpu"],
+            "200m"
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["resources"]["requests"]["cpu"],
+            "100m"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "200m"
         );
     }
 }
