@@ -130,6 +130,15 @@ impl Cause {
         }
     }
 
+    /// field.Invalid with the value omitted (`field.OmitValueType{}`).
+    pub fn invalid_omitted(field: impl Into<String>, why: &str) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {why}"),
+        }
+    }
+
     pub fn required(field: impl Into<String>) -> Self {
         Cause {
             reason: "FieldValueRequired",

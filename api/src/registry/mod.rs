@@ -17,6 +17,7 @@ pub mod error;
 pub mod fields;
 pub mod immutable;
 mod job_policies;
+mod job_status;
 pub mod kinds;
 pub mod limit_range;
 mod live_lookup;

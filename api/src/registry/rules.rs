@@ -100,8 +100,15 @@ pub const JOB: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: job_defaults,
     validate: job_validate,
-    update: immutable::job,
+    update: job_update,
 };
+
+/// A Job's spec may change only as upstream allows; its status only along
+/// upstream's transitions.
+fn job_update(old: &Value, new: &Value, out: &mut Vec<Cause>) {
+    immutable::job(old, new, out);
+    super::job_status::update(old, new, out);
+}
 pub const RESOURCE_QUOTA: Rules = Rules {
     name: names::dns1123_subdomain,
     defaults: no_defaults,
