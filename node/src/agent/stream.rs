@@ -4,9 +4,13 @@
 //!
 //! What must stay true: updates reach the agent loop in revision order and
 //! none is skipped (the channel is bounded and awaited, never dropped); after a
-//! reconnect the stream resumes after the last revision forwarded, so a pod is
-//! neither announced twice as new nor lost (the master answers with a full
-//! snapshot when that revision has left its watch window).
+//! reconnect the stream resumes after the last revision it holds whole, so no
+//! change is lost (the master answers with a full snapshot when that revision
+//! has left its watch window). One revision may carry several changes (a
+//! transaction writing several pods), and a stream can break between them:
+//! the last revision of changes forwarded is whole only once a later
+//! revision or a `Progress` says so, and until then a new stream resends it.
+//! The agent holds pods by key, so a change forwarded twice changes nothing.
 
 use std::time::Duration;
 
@@ -42,6 +46,9 @@ pub struct StreamState {
     pub master: Option<String>,
     /// The last revision forwarded.
     pub revision: Option<u64>,
+    /// Every change up to this revision was forwarded: a new stream resumes
+    /// after it.
+    pub whole: Option<u64>,
     /// Streams opened so far.
     pub attached: u64,
 }
@@ -85,7 +92,7 @@ pub async fn run(
     let mut failed_in_a_row = 0;
     loop {
         let master = masters[current % masters.len()].clone();
-        let after = state.borrow().revision;
+        let after = state.borrow().whole;
         let attempt = attach(&master, &node, after, &updates, &state);
         let outcome = tokio::select! {
             r = attempt => r,
@@ -185,10 +192,12 @@ async fn attach(
             Ok(None) => continue,
             Err(e) => return (delivered, e),
         };
-        let revision = match &update {
-            Update::Snapshot { revision, .. }
-            | Update::Change { revision, .. }
-            | Update::Progress { revision } => *revision,
+        let (revision, whole) = match &update {
+            Update::Snapshot { revision, .. } | Update::Progress { revision } => {
+                (*revision, *revision)
+            }
+            // More changes of the same revision may follow.
+            Update::Change { revision, .. } => (*revision, revision.saturating_sub(1)),
         };
         if updates.send(update).await.is_err() {
             return (delivered, StreamError::Closed);
@@ -199,7 +208,11 @@ async fn attach(
             if newer {
                 s.revision = Some(revision);
             }
-            newer
+            let more_whole = s.whole.is_none_or(|w| w < whole);
+            if more_whole {
+                s.whole = Some(whole);
+            }
+            newer || more_whole
         });
     }
 }
@@ -224,4 +237,125 @@ fn decode(msg: MasterMessage) -> Result<Option<Update>, StreamError> {
         }),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+
+    use balsa_proto::node::node_agent_server::{NodeAgent, NodeAgentServer};
+    use balsa_proto::node::{PodChange, Progress, Snapshot};
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+
+    type Out = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+    /// A master that breaks the first stream between the two changes of
+    /// revision 7 and records where each stream was asked to resume.
+    #[derive(Clone, Default)]
+    struct Master {
+        afters: Arc<Mutex<Vec<Option<u64>>>>,
+    }
+
+    fn change(revision: u64, name: &str) -> Result<MasterMessage, Status> {
+        let pod = serde_json::json!({"metadata": {"name": name, "namespace": "ns"}});
+        Ok(MasterMessage {
+            message: Some(master_message::Message::Change(PodChange {
+                r#type: ChangeType::Added as i32,
+                revision,
+                pod: serde_json::to_vec(&pod).unwrap().into(),
+            })),
+        })
+    }
+
+    #[tonic::async_trait]
+    impl NodeAgent for Master {
+        type AttachStream = Out;
+
+        async fn attach(
+            &self,
+            request: Request<Streaming<AgentMessage>>,
+        ) -> Result<Response<Out>, Status> {
+            let mut inbound = request.into_inner();
+            let Some(agent_message::Message::Hello(hello)) =
+                inbound.message().await?.and_then(|m| m.message)
+            else {
+                return Err(Status::invalid_argument("hello first"));
+            };
+            let first = {
+                let mut afters = self.afters.lock().unwrap();
+                afters.push(hello.after);
+                afters.len() == 1
+            };
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(async move {
+                if first {
+                    let snap = master_message::Message::Snapshot(Snapshot {
+                        revision: 5,
+                        pods: Vec::new(),
+                        version: NODE_STREAM_VERSION,
+                    });
+                    let _ = tx
+                        .send(Ok(MasterMessage {
+                            message: Some(snap),
+                        }))
+                        .await;
+                    let _ = tx.send(change(7, "a")).await;
+                    let _ = tx.send(Err(Status::unavailable("gone mid-revision"))).await;
+                    return;
+                }
+                // Everything after the agent's revision: both changes of 7.
+                let _ = tx.send(change(7, "a")).await;
+                let _ = tx.send(change(7, "b")).await;
+                let progress = master_message::Message::Progress(Progress { revision: 8 });
+                let _ = tx
+                    .send(Ok(MasterMessage {
+                        message: Some(progress),
+                    }))
+                    .await;
+                tx.closed().await;
+                drop(inbound);
+            });
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_broken_inside_a_revision_resumes_before_it() {
+        let master = Master::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(NodeAgentServer::new(master.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let (updates, mut rx) = mpsc::channel(16);
+        let (state, mut watch_state) = watch::channel(StreamState::default());
+        let (stop, stopped) = watch::channel(false);
+        let agent = tokio::spawn(run(vec![addr], "n1".into(), updates, state, stopped));
+        let mut names = Vec::new();
+        while names.len() < 3 {
+            match rx.recv().await.expect("updates") {
+                Update::Change { pod, .. } => names.push(pod.metadata.name.unwrap_or_default()),
+                Update::Snapshot { .. } | Update::Progress { .. } => {}
+            }
+        }
+        watch_state
+            .wait_for(|s| s.whole == Some(8))
+            .await
+            .expect("state");
+        // The second stream resumed after 6, not 7: "b" was not lost, and
+        // "a" came again, which the agent's pods-by-key ignores.
+        assert_eq!(*master.afters.lock().unwrap(), vec![None, Some(6)]);
+        assert_eq!(names, vec!["a", "a", "b"]);
+        let _ = stop.send(true);
+        agent.await.unwrap();
+        server.abort();
+    }
 }
