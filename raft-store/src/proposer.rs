@@ -157,18 +157,14 @@ impl Lanes {
     /// Moves what the channels hold into the lanes, up to `up_to` a lane
     /// (the rest stays in the channels, which bound the queue).
     fn pull(&mut self, up_to: usize) {
-        while self.urgent.len() < up_to {
-            match self.urgent_rx.try_recv() {
-                Ok(w) => self.urgent.push_back(w),
-                Err(_) => break,
+        fn fill(rx: &mut mpsc::Receiver<Waiting>, lane: &mut VecDeque<Waiting>, up_to: usize) {
+            while lane.len() < up_to {
+                let Ok(w) = rx.try_recv() else { return };
+                lane.push_back(w);
             }
         }
-        while self.normal.len() < up_to {
-            match self.normal_rx.try_recv() {
-                Ok(w) => self.normal.push_back(w),
-                Err(_) => break,
-            }
-        }
+        fill(&mut self.urgent_rx, &mut self.urgent, up_to);
+        fill(&mut self.normal_rx, &mut self.normal, up_to);
     }
 
     /// The next write in line: urgent ones first.
