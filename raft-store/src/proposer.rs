@@ -368,6 +368,19 @@ mod tests {
         }
     }
 
+    type Proposed = tokio::task::JoinHandle<Result<Outcome, Stopped>>;
+
+    /// Lets every entry through, waits for every write, and returns the
+    /// entries as proposed.
+    async fn release_all(g: &Gated, blocker: Proposed, waiting: Vec<Proposed>) -> Vec<Vec<String>> {
+        g.release.add_permits(100);
+        blocker.await.unwrap().unwrap();
+        for w in waiting {
+            revision(w.await.unwrap().unwrap()).unwrap();
+        }
+        g.entries.lock().unwrap().clone()
+    }
+
     #[tokio::test]
     async fn writes_wait_for_a_slot_and_then_share_one_entry() {
         let g = Arc::new(gated(Limits {
@@ -430,13 +443,8 @@ mod tests {
             waiting.push(spawn(&g, n, size));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        g.release.add_permits(100);
-        blocker.await.unwrap().unwrap();
-        for w in waiting {
-            revision(w.await.unwrap().unwrap()).unwrap();
-        }
         assert_eq!(
-            *g.entries.lock().unwrap(),
+            release_all(&g, blocker, waiting).await,
             vec![
                 vec!["blocker"],
                 vec!["a", "b", "c"],
@@ -508,13 +516,8 @@ mod tests {
         // A Lease outside coordination.k8s.io is an ordinary write.
         waiting.push(spawn_liveness(&g, "other.example.com", "leases", "x"));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        g.release.add_permits(100);
-        blocker.await.unwrap().unwrap();
-        for w in waiting {
-            revision(w.await.unwrap().unwrap()).unwrap();
-        }
         assert_eq!(
-            *g.entries.lock().unwrap(),
+            release_all(&g, blocker, waiting).await,
             vec![
                 vec!["blocker"],
                 vec!["node-1", "node-2"],
