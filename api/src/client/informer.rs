@@ -94,11 +94,10 @@ impl<K: Resource> Informer<K> {
                     continue;
                 }
             };
-            writer.apply(&event);
             // No subscribers is fine: send only fails then.
-            let _ = match event {
-                Event::Apply(k) => self.changes.send(Change::Applied(Arc::new(k))),
-                Event::Delete(k) => self.changes.send(Change::Deleted(Arc::new(k))),
+            let _ = match writer.apply_owned(event) {
+                Event::Apply(k) => self.changes.send(Change::Applied(k)),
+                Event::Delete(k) => self.changes.send(Change::Deleted(k)),
                 Event::InitDone => self.changes.send(Change::Resynced),
                 Event::Init | Event::InitApply(_) => continue,
             };

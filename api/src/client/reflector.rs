@@ -111,33 +111,49 @@ fn revision_of<K: Resource>(obj: &K) -> Revision {
 
 impl<K: Resource> Writer<K> {
     pub fn apply(&mut self, event: &Event<K>) {
+        self.apply_owned(event.clone());
+    }
+
+    /// Applies `event`, keeping its object in the cache without a copy, and
+    /// gives the event back with the object shared (the informer passes it on
+    /// to its subscribers as is).
+    pub fn apply_owned(&mut self, event: Event<K>) -> Event<Arc<K>> {
         match event {
-            Event::Init => self.relist = Some(HashMap::new()),
+            Event::Init => {
+                self.relist = Some(HashMap::new());
+                Event::Init
+            }
             Event::InitApply(obj) => {
-                self.revision = self.revision.max(revision_of(obj));
-                let obj = Arc::new(obj.clone());
+                self.revision = self.revision.max(revision_of(&obj));
+                let obj = Arc::new(obj);
+                let key = ObjectKey::of(&*obj);
                 match &mut self.relist {
                     Some(map) => {
-                        map.insert(ObjectKey::of(&*obj), obj);
+                        map.insert(key, obj.clone());
                     }
                     None => {
-                        write(&self.objects).insert(ObjectKey::of(&*obj), obj);
+                        write(&self.objects).insert(key, obj.clone());
                     }
                 }
+                Event::InitApply(obj)
             }
             Event::InitDone => {
                 if let Some(map) = self.relist.take() {
                     *write(&self.objects) = map;
                 }
                 self.ready.send_replace(true);
+                Event::InitDone
             }
             Event::Apply(obj) => {
-                self.revision = self.revision.max(revision_of(obj));
-                write(&self.objects).insert(ObjectKey::of(obj), Arc::new(obj.clone()));
+                self.revision = self.revision.max(revision_of(&obj));
+                let obj = Arc::new(obj);
+                write(&self.objects).insert(ObjectKey::of(&*obj), obj.clone());
+                Event::Apply(obj)
             }
             Event::Delete(obj) => {
-                self.revision = self.revision.max(revision_of(obj));
-                write(&self.objects).remove(&ObjectKey::of(obj));
+                self.revision = self.revision.max(revision_of(&obj));
+                write(&self.objects).remove(&ObjectKey::of(&obj));
+                Event::Delete(Arc::new(obj))
             }
         }
     }
@@ -246,5 +262,21 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn an_applied_object_is_shared_with_the_cache_not_copied() {
+        let (store, mut w) = store::<ConfigMap>();
+        let Event::Apply(given) = w.apply_owned(Event::Apply(cm("a", "one", 3))) else {
+            panic!("an Apply gives back an Apply");
+        };
+        let cached = store.get(&ObjectKey::new(Some("a"), "one")).unwrap();
+        assert!(Arc::ptr_eq(&given, &cached));
+        assert_eq!(w.revision(), Revision(3));
+        let Event::Delete(gone) = w.apply_owned(Event::Delete(cm("a", "one", 4))) else {
+            panic!("a Delete gives back a Delete");
+        };
+        assert_eq!(gone.metadata.name.as_deref(), Some("one"));
+        assert!(store.get(&ObjectKey::new(Some("a"), "one")).is_none());
     }
 }

@@ -22,6 +22,7 @@ pub mod kinds;
 pub mod limit_range;
 mod live_lookup;
 pub mod names;
+mod namespace_gate;
 pub mod patch;
 pub mod prepare;
 pub mod print;
@@ -223,16 +224,17 @@ impl Registry {
         }
         let ns_kind = kinds::by_kind("", "Namespace").expect("Namespace is a built-in kind");
         // A local read answers almost always; only a miss needs the round trip.
-        let found = match self.get(ns_kind, None, ns, ReadMode::Local).await {
-            Ok(v) => v,
-            Err(e) if e.reason == Reason::NotFound => {
-                self.get(ns_kind, None, ns, ReadMode::Linearizable).await?
-            }
-            Err(e) => return Err(e),
+        let key = Self::key(ns_kind, None, ns);
+        let found = match self.store.get(&key, ReadMode::Local).await {
+            Ok(obj) => obj,
+            Err(StoreError::NotFound { .. }) => self
+                .store
+                .get(&key, ReadMode::Linearizable)
+                .await
+                .map_err(|e| ApiError::from_store(e, prepare::subject(ns_kind, ns)))?,
+            Err(e) => return Err(ApiError::from_store(e, prepare::subject(ns_kind, ns))),
         };
-        if found["status"]["phase"] == "Terminating"
-            || !found["metadata"]["deletionTimestamp"].is_null()
-        {
+        if namespace_gate::terminating(&found)? {
             return Err(ApiError::new(
                 Reason::Forbidden,
                 format!(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::canonical::Stampable;
 use super::{
     DeletePreconditions, Event, EventType, Object, Op, ResourceKey, Revision, StoreError,
     MAX_OBJECT_BYTES,
@@ -35,7 +36,7 @@ pub fn precheck(ops: &[Op]) -> Result<(), StoreError> {
         if let Op::Create { key, value } | Op::Update { key, value, .. } = op {
             // The size after stamping is checked at apply; here only what
             // the object is.
-            checked(key, value)?;
+            prepare(key, value)?;
         }
     }
     Ok(())
@@ -95,14 +96,14 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                 }
                 // An update that changes nothing keeps the old revision and makes
                 // no event, as Kubernetes requires.
-                let mut v = checked(key, value)?;
-                if encode_at(key, &mut v, current.revision)? == current.data {
+                let mut v = prepare(key, value)?;
+                if v.at(key, current.revision)? == current.data {
                     out.results.push(current);
                     continue;
                 }
                 let obj = Arc::new(Object {
                     key: key.clone(),
-                    data: encode_at(key, &mut v, rev)?,
+                    data: v.at(key, rev)?,
                     revision: rev,
                     created: current.created,
                 });
@@ -198,7 +199,40 @@ pub fn uid_of(data: &[u8]) -> Option<String> {
 /// Checks that `value` is a JSON object whose metadata names `key`, sets its
 /// `metadata.resourceVersion` to `rev` and returns the canonical encoding.
 pub fn stamp(key: &ResourceKey, value: &[u8], rev: Revision) -> Result<Bytes, StoreError> {
-    encode_at(key, &mut checked(key, value)?, rev)
+    prepare(key, value)?.at(key, rev)
+}
+
+/// An object checked and ready to be stamped at a revision: canonical bytes
+/// are spliced (`canonical`), anything else is parsed and re-encoded. Both
+/// give the same bytes (see `canonical`), so which one a replica takes never
+/// shows.
+enum Prepared<'a> {
+    Canonical(Stampable<'a>),
+    Parsed(Value),
+}
+
+fn prepare<'a>(key: &ResourceKey, value: &'a [u8]) -> Result<Prepared<'a>, StoreError> {
+    if value.len() > MAX_OBJECT_BYTES {
+        return Err(too_large(key, value.len()));
+    }
+    Ok(match Stampable::scan(key, value) {
+        Some(s) => Prepared::Canonical(s),
+        None => Prepared::Parsed(checked(key, value)?),
+    })
+}
+
+impl Prepared<'_> {
+    /// The canonical encoding at revision `rev`.
+    fn at(&mut self, key: &ResourceKey, rev: Revision) -> Result<Bytes, StoreError> {
+        let data = match self {
+            Prepared::Canonical(s) => s.at(rev),
+            Prepared::Parsed(v) => encode_at(v, rev)?,
+        };
+        if data.len() > MAX_OBJECT_BYTES {
+            return Err(too_large(key, data.len()));
+        }
+        Ok(data)
+    }
 }
 
 /// `value` parsed, if it is a JSON object whose metadata names `key`.
@@ -235,14 +269,11 @@ fn checked(key: &ResourceKey, value: &[u8]) -> Result<Value, StoreError> {
 }
 
 /// The canonical encoding of a `checked` object at revision `rev`.
-fn encode_at(key: &ResourceKey, v: &mut Value, rev: Revision) -> Result<Bytes, StoreError> {
+fn encode_at(v: &mut Value, rev: Revision) -> Result<Bytes, StoreError> {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
     }
     let data = serde_json::to_vec(v).map_err(|e| StoreError::Internal(e.to_string()))?;
-    if data.len() > MAX_OBJECT_BYTES {
-        return Err(too_large(key, data.len()));
-    }
     Ok(Bytes::from(data))
 }
 
@@ -336,6 +367,33 @@ mod tests {
         .unwrap();
         assert_eq!(same.results[0].revision, Revision(7));
         assert!(same.events.is_empty() && same.writes.is_empty());
+    }
+
+    /// Old log entries hold whatever bytes their writer sent: canonical or
+    /// not, stamping gives what parsing, setting and re-encoding gave before
+    /// the splice existed, so replaying them writes the same objects.
+    #[test]
+    fn stamping_any_encoding_gives_the_parsed_encoding() {
+        let k = key("a");
+        for text in [
+            r#"{"kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}"#,
+            r#"{"metadata":{"name":"a","namespace":"default","resourceVersion":"3"}}"#,
+            r#"{ "metadata" : { "name" : "a" , "uid" : "u" } }"#,
+            r#"{"z":1,"metadata":{"uid":"u","name":"a","resourceVersion":7}}"#,
+            r#"{"metadata":{"name":"a"},"x":"\/é","f":1.50,"e":1e3,"m":-0}"#,
+            r#"{"metadata":{"name":"a"},"spec":{"metadata":{"resourceVersion":"1"}}}"#,
+            r#"{"a":1,"a":2,"metadata":{"name":"a"}}"#,
+        ] {
+            let mut v: Value = serde_json::from_slice(text.as_bytes()).unwrap();
+            v["metadata"]["resourceVersion"] = Value::String("12".into());
+            let parsed = serde_json::to_vec(&v).unwrap();
+            let stamped = stamp(&k, text.as_bytes(), Revision(12)).unwrap();
+            assert_eq!(stamped, parsed, "{text}");
+            // Stamping stored (canonical) bytes again, as a delete does.
+            let again = stamp(&k, &stamped, Revision(13)).unwrap();
+            v["metadata"]["resourceVersion"] = Value::String("13".into());
+            assert_eq!(again, serde_json::to_vec(&v).unwrap(), "{text}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! revision; revisions strictly increase but need not be contiguous.
 
 pub mod apply;
+mod canonical;
 mod error;
 mod key;
 pub mod list;
