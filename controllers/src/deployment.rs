@@ -351,6 +351,18 @@ pub struct StatusInput<'a> {
     pub now: Timestamp,
 }
 
+/// Whether `latest` still has the spec this pass acted on (`acted`, the
+/// cache's copy). When the spec moved on meanwhile (a template changed
+/// while this pass ran), the pass writes no status: its ReplicaSets are the
+/// old spec's, and a status stamped with the newer generation would show
+/// the old ReplicaSet as updated and the rollout of the new template as
+/// complete before it began (`kubectl rollout status` would return at
+/// once). The newer generation has its own pass queued by its watch event;
+/// upstream's status update fails on the stale resourceVersion instead.
+pub fn same_spec_generation(acted: &Deployment, latest: &Deployment) -> bool {
+    acted.metadata.generation == latest.metadata.generation
+}
+
 /// The status, and whether the rollout is complete.
 pub fn status_of(i: &StatusInput<'_>) -> (DeploymentStatus, bool) {
     let d = i.d;
@@ -862,7 +874,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
         .get(&key.name)
         .await
         .map_err(Error::api("reading", key.to_string()))?;
-    if latest.metadata.uid != d.metadata.uid {
+    if latest.metadata.uid != d.metadata.uid || !same_spec_generation(&d, &latest) {
         return Ok(Action::await_change());
     }
     let now = crate::pods::now();
@@ -1105,6 +1117,47 @@ mod tests {
             Some("web-b")
         );
         assert!(find_new(&template("c"), &owned).is_none());
+    }
+
+    #[test]
+    fn a_pass_on_an_older_spec_writes_no_status_for_the_newer_one() {
+        // The cache held generation 1 (template a, its ReplicaSet complete)
+        // when the pass began; the template changed to b meanwhile.
+        let mut acted = Deployment::default();
+        acted.metadata.generation = Some(1);
+        acted.spec = Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: Some(3),
+            template: template("a"),
+            ..Default::default()
+        });
+        let mut latest = acted.clone();
+        latest.metadata.generation = Some(2);
+        latest.spec.as_mut().unwrap().template = template("b");
+        assert!(!same_spec_generation(&acted, &latest));
+        assert!(same_spec_generation(&latest, &latest.clone()));
+
+        // What the pass would have written: the old ReplicaSet, complete,
+        // counted as the new one under the newer generation.
+        let mut old = (*rs("web-a", template("a"), 1, 10)).clone();
+        old.status = Some(ReplicaSetStatus {
+            replicas: 3,
+            ready_replicas: Some(3),
+            available_replicas: Some(3),
+            ..Default::default()
+        });
+        let owned = vec![Arc::new(old)];
+        let (status, complete) = status_of(&StatusInput {
+            d: &latest,
+            owned: &owned,
+            new_rs: find_new(&template("a"), &owned).map(|r| &**r),
+            created_new: false,
+            max_unavailable: 0,
+            now: Timestamp::from_second(100).unwrap(),
+        });
+        assert!(complete && status.observed_generation == Some(2));
+        // The status that matters for generation 2 names b's ReplicaSet,
+        // which does not exist yet: nothing is updated.
+        assert!(find_new(&template("b"), &owned).is_none());
     }
 
     #[test]

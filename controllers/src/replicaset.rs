@@ -99,6 +99,37 @@ impl Expectations {
             },
         );
     }
+
+    /// Adds pods created to what `owner` waits for (each slow-start batch
+    /// as it ends, so a pass stopped midway, leadership lost, still leaves
+    /// the creates it made expected).
+    pub fn created(&self, owner: &ObjectKey, names: impl IntoIterator<Item = String>) {
+        let mut map = self.lock();
+        let e = map.entry(owner.clone()).or_insert_with(|| Expected {
+            created: HashSet::new(),
+            deleted: HashSet::new(),
+            at: Instant::now(),
+        });
+        e.created.extend(names);
+        e.at = Instant::now();
+    }
+
+    /// A delete that failed: the cache will never show it, so it is no
+    /// longer waited for (upstream's DeletionObserved on a failed delete).
+    pub fn delete_failed(&self, owner: &ObjectKey, name: &str) {
+        if let Some(e) = self.lock().get_mut(owner) {
+            e.deleted.remove(name);
+        }
+    }
+
+    /// How long until `owner`'s expectations lapse, if it has any: a pass
+    /// that found them unmet looks again then, so an event lost or never
+    /// coming cannot hold the ReplicaSet for good.
+    pub fn lapse_in(&self, owner: &ObjectKey) -> Option<Duration> {
+        self.lock()
+            .get(owner)
+            .map(|e| EXPECTATIONS_TIMEOUT.saturating_sub(e.at.elapsed()))
+    }
 }
 
 /// Batch sizes for creating `count` pods: 1, 2, 4, ... as upstream's
@@ -275,7 +306,13 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
     let owned = owners::claim_and_write(&pod_api, &*rs, &selector, deleting, in_ns).await?;
 
     let mut action = Action::await_change();
-    if !deleting && ctx.expectations.satisfied(&key, &ctx.pods) {
+    let satisfied = ctx.expectations.satisfied(&key, &ctx.pods);
+    if !satisfied && !deleting {
+        if let Some(d) = ctx.expectations.lapse_in(&key) {
+            action = Action::requeue(d + Duration::from_millis(100));
+        }
+    }
+    if !deleting && satisfied {
         let active: Vec<Arc<Pod>> = owned
             .iter()
             .filter(|p| pods::is_active(p))
@@ -289,8 +326,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
             .max(0) as usize;
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
-            let (created, err) = create_pods(&rs, &pod_api, &ctx.recorder, n).await;
-            ctx.expectations.expect(&key, created, vec![]);
+            let err = create_pods(&rs, &pod_api, &ctx, &key, n).await;
             if let Some(e) = err {
                 return Err(e);
             }
@@ -302,7 +338,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
             let victims = pods_to_delete(&active, n);
             let names: Vec<String> = victims.iter().map(|p| name_of(&p.metadata)).collect();
             ctx.expectations.expect(&key, vec![], names);
-            if let Some(e) = delete_pods(&rs, &pod_api, &ctx.recorder, &victims).await {
+            if let Some(e) = delete_pods(&rs, &pod_api, &ctx, &key, &victims).await {
                 return Err(e);
             }
             tracing::info!(replicaset = %key, deleted = n, "scaled down");
@@ -331,9 +367,11 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
 async fn delete_pods(
     rs: &ReplicaSet,
     api: &Api<Pod>,
-    recorder: &Recorder,
+    ctx: &Ctx,
+    key: &ObjectKey,
     victims: &[Arc<Pod>],
 ) -> Option<Error> {
+    let recorder = &ctx.recorder;
     let mut set = tokio::task::JoinSet::new();
     for p in victims {
         let (api, name) = (api.clone(), name_of(&p.metadata));
@@ -354,6 +392,7 @@ async fn delete_pods(
             ),
             Ok((Err(e), _)) if e.code() == 404 => {}
             Ok((Err(e), name)) => {
+                ctx.expectations.delete_failed(key, &name);
                 recorder.event(
                     object_ref(rs),
                     EventType::Warning,
@@ -369,18 +408,21 @@ async fn delete_pods(
     }
     err
 }
-/// Creates `n` pods in slow-start batches; stops after a batch with a
-/// failure. Returns the names created and the first error.
+/// Creates `n` pods in slow-start batches, each batch's pods expected as
+/// it ends; stops after a batch with a failure. Returns the first error.
 async fn create_pods(
     rs: &ReplicaSet,
     api: &Api<Pod>,
-    recorder: &Recorder,
+    ctx: &Ctx,
+    key: &ObjectKey,
     n: usize,
-) -> (Vec<String>, Option<Error>) {
+) -> Option<Error> {
+    let recorder = &ctx.recorder;
     let pod = pod_for(rs);
     let pp = owners::post_params();
-    let mut created = Vec::new();
+    let mut total = 0;
     for batch in slow_start_batches(n) {
+        let mut created = Vec::new();
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..batch {
             let (api, pod, pp) = (api.clone(), pod.clone(), pp.clone());
@@ -411,12 +453,14 @@ async fn create_pods(
                 Err(e) => err = Some(Error::Invalid(format!("pod create task failed: {e}"))),
             }
         }
+        total += created.len();
+        ctx.expectations.created(key, created);
         if err.is_some() {
-            return (created, err);
+            return err;
         }
     }
-    tracing::info!(replicaset = %name_of(&rs.metadata), created = created.len(), "scaled up");
-    (created, None)
+    tracing::info!(replicaset = %name_of(&rs.metadata), created = total, "scaled up");
+    None
 }
 
 /// The labels a pod template gives, for tests and the deployment controller.
@@ -462,6 +506,47 @@ mod tests {
 
     fn names(v: &[Arc<Pod>]) -> Vec<String> {
         v.iter().map(|p| name_of(&p.metadata)).collect()
+    }
+
+    #[test]
+    fn expectations_gather_batches_and_let_go_of_failed_deletes() {
+        use balsa_api::client::reflector::store;
+        use balsa_api::client::watcher::Event;
+
+        let (pods, mut cache) = store::<Pod>();
+        let owner = ObjectKey::new(Some("ns"), "rs");
+        let named = |n: &str| Pod {
+            metadata: ObjectMeta {
+                name: Some(n.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = Expectations::default();
+        assert!(e.satisfied(&owner, &pods), "nothing expected");
+        assert_eq!(e.lapse_in(&owner), None);
+
+        // Two slow-start batches, the second stopped midway (leadership
+        // lost): both batches' pods stay expected.
+        e.created(&owner, ["a".to_string()]);
+        e.created(&owner, ["b".to_string(), "c".to_string()]);
+        cache.apply(&Event::Apply(named("a")));
+        cache.apply(&Event::Apply(named("b")));
+        assert!(!e.satisfied(&owner, &pods), "c not seen yet");
+        let lapse = e.lapse_in(&owner).expect("pending");
+        assert!(lapse <= EXPECTATIONS_TIMEOUT && lapse > EXPECTATIONS_TIMEOUT / 2);
+        cache.apply(&Event::Apply(named("c")));
+        assert!(e.satisfied(&owner, &pods));
+        assert_eq!(e.lapse_in(&owner), None, "met expectations are dropped");
+
+        // A delete that failed is not waited for; one that went through is
+        // until the cache shows the pod gone.
+        e.expect(&owner, vec![], vec!["a".into(), "b".into()]);
+        e.delete_failed(&owner, "a");
+        assert!(!e.satisfied(&owner, &pods), "b still listed");
+        cache.apply(&Event::Delete(named("b")));
+        assert!(e.satisfied(&owner, &pods));
     }
 
     #[test]

@@ -33,6 +33,8 @@ struct Managed {
     handle: PodHandle,
     /// Still listed by the API (false: force-deleted, logs go too).
     listed: bool,
+    /// The status as [`PodManager::changed_statuses`] last read it.
+    status: tokio::sync::watch::Receiver<PodStatus>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -81,7 +83,7 @@ impl PodManager {
     }
 
     /// Make the running set match `desired` (every pod bound to this node).
-    pub fn sync(&mut self, desired: &[Pod]) {
+    pub fn sync<'a>(&mut self, desired: impl IntoIterator<Item = &'a Pod>) {
         let mut seen = HashSet::new();
         for pod in desired {
             let uid = uid(pod);
@@ -98,11 +100,15 @@ impl PodManager {
                 None => {
                     let adopted = self.adopted.remove(&uid).unwrap_or_default();
                     let handle = self.worker.spawn_adopting(pod.clone(), adopted);
+                    let mut status = handle.status();
+                    // Unread: the first `changed_statuses` reports it.
+                    status.mark_changed();
                     self.pods.insert(
                         uid,
                         Managed {
                             handle,
                             listed: true,
+                            status,
                         },
                     );
                 }
@@ -143,6 +149,18 @@ impl PodManager {
         self.pods
             .values()
             .map(|m| (m.handle.key().clone(), m.handle.status().borrow().clone()))
+            .collect()
+    }
+
+    /// The latest status of each pod whose status changed since the last
+    /// call (and of each whose worker has ended, whose last change a
+    /// closed channel no longer tells apart): what the agent loop compares
+    /// with what it wrote, every tick, without copying every pod's status.
+    pub fn changed_statuses(&mut self) -> Vec<(PodKey, PodStatus)> {
+        self.pods
+            .values_mut()
+            .filter(|m| m.status.has_changed().unwrap_or(true))
+            .map(|m| (m.handle.key().clone(), m.status.borrow_and_update().clone()))
             .collect()
     }
 

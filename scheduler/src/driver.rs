@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use balsa_api::client::events::{object_ref, EventType, Recorder};
+use balsa_api::client::token_bucket::Rate;
 use balsa_api::client::{
     Api, Change, Client, DeleteParams, Informer, Leadership, Patch, PatchParams,
 };
@@ -53,6 +54,14 @@ pub const BINDS_IN_FLIGHT: usize = 128;
 pub const STATUS_WRITES_IN_FLIGHT: usize = 256;
 /// Pods scheduled before the owner task looks at its channels again.
 const BATCH: usize = 64;
+/// kube-scheduler's events go through their own client, limited as its
+/// main one (clientConnection qps 50, burst 100 by default): when pods are
+/// bound faster, `Scheduled` events queue and, once the recorder's queue is
+/// full, are dropped, as upstream's broadcaster drops them.
+const EVENT_RATE: Rate = Rate {
+    qps: 50.0,
+    burst: 100,
+};
 
 /// Runs the scheduler until the future is dropped: caches always, scheduling
 /// only while `leadership` says this master leads.
@@ -61,7 +70,8 @@ pub async fn run(client: Client, leadership: Leadership) {
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let pdbs = Informer::new(Api::<PodDisruptionBudget>::all(client.clone()));
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
-    let (recorder, record) = Recorder::new(client.clone(), DEFAULT_SCHEDULER_NAME);
+    let (recorder, record) =
+        Recorder::limited(client.clone(), DEFAULT_SCHEDULER_NAME, Some(EVENT_RATE));
     let caches = Caches {
         pods: pods.clone(),
         nodes: nodes.clone(),

@@ -14,12 +14,16 @@
 //! As client-go's EventSourceObjectSpamFilter, each (component, object) may
 //! write 25 events at once and one more every 5 minutes; the rest are
 //! dropped. A ReplicaSet of 10,000 replicas thus costs 25 Events, not
-//! 10,000 Raft writes beside its pods.
+//! 10,000 Raft writes beside its pods. A recorder may also be held to its
+//! component's client rate ([`Recorder::limited`]): the scheduler's, as
+//! kube-scheduler's event client, writes 50 a second after a burst of 100.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::token_bucket::{Rate, TokenBucket};
 use super::{Api, Client, Patch, PatchParams, PostParams, Resource};
 use crate::registry::Reason;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -29,8 +33,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-/// Events waiting to be written before new ones are dropped.
-const QUEUE: usize = 4096;
+/// Events waiting to be written before new ones are dropped (client-go's
+/// maxQueuedEvents, whose broadcaster drops when its queue is full).
+const QUEUE: usize = 1000;
 /// Event writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
 /// Distinct events remembered for deduplication (cleared when full).
@@ -120,6 +125,8 @@ type Key = (Arc<str>, String, String, EventType, String, String);
 pub struct Recorder {
     tx: mpsc::Sender<Record>,
     component: Arc<str>,
+    /// Events dropped on a full queue, by every handle of this writer.
+    dropped: Arc<AtomicU64>,
 }
 
 /// The reference an Event's `involvedObject` holds for `object`.
@@ -146,11 +153,23 @@ impl Recorder {
         client: Client,
         component: &str,
     ) -> (Recorder, impl std::future::Future<Output = ()> + Send) {
+        Self::limited(client, component, None)
+    }
+
+    /// As [`Recorder::new`], its writes held to `rate` (the component's
+    /// client rate limit, as upstream's event sinks share their client's):
+    /// events beyond it wait in the queue, and are dropped once it is full.
+    pub fn limited(
+        client: Client,
+        component: &str,
+        rate: Option<Rate>,
+    ) -> (Recorder, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = write_events(client, rx);
+        let task = write_events(client, rx, rate);
         let recorder = Recorder {
             tx,
             component: component.into(),
+            dropped: Arc::default(),
         };
         (recorder, task)
     }
@@ -161,6 +180,7 @@ impl Recorder {
         Recorder {
             tx: self.tx.clone(),
             component: component.into(),
+            dropped: self.dropped.clone(),
         }
     }
 
@@ -184,7 +204,12 @@ impl Recorder {
             message: message.into(),
         };
         if let Err(mpsc::error::TrySendError::Full(r)) = self.tx.try_send(record) {
-            tracing::warn!(reason = %r.reason, "event queue full; dropping event");
+            // Logged at the 1st, 2nd, 4th, ... drop: a writer held to its
+            // rate may drop thousands in a burst.
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(reason = %r.reason, dropped = n, "event queue full; dropping events");
+            }
         }
     }
 }
@@ -206,14 +231,18 @@ fn key(r: &Record) -> Key {
     )
 }
 
-async fn write_events(client: Client, mut rx: mpsc::Receiver<Record>) {
+async fn write_events(client: Client, mut rx: mpsc::Receiver<Record>, rate: Option<Rate>) {
     let mut seen: HashMap<Key, Seen> = HashMap::new();
     let mut spam = SpamFilter::new();
+    let mut limit = rate.map(|r| TokenBucket::new(r, tokio::time::Instant::now()));
     let mut writes = JoinSet::new();
     while let Some(r) = rx.recv().await {
         if !spam.allow(&r, Instant::now()) {
             tracing::debug!(reason = %r.reason, object = ?r.object.name, "event over its source's burst; dropped");
             continue;
+        }
+        if let Some(l) = limit.as_mut() {
+            l.wait().await;
         }
         while writes.len() >= WRITES_IN_FLIGHT {
             writes.join_next().await;

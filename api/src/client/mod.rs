@@ -23,6 +23,7 @@ pub mod informer;
 pub mod leader;
 pub mod queue;
 pub mod reflector;
+pub mod token_bucket;
 pub mod watcher;
 
 pub use api::{Api, DeleteParams, ObjectList, Patch, PatchParams, PostParams, Resource};

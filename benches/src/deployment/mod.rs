@@ -20,6 +20,7 @@ mod pods;
 mod report;
 mod sim_nodes;
 mod watch;
+mod writes;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use objects::{DEPLOYMENT, NAMESPACE};
 use pods::{latencies, peak_live, per_second, PodTimes, PodWatch, Timeline};
 use sim_nodes::SimNodes;
 use watch::{DeployState, DeploymentWatch};
+use writes::{WriteCount, Writes};
 
 /// Issue 7's targets.
 const AVAILABLE_TARGET_S: f64 = 10.0;
@@ -92,6 +94,8 @@ pub struct Phase {
     pub most_live_pods: usize,
     pub usage: Usage,
     pub raft_entries_per_pod: Option<f64>,
+    /// The writes of the phase, by what they were to.
+    pub writes: Option<Writes>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,9 +194,11 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         .0;
     let pod_watch = PodWatch::start(&follower, NAMESPACE, after).await?;
     let mut deploy = DeploymentWatch::start(&follower, NAMESPACE, DEPLOYMENT, after).await?;
+    let writes = WriteCount::start(&follower, NAMESPACE, after).await?;
 
     // Phase 1: create → all Available.
     let before = meter.read().await;
+    let writes_before = writes.read(&leader).await;
     let t0 = Instant::now();
     let body = serde_json::to_vec(&objects::deployment(replicas))?;
     leader
@@ -219,8 +225,9 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         )
         .await?;
     let after_1 = meter.read().await;
+    let writes_after = writes.read(&leader).await;
     let timeline = pod_watch.snapshot()?;
-    let phase = measure(
+    let mut phase = measure(
         &meter,
         (&before, &after_1),
         (t0, done_at),
@@ -228,6 +235,7 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         &deploy.since(t0),
         AVAILABLE_TARGET_S,
     );
+    phase.writes = writes_after.zip(writes_before).map(|(b, a)| b.since(&a));
     println!(
         "  all {replicas} available in {:.2} s ({:.0} pods/s)",
         phase.seconds, phase.pods_per_s
@@ -238,6 +246,7 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
     let api = Api::<Deployment>::namespaced(typed, NAMESPACE);
     let old_rs = current_replicasets(&follower).await?;
     let before = meter.read().await;
+    let writes_before = writes.read(&leader).await;
     let t1 = Instant::now();
     api.patch(
         DEPLOYMENT,
@@ -272,8 +281,9 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         )
         .await?;
     let after_2 = meter.read().await;
+    let writes_after = writes.read(&leader).await;
     let timeline = pod_watch.snapshot()?;
-    let phase = measure(
+    let mut phase = measure(
         &meter,
         (&before, &after_2),
         (t1, done_at),
@@ -281,6 +291,7 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         &deploy.since(t1),
         ROLLOUT_TARGET_S,
     );
+    phase.writes = writes_after.zip(writes_before).map(|(b, a)| b.since(&a));
     println!(
         "  rollout complete in {:.2} s ({:.0} new pods/s)",
         phase.seconds, phase.pods_per_s
@@ -378,5 +389,6 @@ fn measure(
         most_live_pods: peak_live(timeline, start, end),
         usage,
         raft_entries_per_pod,
+        writes: None,
     }
 }

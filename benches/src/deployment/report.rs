@@ -59,7 +59,31 @@ fn row(name: &str, r: &Report, p: &Phase) -> Vec<String> {
             (Some(e), None) => thousands(e as f64),
             _ => "-".into(),
         },
+        match p.writes {
+            Some(w) if p.pods_seen > 0 => {
+                let per = |n: u64| n as f64 / p.pods_seen as f64;
+                format!(
+                    "{:.1} ({:.1} / {:.1} / {:.1} / {:.1})",
+                    per(w.all),
+                    per(w.pods),
+                    per(w.events),
+                    per(w.workload),
+                    per(w.other())
+                )
+            }
+            _ => "-".into(),
+        },
         u.elections.map_or("-".into(), |e| e.to_string()),
+        if p.pods_seen > 0 {
+            let all: f64 = u.masters.iter().map(|m| m.cpu_s).sum();
+            format!(
+                "{:.1} / {:.1}",
+                all * 1000.0 / p.pods_seen as f64,
+                u.agents_cpu_s * 1000.0 / p.pods_seen as f64
+            )
+        } else {
+            "-".into()
+        },
         u.masters
             .iter()
             .map(|m| format!("{:.1}", m.cpu_s))
@@ -90,7 +114,9 @@ pub fn render(r: &Report) -> String {
         "seen→Ready p50 / p99 ms",
         "most replicas (status) / most live pods / fewest available",
         "Raft entries (per pod)",
+        "writes per pod (pods / Events / Deployment+ReplicaSets / other)",
         "elections",
+        "CPU ms per pod: masters / agents",
         "masters' CPU s (leader first)",
         "masters' RSS / peak MiB",
         "agents' CPU s",

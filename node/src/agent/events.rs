@@ -4,39 +4,46 @@
 //!
 //! Best effort, like kubelet's: an event that cannot be written is logged
 //! and dropped; the workers never wait for it.
+//!
+//! Written one at a time, as kubelet's broadcaster writes to its sink from
+//! one goroutine, and held to kubelet's event rate (`eventRecordQPS` 50,
+//! `eventBurst` 100). Meanwhile events wait in the workers' bounded channel
+//! and are dropped once it is full. A node's events thus never take more
+//! than one write in flight from the pods' own status writes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use balsa_api::client::token_bucket::{Rate, TokenBucket};
 use balsa_api::client::{Api, Client, PostParams};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use tokio::sync::{mpsc, watch};
 
 use crate::events::PodEvent;
 
-const CONCURRENCY: usize = 8;
+/// kubelet's defaults for `eventRecordQPS` and `eventBurst`.
+pub const RATE: Rate = Rate {
+    qps: 50.0,
+    burst: 100,
+};
 
 pub async fn run(
     client: Client,
     node: String,
-    events: mpsc::Receiver<PodEvent>,
+    mut events: mpsc::Receiver<PodEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let seq = AtomicU64::new(0);
-    let write = tokio_stream::wrappers::ReceiverStream::new(events).for_each_concurrent(
-        CONCURRENCY,
-        |e| {
-            let client = client.clone();
-            let event = to_event(&e, &node, seq.fetch_add(1, Ordering::Relaxed));
-            async move {
-                let api: Api<Event> = Api::namespaced(client, &e.pod.namespace);
-                if let Err(err) = api.create(&event, &PostParams::default()).await {
-                    tracing::debug!(pod = %e.pod, reason = %e.reason, error = %err, "event not written");
-                }
+    let write = async {
+        let mut limit = TokenBucket::new(RATE, tokio::time::Instant::now());
+        let mut seq = 0u64;
+        while let Some(e) = events.recv().await {
+            let event = to_event(&e, &node, seq);
+            seq = seq.wrapping_add(1);
+            limit.wait().await;
+            let api: Api<Event> = Api::namespaced(client.clone(), &e.pod.namespace);
+            if let Err(err) = api.create(&event, &PostParams::default()).await {
+                tracing::debug!(pod = %e.pod, reason = %e.reason, error = %err, "event not written");
             }
-        },
-    );
+        }
+    };
     tokio::select! {
         _ = write => {}
         _ = stop.wait_for(|s| *s) => {}

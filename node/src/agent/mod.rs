@@ -461,13 +461,12 @@ impl Loop {
     fn sync(&mut self) {
         // A pod that already ended (before this agent started) is not run
         // again; one this agent ran stays listed so its logs stay.
-        let desired: Vec<Pod> = self
+        let desired: Vec<&Pod> = self
             .desired
             .values()
             .filter(|p| !terminal(p) || self.manager.has(uid_of(p)))
-            .cloned()
             .collect();
-        self.manager.sync(&desired);
+        self.manager.sync(desired);
         self.publish();
     }
 
@@ -509,7 +508,7 @@ impl Loop {
 
     async fn tick(&mut self) {
         let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
-        for (key, status) in self.manager.statuses() {
+        for (key, status) in self.manager.changed_statuses() {
             if !live.contains(key.uid.as_str()) {
                 continue;
             }
