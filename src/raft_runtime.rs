@@ -48,7 +48,7 @@ impl RaftRuntime {
     /// election, so the log says when and how long.
     pub fn watch_stalls(&self, threshold: Duration) {
         self.handle().spawn(async move {
-            let tick = Duration::from_millis(5);
+            let tick = Duration::from_millis(10);
             loop {
                 let before = Instant::now();
                 tokio::time::sleep(tick).await;

@@ -98,17 +98,22 @@ pub fn spawn(raft: Raft, me: NodeId, contact: Arc<Contact>, timing: Timing) {
     let heartbeat = timing.heartbeat;
     tokio::spawn(async move {
         let mut probed: Option<Instant> = None;
+        let metrics = raft.metrics();
         loop {
             tokio::time::sleep(heartbeat / 2).await;
-            let m = raft.metrics().borrow().clone();
-            if m.running_state.is_err() {
-                return;
-            }
-            let (Some(leader), Some(last)) = (m.current_leader, contact.last()) else {
+            // Read in place: this runs every half heartbeat.
+            let (state, leader, term) = {
+                let m = metrics.borrow();
+                if m.running_state.is_err() {
+                    return;
+                }
+                (m.state, m.current_leader, m.current_term)
+            };
+            let (Some(leader), Some(last)) = (leader, contact.last()) else {
                 continue;
             };
             // One probe per silence: the next comes after the leader spoke.
-            if m.state != ServerState::Follower
+            if state != ServerState::Follower
                 || leader == me
                 || last.elapsed() < heartbeat * 2
                 || probed == Some(last)
@@ -116,11 +121,21 @@ pub fn spawn(raft: Raft, me: NodeId, contact: Arc<Contact>, timing: Timing) {
                 continue;
             }
             probed = Some(last);
-            let membership = m.membership_config.membership();
-            let Some(addr) = membership.get_node(&leader).map(|n| n.peer_addr.clone()) else {
-                continue;
+            let target = {
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                membership
+                    .get_node(&leader)
+                    .map(|n| n.peer_addr.clone())
+                    .zip(campaign_at(
+                        me,
+                        leader,
+                        membership.voter_ids(),
+                        last,
+                        timing,
+                    ))
             };
-            let Some(at) = campaign_at(me, leader, membership.voter_ids(), last, timing) else {
+            let Some((addr, at)) = target else {
                 continue;
             };
             if !refused(&addr, heartbeat).await {
@@ -129,11 +144,11 @@ pub fn spawn(raft: Raft, me: NodeId, contact: Arc<Contact>, timing: Timing) {
             tokio::time::sleep_until(at).await;
             // Another follower's campaign (granted here: the term moved) or a
             // word from any leader ends this one.
-            let now = raft.metrics().borrow().clone();
-            if contact.last() != Some(last)
-                || now.state != ServerState::Follower
-                || now.current_term != m.current_term
-            {
+            let moved = {
+                let now = metrics.borrow();
+                now.state != ServerState::Follower || now.current_term != term
+            };
+            if moved || contact.last() != Some(last) {
                 continue;
             }
             tracing::info!(
