@@ -41,16 +41,14 @@ fn items<'a>(ranges: &'a [Value], kind: &str) -> Vec<&'a Value> {
 /// them: a resource counts only when every container names it; cpu adds up
 /// in millicores, everything else in whole units (each rounded up).
 fn pod_total(pod: &Value, which: &str) -> Value {
-    let containers = pod["spec"]["containers"]
+    let lists: Vec<&Value> = pod["spec"]["containers"]
         .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let lists: Vec<Map<String, Value>> = containers
-        .iter()
-        .map(|c| map(&c["resources"][which]))
+        .into_iter()
+        .flatten()
+        .map(|c| &c["resources"][which])
         .collect();
     let mut total = Map::new();
-    let Some(first) = lists.first() else {
+    let Some(first) = lists.first().and_then(|l| l.as_object()) else {
         return Value::Object(total);
     };
     for res in first.keys() {
