@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balsa_api::client::events::Recorder;
-use balsa_api::client::{Api, Client, Controller, Informer, Leadership, ObjectKey, Resource};
+use balsa_api::client::{
+    Api, Client, Controller, Informer, Leadership, MetadataOnly, ObjectKey, Resource,
+};
 use balsa_api::clock::Clock;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
@@ -100,9 +102,10 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
     let claims = informed::<PersistentVolumeClaim>(&client, &mut tasks, &mut graphs, &wake);
     let jobs = informed::<Job>(&client, &mut tasks, &mut graphs, &wake);
     let cronjobs = informed::<CronJob>(&client, &mut tasks, &mut graphs, &wake);
-    // Kinds only the garbage collector follows (owners and dependents).
-    let configmaps = informed::<ConfigMap>(&client, &mut tasks, &mut graphs, &wake);
-    let secrets = informed::<Secret>(&client, &mut tasks, &mut graphs, &wake);
+    // Kinds only the garbage collector follows (owners and dependents): their
+    // metadata alone, as upstream's metadata informers.
+    let configmaps = informed::<MetadataOnly<ConfigMap>>(&client, &mut tasks, &mut graphs, &wake);
+    let secrets = informed::<MetadataOnly<Secret>>(&client, &mut tasks, &mut graphs, &wake);
     let services = informed::<Service>(&client, &mut tasks, &mut graphs, &wake);
     let endpoints = informed::<Endpoints>(&client, &mut tasks, &mut graphs, &wake);
     let slices = informed::<EndpointSlice>(&client, &mut tasks, &mut graphs, &wake);

@@ -16,15 +16,18 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EndpointAddress, Endpoints, Event, LimitRange,
     LimitRangeItem, LimitRangeSpec, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition,
     PodSpec, PodStatus, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, ScopeSelector,
-    ScopedResourceSelectorRequirement, Service, ServiceAccount, ServicePort, ServiceSpec, Taint,
-    Toleration,
+    ScopedResourceSelectorRequirement, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Taint, Toleration,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, MicroTime, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
 use tokio::task::JoinHandle;
 
 use crate::harness::InProc;
@@ -447,6 +450,111 @@ async fn every_namespace_has_a_default_service_account() {
         p.spec.unwrap().service_account_name.as_deref(),
         Some("default")
     );
+}
+
+fn owned_by(name: &str, owner: &ConfigMap) -> ObjectMeta {
+    ObjectMeta {
+        owner_references: Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.metadata.name.clone().expect("owner name"),
+            uid: owner.metadata.uid.clone().expect("owner uid"),
+            ..Default::default()
+        }]),
+        ..meta(name)
+    }
+}
+
+fn config_map(metadata: ObjectMeta, value: &str) -> ConfigMap {
+    ConfigMap {
+        metadata,
+        data: Some(BTreeMap::from([("v".to_string(), value.to_string())])),
+        ..Default::default()
+    }
+}
+
+fn secret_data(value: &str) -> Option<BTreeMap<String, ByteString>> {
+    Some(BTreeMap::from([(
+        "k".to_string(),
+        ByteString(value.as_bytes().to_vec()),
+    )]))
+}
+
+/// The garbage collector follows ConfigMaps and Secrets by their metadata
+/// alone (upstream's metadata informers); orphaning rewrites only the
+/// dependents' ownerReferences, never their data, and a dependent whose owner
+/// is deleted in the background goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_map_and_secret_dependents_are_orphaned_whole_or_collected() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "gc").await;
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), "gc");
+    let secrets = Api::<Secret>::namespaced(client.clone(), "gc");
+    let pp = PostParams::default();
+
+    // Orphan: the dependents stay, unowned, with their data.
+    let owner = maps
+        .create(&config_map(meta("owner"), "o"), &pp)
+        .await
+        .expect("owner");
+    maps.create(&config_map(owned_by("map", &owner), "m"), &pp)
+        .await
+        .expect("dependent map");
+    let secret = Secret {
+        metadata: owned_by("secret", &owner),
+        data: secret_data("s"),
+        ..Default::default()
+    };
+    secrets
+        .create(&secret, &pp)
+        .await
+        .expect("dependent secret");
+    let orphan = DeleteParams {
+        propagation_policy: Some("Orphan".into()),
+        ..Default::default()
+    };
+    maps.delete("owner", &orphan).await.expect("delete owner");
+    let (map, secret) = eventually("dependents orphaned", || async {
+        let map = maps.get_opt("map").await.ok().flatten()?;
+        let secret = secrets.get_opt("secret").await.ok().flatten()?;
+        let unowned = |m: &ObjectMeta| m.owner_references.as_ref().is_none_or(|r| r.is_empty());
+        (unowned(&map.metadata) && unowned(&secret.metadata)).then_some((map, secret))
+    })
+    .await;
+    assert_eq!(map.data.expect("map data")["v"], "m");
+    assert_eq!(secret.data, secret_data("s"));
+    eventually("owner gone", || async {
+        matches!(maps.get_opt("owner").await, Ok(None)).then_some(())
+    })
+    .await;
+
+    // Background: the dependents go after their owner.
+    let owner = maps
+        .create(&config_map(meta("owner2"), "o"), &pp)
+        .await
+        .expect("owner2");
+    maps.create(&config_map(owned_by("map2", &owner), "m"), &pp)
+        .await
+        .expect("dependent map2");
+    let secret = Secret {
+        metadata: owned_by("secret2", &owner),
+        data: secret_data("s"),
+        ..Default::default()
+    };
+    secrets
+        .create(&secret, &pp)
+        .await
+        .expect("dependent secret2");
+    maps.delete("owner2", &DeleteParams::default())
+        .await
+        .expect("delete owner2");
+    eventually("dependents collected", || async {
+        let map = maps.get_opt("map2").await.ok()?;
+        let secret = secrets.get_opt("secret2").await.ok()?;
+        (map.is_none() && secret.is_none()).then_some(())
+    })
+    .await;
 }
 
 fn web_pod(name: &str, port: i32) -> Pod {
