@@ -104,14 +104,15 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
     };
     names
         .into_iter()
-        .map(|name| {
+        .enumerate()
+        .map(|(i, name)| {
             let root = if opts.count == 1 {
                 opts.root.clone()
             } else {
                 opts.root.join(&name)
             };
             let rt = runtime(opts, &root)?;
-            let mut c = AgentConfig::new(name, opts.masters.clone(), root, rt);
+            let mut c = AgentConfig::new(name, spread(&opts.masters, i), root, rt);
             c.host_ip = opts.host_ip.clone();
             c.thresholds.hard = opts.eviction_hard.clone();
             c.eviction.transition = opts.eviction_transition;
@@ -121,6 +122,19 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
             Ok(c)
         })
         .collect()
+}
+
+/// The masters in the order node `i` tries them: starting at master
+/// `i mod n`, so many nodes in one process spread their streams and API
+/// calls over the masters, as kubelets behind a load balancer do, instead
+/// of all landing on the first (which would serve every stream and forward
+/// every status write). Each node still fails over to all of them.
+fn spread(masters: &[String], i: usize) -> Vec<String> {
+    let mut order = masters.to_vec();
+    if !order.is_empty() {
+        order.rotate_left(i % masters.len());
+    }
+    order
 }
 
 pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
@@ -167,4 +181,18 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
         futures::future::join_all(agents.into_iter().map(|a| a.stop(opts.grace))).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn nodes_start_at_successive_masters_and_keep_every_master() {
+        let masters: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
+        let firsts: Vec<String> = (0..5).map(|i| spread(&masters, i)[0].clone()).collect();
+        assert_eq!(firsts, ["a:1", "b:2", "c:3", "a:1", "b:2"]);
+        assert_eq!(spread(&masters, 1), ["b:2", "c:3", "a:1"]);
+        assert_eq!(spread(&masters[..1], 7), ["a:1"]);
+    }
 }

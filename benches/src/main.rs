@@ -146,6 +146,10 @@ enum Command {
         /// Replicas (overrides the shape's).
         #[arg(long)]
         replicas: Option<usize>,
+        /// Write each pod's moments (seen, bound, Ready, gone; Unix ms) to
+        /// this CSV, to line up with the agents' and masters' logs.
+        #[arg(long, value_name = "PATH")]
+        pods_csv: Option<PathBuf>,
     },
     /// Pod startup latency (create → Running seen by a watch): one agent on
     /// the process runtime at 30 pods/s, 1,000 sim nodes at 1,000 pods/s.
@@ -181,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server_args,
             nodes,
             replicas,
+            pods_csv,
         } => {
             let opts = deployment::Options {
                 quick,
@@ -190,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 server_args,
                 nodes,
                 replicas,
+                pods_csv,
             };
             tokio::select! {
                 r = deployment::run(opts) => r,

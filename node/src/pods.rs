@@ -35,6 +35,9 @@ struct Managed {
     listed: bool,
     /// The status as [`PodManager::changed_statuses`] last read it.
     status: tokio::sync::watch::Receiver<PodStatus>,
+    /// Not yet read by [`PodManager::changed_statuses`]: its first status
+    /// may be held one read (see there).
+    fresh: bool,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -109,6 +112,7 @@ impl PodManager {
                             handle,
                             listed: true,
                             status,
+                            fresh: true,
                         },
                     );
                 }
@@ -156,12 +160,29 @@ impl PodManager {
     /// call (and of each whose worker has ended, whose last change a
     /// closed channel no longer tells apart): what the agent loop compares
     /// with what it wrote, every tick, without copying every pod's status.
+    ///
+    /// A new pod whose worker has not started it yet (no `startTime`: the
+    /// status is still the one made at spawn) is left out of the first
+    /// call and reported by the next. A pod that starts at once is then
+    /// written Running in one status write rather than Pending and then
+    /// Running, where the second write waits for the first's round trip
+    /// (one write per pod in flight); a pod that takes longer still shows
+    /// Pending one read later. No status is skipped: the one held stays
+    /// unread, so the next call reports the latest.
     pub fn changed_statuses(&mut self) -> Vec<(PodKey, PodStatus)> {
-        self.pods
-            .values_mut()
-            .filter(|m| m.status.has_changed().unwrap_or(true))
-            .map(|m| (m.handle.key().clone(), m.status.borrow_and_update().clone()))
-            .collect()
+        let mut out = Vec::new();
+        for m in self.pods.values_mut() {
+            if !m.status.has_changed().unwrap_or(true) {
+                continue;
+            }
+            let hold = std::mem::take(&mut m.fresh)
+                && m.status.borrow().start_time.is_none()
+                && !m.handle.is_finished();
+            if !hold {
+                out.push((m.handle.key().clone(), m.status.borrow_and_update().clone()));
+            }
+        }
+        out
     }
 
     /// A pod's status watch (wakes on every change), for the agent to push

@@ -1010,6 +1010,7 @@ async fn run_container(
                         cs.ready = ready_now;
                     }
                 });
+                tracing::debug!(pod = %shared.key, container = %c.name, ready = ready_now, "container running");
                 let outcome =
                     supervise(&shared, kind, index, &c, &id, &field_path, &mut terminate).await;
                 let (exit, unhealthy, terminated) = match outcome {

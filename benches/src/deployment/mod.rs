@@ -56,6 +56,8 @@ pub struct Options {
     /// Overrides of the shape (default 1,000 x 10,000; quick 100 x 1,000).
     pub nodes: Option<usize>,
     pub replicas: Option<usize>,
+    /// Where to write every pod's moments (see [`pods::write_csv`]).
+    pub pods_csv: Option<PathBuf>,
 }
 
 /// One phase's figures.
@@ -140,7 +142,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let sim = SimNodes::start(&binary, sys.dir(), nodes);
     let outcome = match sim {
         Ok(mut sim) => {
-            let r = run_on(&sys, &mut sim, &mut report).await;
+            let r = run_on(&sys, &mut sim, &mut report, opts.pods_csv.as_deref()).await;
             sim.stop().await;
             r
         }
@@ -162,7 +164,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     outcome
 }
 
-async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> anyhow::Result<()> {
+async fn run_on(
+    sys: &BalsaSystem,
+    sim: &mut SimNodes,
+    report: &mut Report,
+    pods_csv: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let replicas = report.replicas as i64;
     let leader_i = sys.leader().await?;
     let file = sys.file()?;
@@ -241,6 +248,9 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         phase.seconds, phase.pods_per_s
     );
     report.available = Some(phase);
+    if let Some(path) = pods_csv {
+        pod_watch.write_csv(path)?;
+    }
 
     // Phase 2: a rolling update to completion.
     let api = Api::<Deployment>::namespaced(typed, NAMESPACE);
@@ -297,6 +307,9 @@ async fn run_on(sys: &BalsaSystem, sim: &mut SimNodes, report: &mut Report) -> a
         phase.seconds, phase.pods_per_s
     );
     report.rollout = Some(phase);
+    if let Some(path) = pods_csv {
+        pod_watch.write_csv(path)?;
+    }
     report.old_replicaset = Some(old_at_zero(&follower, &old_rs).await?);
     Ok(())
 }

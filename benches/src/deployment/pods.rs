@@ -10,8 +10,10 @@
 //! ```
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use balsa_api::grpc::client::Client;
@@ -66,6 +68,9 @@ pub type Timeline = HashMap<String, PodTimes>;
 pub struct PodWatch {
     times: Arc<Mutex<Timeline>>,
     task: JoinHandle<anyhow::Result<()>>,
+    /// One moment on both clocks, to turn the timeline's instants into
+    /// wall-clock times (the logs' clock).
+    anchor: (Instant, SystemTime),
 }
 
 impl PodWatch {
@@ -112,7 +117,47 @@ impl PodWatch {
             }
             Err(anyhow!("the pod watch ended"))
         });
-        Ok(Self { times, task })
+        Ok(Self {
+            times,
+            task,
+            anchor: (Instant::now(), SystemTime::now()),
+        })
+    }
+
+    /// Writes `name,seen,bound,ready,gone` per pod, each in Unix
+    /// milliseconds (empty when the watch never saw it).
+    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
+        let timeline = self.times.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (i0, w0) = self.anchor;
+        let unix_ms = |t: Option<Instant>| {
+            t.map(|t| {
+                let wall = if t >= i0 {
+                    w0 + t.duration_since(i0)
+                } else {
+                    w0 - i0.duration_since(t)
+                };
+                let ms = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+                format!("{:.1}", ms.as_secs_f64() * 1e3)
+            })
+            .unwrap_or_default()
+        };
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        writeln!(out, "name,seen_ms,bound_ms,ready_ms,gone_ms")?;
+        for (name, t) in &timeline {
+            writeln!(
+                out,
+                "{name},{},{},{},{}",
+                unix_ms(t.seen),
+                unix_ms(t.bound),
+                unix_ms(t.ready),
+                unix_ms(t.gone)
+            )?;
+        }
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
     }
 
     /// Pods seen, bound, Ready (and not gone) so far.

@@ -451,8 +451,19 @@ impl Loop {
             } => {
                 self.desired.remove(&key_of(&pod));
             }
-            stream::Update::Change { pod, .. } => {
-                self.desired.insert(key_of(&pod), *pod);
+            stream::Update::Change { pod, revision, .. } => {
+                let key = key_of(&pod);
+                let new = self
+                    .desired
+                    .get(&key)
+                    .is_none_or(|held| uid_of(held) != uid_of(&pod));
+                if new {
+                    // The first stage of a pod's startup on this node, for
+                    // tracing the bind → Ready path (with the worker's
+                    // "containers started" and the writer's "pod status").
+                    tracing::debug!(pod = %key, revision, "pod assigned");
+                }
+                self.desired.insert(key, *pod);
             }
             stream::Update::Progress { .. } => {}
         }

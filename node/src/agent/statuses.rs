@@ -66,6 +66,12 @@ impl StatusWriter {
             while writes.len() < CONCURRENCY {
                 match self.lock().next(Instant::now()) {
                     Next::Write(key, status) => {
+                        tracing::debug!(
+                            pod = %key,
+                            phase = status.phase.as_deref().unwrap_or_default(),
+                            ready = ready(&status),
+                            "pod status write issued"
+                        );
                         let client = client.clone();
                         writes.push(async move {
                             let started = Instant::now();
@@ -98,6 +104,15 @@ impl StatusWriter {
             }
         }
     }
+}
+
+/// Whether `status` says the pod is Ready (for tracing the startup path).
+fn ready(status: &PodStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Writes one status; `Err(true)` when worth retrying.

@@ -122,3 +122,71 @@ async fn the_pod_manager_follows_the_desired_set() {
     manager.shutdown(Some(Duration::from_secs(1))).await;
     assert_eq!(runtime.running(), 0);
 }
+
+fn sim_manager(dir: &std::path::Path, start_delay: Duration) -> balsa_node::PodManager {
+    let runtime = Arc::new(SimRuntime::new(dir, start_delay));
+    let (emitter, _events) = Emitter::channel(1024);
+    balsa_node::PodManager::new(PodWorker::new(
+        runtime,
+        Arc::new(StaticObjects::new()),
+        emitter,
+        fast_config(),
+    ))
+}
+
+fn sim_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    pod(
+        json!({"metadata": {"name": name, "uid": format!("u-{name}")},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+    )
+}
+
+/// The agent writes what `changed_statuses` reports: a pod that starts at
+/// once goes out Running in one write, not Pending then Running.
+#[tokio::test]
+async fn a_pod_that_starts_at_once_is_first_reported_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut manager = sim_manager(dir.path(), Duration::ZERO);
+    manager.sync(&[sim_pod("a")]);
+    // The worker has not run yet (this runtime is single-threaded): its
+    // spawn-time status is held.
+    assert!(manager.changed_statuses().is_empty());
+    let mut rx = manager.watch("u-a").expect("watched");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| phase(s) == "Running"),
+    )
+    .await
+    .expect("running")
+    .expect("worker alive");
+    let reported = manager.changed_statuses();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(phase(&reported[0].1), "Running");
+    assert_eq!(condition(&reported[0].1, "Ready"), "True");
+    assert!(manager.changed_statuses().is_empty());
+    manager.shutdown(Some(Duration::ZERO)).await;
+}
+
+/// The hold is one read at most: a pod still starting is reported Pending
+/// by the next read, and nothing reported is lost.
+#[tokio::test]
+async fn a_pod_still_starting_is_reported_pending_one_read_later() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut manager = sim_manager(dir.path(), Duration::from_millis(500));
+    manager.sync(&[sim_pod("a")]);
+    assert!(manager.changed_statuses().is_empty());
+    let reported = manager.changed_statuses();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(phase(&reported[0].1), "Pending");
+    assert_eq!(
+        waiting_reason(&reported[0].1, "c"),
+        Some("ContainerCreating")
+    );
+    // A second pod arriving later is held on its own first read only.
+    manager.sync(&[sim_pod("a"), sim_pod("b")]);
+    assert!(manager.changed_statuses().is_empty());
+    let reported = manager.changed_statuses();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].0.name, "b");
+    manager.shutdown(Some(Duration::ZERO)).await;
+}
