@@ -1,0 +1,241 @@
+//! Raft leadership is the controller lease: a write a control loop made
+//! while its master led is refused once that master no longer leads in the
+//! same term, rather than forwarded to the new leader next to the new
+//! leader's own writes; and a ReplicaSet scaling up while its leader is cut
+//! off never has more live pods than it asks for.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use balsa_api::client::{watcher, Api, Client, Event, PostParams};
+use balsa_proto::objects::objects_client::ObjectsClient;
+use balsa_proto::objects::WriteRequest;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use openraft::ServerState;
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+
+use crate::controllers::{client_of, eventually, namespace};
+use crate::harness::InProc;
+
+/// The header a leader-only control loop's writes carry (its Raft term).
+const FENCE_HEADER: &str = "balsa-fence-term";
+
+fn term_of(c: &InProc, i: usize) -> u64 {
+    c.server(i).replica.raft().metrics().borrow().current_term
+}
+
+/// Creates a ConfigMap through replica `i`'s gRPC API, fenced by `term`.
+async fn create_fenced(c: &InProc, i: usize, name: &str, term: u64) -> Result<(), tonic::Status> {
+    let addr = format!("http://{}", c.server(i).api_addr);
+    let mut objects = ObjectsClient::connect(addr).await.expect("connect");
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "v"}});
+    let mut req = tonic::Request::new(WriteRequest {
+        object: serde_json::to_vec(&body).expect("JSON").into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert(FENCE_HEADER, MetadataValue::from(term));
+    objects.create(req).await.map(|_| ())
+}
+
+async fn exists(c: &InProc, name: &str) -> bool {
+    let running = c.servers.iter().flatten();
+    let client = Client::new(running.map(|s| s.api_addr.to_string()).collect()).expect("client");
+    let api = Api::<ConfigMap>::namespaced(client, "default");
+    api.get_opt(name).await.expect("read").is_some()
+}
+
+/// Whether replica `i` leads and has applied an entry of its own term (its
+/// controllers act only then).
+fn holds_lease(c: &InProc, i: usize) -> bool {
+    let m = c.server(i).replica.raft().metrics().borrow().clone();
+    m.state == ServerState::Leader
+        && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_write_is_refused_unless_its_term_still_leads() {
+    let mut c = InProc::start(3, |_| {}).await;
+    let leader = c.wait_leader(&[]).await;
+    let follower = (leader + 1) % 3;
+    eventually("the leader's lease", || async {
+        holds_lease(&c, leader).then_some(())
+    })
+    .await;
+    let term = term_of(&c, leader);
+
+    // At the leader of its term: written.
+    create_fenced(&c, leader, "at-leader", term)
+        .await
+        .expect("a write fenced by the current term, at the leader");
+    assert!(exists(&c, "at-leader").await);
+
+    // At a follower: refused, never forwarded (a deposed leader's master is
+    // a follower by the time its queued writes go out).
+    let e = create_fenced(&c, follower, "at-follower", term)
+        .await
+        .expect_err("a fenced write at a follower is not forwarded");
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
+    assert!(!exists(&c, "at-follower").await);
+
+    // The leader goes: its term's writes are refused at the new leader too,
+    // and the new term's are written.
+    c.stop(leader).await;
+    let next = c.wait_leader(&[leader]).await;
+    let new_term = term_of(&c, next);
+    assert!(new_term > term);
+    eventually("the new leader's lease", || async {
+        holds_lease(&c, next).then_some(())
+    })
+    .await;
+    let e = create_fenced(&c, next, "old-term", term)
+        .await
+        .expect_err("a write of the old term at the new leader");
+    assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
+    assert!(!exists(&c, "old-term").await);
+    create_fenced(&c, next, "new-term", new_term)
+        .await
+        .expect("a write of the new term at the new leader");
+
+    // Unfenced writes are forwarded from a follower as before.
+    let other = (0..3).find(|i| *i != leader && *i != next).unwrap();
+    let cms = Api::<ConfigMap>::namespaced(
+        Client::new(vec![c.server(other).api_addr.to_string()]).unwrap(),
+        "default",
+    );
+    let cm = serde_json::from_value(json!({"metadata": {"name": "plain"}})).unwrap();
+    cms.create(&cm, &PostParams::default())
+        .await
+        .expect("an unfenced write through a follower");
+    c.shutdown().await;
+}
+
+fn replicaset(replicas: i32) -> ReplicaSet {
+    let labels = BTreeMap::from([("app".to_string(), "fence".to_string())]);
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "c".into(),
+                        image: Some("busybox".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The pods of the namespace as a watch shows them, and the most live ones
+/// (not being deleted) seen at once.
+#[derive(Default)]
+struct Live {
+    pods: BTreeMap<String, bool>,
+    most: usize,
+}
+
+impl Live {
+    fn count(&self) -> usize {
+        self.pods.values().filter(|live| **live).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicaset_scaling_up_across_a_leader_partition_never_exceeds_its_replicas() {
+    const REPLICAS: usize = 300;
+    // Writes wait long enough for the partition to heal (the old leader's
+    // queued creates are still pending then, as on a loaded machine).
+    let c = InProc::start(3, |o| o.replica.request_timeout = Duration::from_secs(20)).await;
+    let client = client_of(&c);
+    namespace(&client, "fence").await;
+    let leader = c.wait_leader(&[]).await;
+    let live = Arc::new(Mutex::new(Live::default()));
+    let watch = {
+        let live = live.clone();
+        // Watched through the other masters: the one about to be cut off
+        // would show only its own, frozen, state.
+        let others = (0..3).filter(|i| *i != leader);
+        let others = others.map(|i| c.server(i).api_addr.to_string()).collect();
+        let pods = Api::<Pod>::namespaced(Client::new(others).unwrap(), "fence");
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(pods, Default::default()));
+            while let Some(e) = events.next().await {
+                let mut l = live.lock().unwrap();
+                match e {
+                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        l.pods.insert(name, p.metadata.deletion_timestamp.is_none());
+                    }
+                    Ok(Event::Delete(p)) => {
+                        l.pods.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    _ => {}
+                }
+                l.most = l.most.max(l.count());
+            }
+        })
+    };
+    let rss = Api::<ReplicaSet>::namespaced(client.clone(), "fence");
+    rss.create(&replicaset(REPLICAS as i32), &PostParams::default())
+        .await
+        .expect("create the ReplicaSet");
+    // Mid-way through the slow-start batches, the leader is cut off with a
+    // batch of creates in flight; another master takes over and creates the
+    // rest; then the old leader rejoins, and whatever it still had queued
+    // must not add pods.
+    eventually("the scale-up under way", || async {
+        (live.lock().unwrap().count() >= 15).then_some(())
+    })
+    .await;
+    c.isolate(leader);
+    let next = c.wait_leader(&[leader]).await;
+    assert_ne!(next, leader);
+    eventually(
+        "the new leader's controllers to create every pod",
+        || async { (live.lock().unwrap().count() >= REPLICAS).then_some(()) },
+    )
+    .await;
+    c.heal();
+    // The old leader learns the new term and steps down; then the pods
+    // settle at the ReplicaSet's count and stay there.
+    eventually("the old leader to step down", || async {
+        let state = c.server(leader).replica.raft().metrics().borrow().state;
+        (state != ServerState::Leader).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("the pods to settle at the ReplicaSet's count", || async {
+        (live.lock().unwrap().count() == REPLICAS).then_some(())
+    })
+    .await;
+    let most = live.lock().unwrap().most;
+    assert!(
+        most <= REPLICAS,
+        "{most} live pods at once for a ReplicaSet of {REPLICAS}: a deposed leader's creates were applied"
+    );
+    watch.abort();
+    c.shutdown().await;
+}
