@@ -227,15 +227,19 @@ async fn a_replicaset_scaling_up_across_a_leader_partition_never_exceeds_its_rep
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    eventually("the pods to settle at the ReplicaSet's count", || async {
-        (live.lock().unwrap().count() == REPLICAS).then_some(())
-    })
-    .await;
-    let most = live.lock().unwrap().most;
+    let (most, now) = {
+        let l = live.lock().expect("live pods");
+        (l.most, l.count())
+    };
+    eprintln!("most live pods at once: {most} for {REPLICAS} replicas ({now} live now)");
     assert!(
         most <= REPLICAS,
         "{most} live pods at once for a ReplicaSet of {REPLICAS}: a deposed leader's creates were applied"
     );
+    eventually("the pods to settle at the ReplicaSet's count", || async {
+        (live.lock().expect("live pods").count() == REPLICAS).then_some(())
+    })
+    .await;
     watch.abort();
     c.shutdown().await;
 }
