@@ -350,8 +350,9 @@ impl Replica {
             return Err(fence.refused(&now));
         }
         // Leadership lost while queued: the proposal is refused and not
-        // forwarded. (Lost and won again in a later term while queued is
-        // not caught: that takes a whole election, far longer than the queue.)
+        // forwarded. Not caught here: leadership lost and won back in a
+        // later term while the write waits in the proposer's queue (a whole
+        // election); its entry would carry the later term.
         match self.write_here(ops, Instant::now() + self.timeout()).await {
             Route::Done(r) => r,
             Route::Leader(..) | Route::NoLeader => {
