@@ -8,18 +8,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use balsa_api::client::{watcher, Api, Client, Event, PostParams};
+use balsa_api::client::{watcher, Api, Client, Event, Patch, PatchParams, PostParams};
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::WriteRequest;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use openraft::ServerState;
 use serde_json::json;
+use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 
-use crate::controllers::{client_of, eventually, namespace};
+use crate::controllers::{client_of, eventually, fake_kubelet, namespace};
 use crate::harness::InProc;
 
 /// The header a leader-only control loop's writes carry (its Raft term).
@@ -116,8 +117,35 @@ async fn a_fenced_write_is_refused_unless_its_term_still_leads() {
     c.shutdown().await;
 }
 
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), "fence".to_string())])
+}
+
+fn template(image: &str) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels()),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn selector() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels()),
+        ..Default::default()
+    }
+}
+
 fn replicaset(replicas: i32) -> ReplicaSet {
-    let labels = BTreeMap::from([("app".to_string(), "fence".to_string())]);
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some("web".into()),
@@ -125,41 +153,60 @@ fn replicaset(replicas: i32) -> ReplicaSet {
         },
         spec: Some(ReplicaSetSpec {
             replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "c".into(),
-                        image: Some("busybox".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            }),
+            selector: selector(),
+            template: Some(template("busybox")),
             ..Default::default()
         }),
         status: None,
     }
 }
 
-/// The pods of the namespace as a watch shows them, and the most live ones
-/// (not being deleted) seen at once.
+/// The pods of a namespace as a watch shows them (live: not being deleted;
+/// and their image), and the most live ones seen at once.
 #[derive(Default)]
 struct Live {
-    pods: BTreeMap<String, bool>,
+    pods: BTreeMap<String, (bool, String)>,
     most: usize,
 }
 
 impl Live {
     fn count(&self) -> usize {
-        self.pods.values().filter(|live| **live).count()
+        self.pods.values().filter(|(live, _)| *live).count()
+    }
+
+    fn count_of(&self, image: &str) -> usize {
+        let of = |(live, i): &&(bool, String)| *live && i == image;
+        self.pods.values().filter(of).count()
+    }
+
+    /// Follows namespace `ns` through every master but `leader`: the one
+    /// about to be cut off would show only its own, frozen, state.
+    fn follow(c: &InProc, leader: usize, ns: &str) -> (Arc<Mutex<Live>>, JoinHandle<()>) {
+        let live = Arc::new(Mutex::new(Live::default()));
+        let others = (0..3).filter(|i| *i != leader);
+        let others = others.map(|i| c.server(i).api_addr.to_string()).collect();
+        let pods = Api::<Pod>::namespaced(Client::new(others).expect("client"), ns);
+        let out = live.clone();
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(pods, Default::default()));
+            while let Some(e) = events.next().await {
+                let mut l = out.lock().expect("live pods");
+                match e {
+                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        let image = p.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+                        let live = p.metadata.deletion_timestamp.is_none();
+                        l.pods.insert(name, (live, image.unwrap_or_default()));
+                    }
+                    Ok(Event::Delete(p)) => {
+                        l.pods.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    _ => {}
+                }
+                l.most = l.most.max(l.count());
+            }
+        });
+        (live, task)
     }
 }
 
@@ -172,32 +219,7 @@ async fn a_replicaset_scaling_up_across_a_leader_partition_never_exceeds_its_rep
     let client = client_of(&c);
     namespace(&client, "fence").await;
     let leader = c.wait_leader(&[]).await;
-    let live = Arc::new(Mutex::new(Live::default()));
-    let watch = {
-        let live = live.clone();
-        // Watched through the other masters: the one about to be cut off
-        // would show only its own, frozen, state.
-        let others = (0..3).filter(|i| *i != leader);
-        let others = others.map(|i| c.server(i).api_addr.to_string()).collect();
-        let pods = Api::<Pod>::namespaced(Client::new(others).unwrap(), "fence");
-        tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher(pods, Default::default()));
-            while let Some(e) = events.next().await {
-                let mut l = live.lock().unwrap();
-                match e {
-                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
-                        let name = p.metadata.name.clone().unwrap_or_default();
-                        l.pods.insert(name, p.metadata.deletion_timestamp.is_none());
-                    }
-                    Ok(Event::Delete(p)) => {
-                        l.pods.remove(&p.metadata.name.clone().unwrap_or_default());
-                    }
-                    _ => {}
-                }
-                l.most = l.most.max(l.count());
-            }
-        })
-    };
+    let (live, watch) = Live::follow(&c, leader, "fence");
     let rss = Api::<ReplicaSet>::namespaced(client.clone(), "fence");
     rss.create(&replicaset(REPLICAS as i32), &PostParams::default())
         .await
@@ -240,6 +262,85 @@ async fn a_replicaset_scaling_up_across_a_leader_partition_never_exceeds_its_rep
         (live.lock().expect("live pods").count() == REPLICAS).then_some(())
     })
     .await;
+    watch.abort();
+    c.shutdown().await;
+}
+
+/// A rolling update (maxSurge 25%, maxUnavailable 25%) whose leader is cut
+/// off mid-way: the new leader's controllers finish it, and the pods never
+/// exceed replicas + maxSurge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_across_a_leader_partition_stays_within_max_surge() {
+    const REPLICAS: usize = 200;
+    const SURGE: usize = REPLICAS / 4;
+    let c = InProc::start(3, |o| o.replica.request_timeout = Duration::from_secs(20)).await;
+    let client = client_of(&c);
+    namespace(&client, "roll").await;
+    let leader = c.wait_leader(&[]).await;
+    let (live, watch) = Live::follow(&c, leader, "roll");
+    // Pods become ready (and graceful deletions finish), so the rollout can
+    // move on.
+    let kubelet = fake_kubelet(client.clone(), "roll", Default::default());
+    let deps = Api::<Deployment>::namespaced(client.clone(), "roll");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": REPLICAS,
+            "selector": selector(),
+            "template": template("v1"),
+            "strategy": {"type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+        },
+    }))
+    .expect("a Deployment");
+    deps.create(&d, &PostParams::default())
+        .await
+        .expect("create the Deployment");
+    eventually("every v1 pod", || async {
+        (live.lock().expect("live pods").count_of("v1") == REPLICAS).then_some(())
+    })
+    .await;
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}});
+    deps.patch("web", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("roll out v2");
+    eventually("the rollout under way", || async {
+        (live.lock().expect("live pods").count_of("v2") >= 15).then_some(())
+    })
+    .await;
+    c.isolate(leader);
+    let next = c.wait_leader(&[leader]).await;
+    assert_ne!(next, leader);
+    eventually("the new leader to finish the rollout", || async {
+        let l = live.lock().expect("live pods");
+        (l.count_of("v2") == REPLICAS && l.count() == REPLICAS).then_some(())
+    })
+    .await;
+    c.heal();
+    eventually("the old leader to step down", || async {
+        let state = c.server(leader).replica.raft().metrics().borrow().state;
+        (state != ServerState::Leader).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (most, now) = {
+        let l = live.lock().expect("live pods");
+        (l.most, l.count())
+    };
+    eprintln!(
+        "most live pods at once: {most} for {REPLICAS} replicas + {SURGE} surge ({now} live now)"
+    );
+    assert!(
+        most <= REPLICAS + SURGE,
+        "{most} live pods at once for {REPLICAS} replicas and a maxSurge of {SURGE}"
+    );
+    eventually("the pods to settle at the new template", || async {
+        let l = live.lock().expect("live pods");
+        (l.count_of("v2") == REPLICAS && l.count() == REPLICAS).then_some(())
+    })
+    .await;
+    kubelet.abort();
     watch.abort();
     c.shutdown().await;
 }
