@@ -24,7 +24,7 @@ pub mod rest;
 pub mod store;
 
 pub use store::{
-    DeletePreconditions, Event, EventType, KeyPrefix, ListOptions, ListResult, Object, Op,
-    OpResult, ReadMode, ResourceKey, Revision, Store, StoreError, WatchEvent, WatchOptions,
-    WatchStream,
+    DeletePreconditions, Event, EventType, Fence, KeyPrefix, Lease, ListOptions, ListResult,
+    Object, Op, OpResult, ReadMode, ResourceKey, Revision, Store, StoreError, WatchEvent,
+    WatchOptions, WatchStream,
 };

@@ -30,6 +30,7 @@ pub mod faults;
 pub mod identity;
 pub mod layout;
 pub mod leader_probe;
+pub mod lease;
 pub mod log_store;
 pub mod log_tail;
 pub mod network;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use balsa_api::store::apply;
 use balsa_api::{
-    KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey, Revision,
-    Store, StoreError, WatchOptions, WatchStream,
+    Fence, KeyPrefix, Lease, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey,
+    Revision, Store, StoreError, WatchOptions, WatchStream,
 };
 use balsa_proto::peer::MemberStatus;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -24,6 +24,7 @@ use crate::faults::Faults;
 use crate::identity::{ClusterId, Identity, IdentityError};
 use crate::layout::{CF_RAFT, KEY_COMMITTED};
 use crate::leader_probe;
+use crate::lease;
 use crate::log_store::{LogError, LogStore};
 use crate::network::{Network, PeerLink};
 use crate::proposer::{self, Proposer};
@@ -72,7 +73,7 @@ pub struct Replica {
     /// In touch with a leader (see `fresh`): watches get bookmarks only then.
     fresh: tokio::sync::watch::Receiver<bool>,
     /// See `leadership`.
-    leading: tokio::sync::watch::Receiver<bool>,
+    leading: tokio::sync::watch::Receiver<Option<Lease>>,
     /// Leadership confirmations (`read_index_here`), one per batch of the
     /// reads here and the ReadIndex calls of followers (see `read_index`).
     confirms: ReadIndexBatch<Route<u64>>,
@@ -95,14 +96,6 @@ fn fresh(m: &openraft::RaftMetrics<NodeId, Member>) -> bool {
             m.state,
             ServerState::Leader | ServerState::Follower | ServerState::Learner
         )
-}
-
-/// Whether this member leads and has applied an entry of its own term.
-fn leading(m: &openraft::RaftMetrics<NodeId, Member>) -> bool {
-    m.running_state.is_ok()
-        && m.state == ServerState::Leader
-        && m.last_applied
-            .is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
 /// Follows the Raft metrics into a flag; false for good once Raft stops.
@@ -208,7 +201,7 @@ impl Replica {
         // publishes them (on every pass of its loop): the API's runtime is
         // woken only when a flag changes.
         let fresh = follow(raft.metrics(), fresh, false);
-        let leading = follow(raft.metrics(), leading, false);
+        let leading = lease::follow(raft.metrics(), shared.window());
         let contact = Arc::new(leader_probe::Contact::default());
         leader_probe::spawn(
             raft.clone(),
@@ -334,12 +327,38 @@ impl Replica {
         &self.raft
     }
 
-    /// True while this member leads and has applied an entry of its own
-    /// term (so its state machine, and every cache fed from it, holds every
-    /// committed write). Controllers and the scheduler act only then. The
+    /// The controller lease (see `lease`): controllers and the scheduler act
+    /// only while it is held, and their writes are fenced by its term. The
     /// sender ends with the Raft node.
-    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Option<Lease>> {
         self.leading.clone()
+    }
+
+    /// A fenced write is proposed here or nowhere: forwarding it would hand
+    /// the new leader a write decided under the old one's lease.
+    async fn write_fenced(
+        &self,
+        ops: Vec<Op>,
+        fence: Fence,
+    ) -> Result<(Revision, Vec<OpResult>), StoreError> {
+        let held = lease::leading_term(&self.raft.metrics().borrow());
+        if held != Some(fence.term) {
+            let now = match held {
+                Some(t) => format!("member {} now leads in term {t}", self.id),
+                None => format!("member {} no longer leads", self.id),
+            };
+            return Err(fence.refused(&now));
+        }
+        // Leadership lost while queued: the proposal is refused and not
+        // forwarded. Not caught here: leadership lost and won back in a
+        // later term while the write waits in the proposer's queue (a whole
+        // election); its entry would carry the later term.
+        match self.write_here(ops, Instant::now() + self.timeout()).await {
+            Route::Done(r) => r,
+            Route::Leader(..) | Route::NoLeader => {
+                Err(fence.refused(&format!("member {} lost the leadership", self.id)))
+            }
+        }
     }
 
     /// Why the Raft node stopped on its own, if it did: a storage error
@@ -784,6 +803,15 @@ impl Store for Replica {
             },
         )
         .await
+    }
+
+    async fn txn_fenced(
+        &self,
+        ops: Vec<Op>,
+        fence: Fence,
+    ) -> Result<(Revision, Vec<OpResult>), StoreError> {
+        apply::precheck(&ops)?;
+        self.write_fenced(ops, fence).await
     }
 
     async fn watch(

@@ -32,6 +32,7 @@ use balsa_api::client::{
     Api, Change, Client, DeleteParams, Informer, Leadership, Patch, PatchParams,
 };
 use balsa_api::registry::{ApiError, Reason};
+use balsa_api::{Lease, Revision};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use rand::rngs::StdRng;
@@ -97,13 +98,16 @@ struct Caches {
 }
 
 impl Caches {
-    async fn ready(&self) {
+    /// Waits until every cache is listed and reflects every write up to
+    /// `rev` (where the lease began: binding from a cache behind it could
+    /// bind a pod the old leader already bound).
+    async fn ready(&self, rev: Revision) {
         // A cache whose writer is gone never gets ready: wait forever then.
         let _ = futures::future::try_join4(
-            self.pods.store().wait_until_ready(),
-            self.nodes.store().wait_until_ready(),
-            self.pdbs.store().wait_until_ready(),
-            self.namespaces.store().wait_until_ready(),
+            self.pods.store().wait_until_synced(rev),
+            self.nodes.store().wait_until_synced(rev),
+            self.pdbs.store().wait_until_synced(rev),
+            self.namespaces.store().wait_until_synced(rev),
         )
         .await;
     }
@@ -113,9 +117,12 @@ impl Caches {
 async fn lead(caches: Caches, client: Client, recorder: Recorder, leadership: Leadership) {
     loop {
         leadership.wait_for(true).await;
+        let Some(lease) = leadership.lease() else {
+            continue;
+        };
         tokio::select! {
-            _ = caches.ready() => {}
-            _ = leadership.wait_for(false) => continue,
+            _ = caches.ready(lease.revision) => {}
+            _ = leadership.wait_lost(lease) => continue,
         }
         let subs = Subscriptions {
             pods: caches.pods.subscribe(),
@@ -130,7 +137,7 @@ async fn lead(caches: Caches, client: Client, recorder: Recorder, leadership: Le
             pending = owner.queue.len(),
             "scheduler leading"
         );
-        owner.run(subs, &leadership).await;
+        owner.run(subs, &leadership, lease).await;
         tracing::info!("scheduler no longer leading; dropping its queue");
     }
 }
@@ -342,9 +349,9 @@ impl Owner {
         self.queue.on_event(&event, Instant::now());
     }
 
-    async fn run(&mut self, mut subs: Subscriptions, leadership: &Leadership) {
+    async fn run(&mut self, mut subs: Subscriptions, leadership: &Leadership, lease: Lease) {
         loop {
-            if !leadership.is_leader() {
+            if leadership.lease() != Some(lease) {
                 return;
             }
             if self.drain(&mut subs) {
@@ -374,7 +381,7 @@ impl Owner {
                 }
             };
             let resync = tokio::select! {
-                _ = leadership.wait_for(false) => return,
+                _ = leadership.wait_lost(lease) => return,
                 c = subs.pods.recv() => match c {
                     Ok(c) => self.pod_change(c),
                     Err(RecvError::Lagged(_)) => true,

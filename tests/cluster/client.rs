@@ -325,7 +325,13 @@ async fn controller_reconciles_only_while_leading() {
     namespace(&client, "ctl").await;
     let api = Api::<ConfigMap>::namespaced(client.clone(), "ctl");
     let informer = Informer::new(api.clone());
-    let (lead_tx, lead_rx) = watch::channel(true);
+    let lease = |term| {
+        Some(balsa_api::Lease {
+            term,
+            revision: balsa_api::Revision(0),
+        })
+    };
+    let (lead_tx, lead_rx) = watch::channel(lease(1));
     let attempts = Arc::new(AtomicUsize::new(0));
     let controller = Controller::new("marker", &informer)
         .backoff(Duration::from_millis(50), Duration::from_millis(200));
@@ -395,15 +401,43 @@ async fn controller_reconciles_only_while_leading() {
     assert!(attempts.load(Ordering::SeqCst) >= 3);
 
     // Not leading: a new object is left alone.
-    lead_tx.send_replace(false);
+    lead_tx.send_replace(None);
     api.create(&cm("b", "1"), &PostParams::default())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!seen("b").await, "reconciled while not leading");
     // Leading again: everything is reconciled once more, "b" included.
-    lead_tx.send_replace(true);
+    lead_tx.send_replace(lease(2));
     wait_seen("b").await;
+
+    // A lease that began at a revision the caches have not reached: nothing
+    // is reconciled until they have (a new leader's informers may lag its
+    // log), then everything is.
+    const GAP: u64 = 20;
+    lead_tx.send_replace(None);
+    api.create(&cm("c", "1"), &PostParams::default())
+        .await
+        .unwrap();
+    let now = c
+        .store(0)
+        .revision(balsa_api::ReadMode::Linearizable)
+        .await
+        .unwrap();
+    lead_tx.send_replace(Some(balsa_api::Lease {
+        term: 3,
+        revision: balsa_api::Revision(now.0 + GAP),
+    }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!seen("c").await, "reconciled from a cache behind the lease");
+    for i in 0..GAP {
+        let other = Api::<ConfigMap>::namespaced(client.clone(), "default");
+        other
+            .create(&cm(&format!("filler-{i}"), "1"), &PostParams::default())
+            .await
+            .unwrap();
+    }
+    wait_seen("c").await;
     run.abort();
     c.shutdown().await;
 }

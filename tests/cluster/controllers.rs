@@ -117,7 +117,7 @@ async fn mark_ready(pods: &Api<Pod>, pod: &Pod) {
 /// A stand-in for the node agent in `ns`: pods become Running and Ready,
 /// and pods marked for deletion are removed. Counts the most active pods
 /// seen at once.
-fn fake_kubelet(client: Client, ns: &str, most: Arc<AtomicUsize>) -> JoinHandle<()> {
+pub(crate) fn fake_kubelet(client: Client, ns: &str, most: Arc<AtomicUsize>) -> JoinHandle<()> {
     let pods = Api::<Pod>::namespaced(client, ns);
     tokio::spawn(async move {
         loop {

@@ -8,6 +8,7 @@ mod cluster_controllers;
 mod controllers;
 mod cri;
 mod faults;
+mod fencing;
 mod harness;
 mod identity;
 mod job_policies;

@@ -233,6 +233,7 @@ impl History {
                         }
                     }
                     Ok(Event::Init) => assert!(listed.is_some(), "the pod watch re-listed"),
+                    Ok(Event::Progress(_)) => {}
                     Ok(e) => out.lock().expect("history lock").push(e),
                     Err(_) => {}
                 }

@@ -9,8 +9,11 @@
 //!      watched kinds: a mapper)
 //! ```
 //!
-//! On gaining leadership it waits for every cache it reads to be listed, then
-//! reconciles every object once; on losing it, running reconciles are
+//! On gaining leadership it waits for every cache it reads to be listed and
+//! to reflect every write up to the revision the lease began at (a new
+//! leader's caches may still lag its log: acting on them could repeat what
+//! the old leader did), then reconciles every object once; on losing the
+//! lease (or on a new one: lost and won again), running reconciles are
 //! cancelled and the queue is dropped. A key is never reconciled twice at
 //! once. A reconciler's error is logged once here and retried with per-key
 //! exponential backoff.
@@ -34,6 +37,7 @@ use super::informer::{Change, Informer};
 use super::leader::Leadership;
 use super::queue::WorkQueue;
 use super::reflector::{ObjectKey, Store};
+use crate::store::Revision;
 
 /// What the reconciler wants next for the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +67,8 @@ enum Trigger {
 }
 
 type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
-type ReadyFn = Box<dyn Fn() -> Ready + Send + Sync>;
+/// Waits until a cache reflects everything up to the revision.
+type ReadyFn = Box<dyn Fn(Revision) -> Ready + Send + Sync>;
 
 pub struct Controller<K: Resource> {
     name: &'static str,
@@ -76,12 +81,12 @@ pub struct Controller<K: Resource> {
 }
 
 fn ready_of<C: Resource>(store: Store<C>) -> ReadyFn {
-    Box::new(move || {
+    Box::new(move |rev| {
         let s = store.clone();
         Box::pin(async move {
             // A dropped writer never gets ready: then wait forever, like an
             // unlisted cache.
-            if s.wait_until_ready().await.is_err() {
+            if s.wait_until_synced(rev).await.is_err() {
                 std::future::pending::<()>().await;
             }
         })
@@ -195,18 +200,24 @@ impl<K: Resource> Controller<K> {
         let mut keys_of: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
         loop {
             leadership.wait_for(true).await;
+            let Some(lease) = leadership.lease() else {
+                continue;
+            };
+            let began = Instant::now();
             for ready in &self.ready {
                 tokio::select! {
-                    _ = ready() => {}
-                    _ = leadership.wait_for(false) => {}
+                    _ = ready(lease.revision) => {}
+                    _ = leadership.wait_lost(lease) => {}
                 }
             }
-            if !leadership.is_leader() {
+            if leadership.lease() != Some(lease) {
                 continue;
             }
             tracing::info!(
                 controller = self.name,
                 objects = self.store.len(),
+                raft.term = lease.term,
+                caught_up_in = ?began.elapsed(),
                 "leading: reconciling"
             );
             let now = Instant::now();
@@ -241,8 +252,8 @@ impl<K: Resource> Controller<K> {
                     }
                 };
                 tokio::select! {
-                    _ = leadership.wait_for(false) => {
-                        tracing::info!(controller = self.name, "no longer leading: stopping");
+                    _ = leadership.wait_lost(lease) => {
+                        tracing::info!(controller = self.name, raft.term = lease.term, "lease lost: stopping");
                         running.abort_all();
                         while running.join_next().await.is_some() {}
                         keys_of.clear();

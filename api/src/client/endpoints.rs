@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use tonic::{Code, Status};
 
+use super::leader::Leadership;
 use crate::grpc::client::Client as Channel;
+use crate::grpc::fence::LeaseSource;
 use crate::registry::{ApiError, Reason};
 
 #[derive(Clone)]
@@ -18,6 +20,8 @@ struct Inner {
     endpoints: Vec<String>,
     /// The endpoint in use, and its connection once made.
     current: Mutex<(usize, Option<Channel>)>,
+    /// See `fenced_by`.
+    fence: Option<LeaseSource>,
 }
 
 /// Could another master answer this? (It could not be reached, or it has no
@@ -40,8 +44,23 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints,
                 current: Mutex::new((0, None)),
+                fence: None,
             }),
         })
+    }
+
+    /// A client for a leader-only control loop: each write it sends carries
+    /// the lease `leadership` holds at that moment, so a master refuses it
+    /// once that leadership is gone (see `store::fence`), and a write made
+    /// while not leading is refused before it is sent.
+    pub fn fenced_by(&self, leadership: &Leadership) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                current: Mutex::new((0, None)),
+                fence: Some(leadership.source()),
+            }),
+        }
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -64,6 +83,7 @@ impl Client {
             let idx = (start + i) % n;
             match Channel::connect(&self.inner.endpoints[idx]).await {
                 Ok(c) => {
+                    let c = c.fenced(self.inner.fence.clone());
                     let mut cur = self.lock();
                     *cur = (idx, Some(c.clone()));
                     return Ok(c);

@@ -99,7 +99,7 @@ impl<K: Resource> Informer<K> {
                 Event::Apply(k) => self.changes.send(Change::Applied(k)),
                 Event::Delete(k) => self.changes.send(Change::Deleted(k)),
                 Event::InitDone => self.changes.send(Change::Resynced),
-                Event::Init | Event::InitApply(_) => continue,
+                Event::Init | Event::InitApply(_) | Event::Progress(_) => continue,
             };
         }
     }

@@ -1,6 +1,9 @@
 //! A cache of one kind's objects, kept by applying a watcher's events.
 //! Readers never wait on the watcher: they see the state after the last event
-//! applied. The cache is "ready" once its first list is complete.
+//! applied. The cache is "ready" once its first list is complete, and
+//! "synced to" the newest revision it is known to reflect fully (an event
+//! applied, a list or a bookmark): a new leader waits for that to reach the
+//! revision it took over at before acting on the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -50,6 +53,7 @@ type Map<K> = HashMap<ObjectKey, Arc<K>>;
 pub struct Store<K> {
     objects: Arc<RwLock<Map<K>>>,
     ready: watch::Receiver<bool>,
+    synced: watch::Receiver<Revision>,
 }
 
 impl<K> Clone for Store<K> {
@@ -57,6 +61,7 @@ impl<K> Clone for Store<K> {
         Self {
             objects: self.objects.clone(),
             ready: self.ready.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -68,22 +73,26 @@ pub struct Writer<K> {
     /// A relist in progress: the new content, swapped in at `InitDone`.
     relist: Option<Map<K>>,
     revision: Revision,
+    synced: watch::Sender<Revision>,
 }
 
 /// An empty cache and its writer.
 pub fn store<K: Resource>() -> (Store<K>, Writer<K>) {
     let objects = Arc::new(RwLock::new(HashMap::new()));
     let (tx, rx) = watch::channel(false);
+    let (synced_tx, synced_rx) = watch::channel(Revision(0));
     (
         Store {
             objects: objects.clone(),
             ready: rx,
+            synced: synced_rx,
         },
         Writer {
             objects,
             ready: tx,
             relist: None,
             revision: Revision(0),
+            synced: synced_tx,
         },
     )
 }
@@ -148,14 +157,34 @@ impl<K: Resource> Writer<K> {
                 self.revision = self.revision.max(revision_of(&obj));
                 let obj = Arc::new(obj);
                 write(&self.objects).insert(ObjectKey::of(&*obj), obj.clone());
+                self.synced_to(self.revision);
                 Event::Apply(obj)
             }
             Event::Delete(obj) => {
                 self.revision = self.revision.max(revision_of(&obj));
                 write(&self.objects).remove(&ObjectKey::of(&obj));
+                self.synced_to(self.revision);
                 Event::Delete(Arc::new(obj))
             }
+            Event::Progress(rev) => {
+                // Outside a relist only: a list's objects are not visible
+                // before its `InitDone`.
+                if self.relist.is_none() {
+                    self.synced_to(rev);
+                }
+                Event::Progress(rev)
+            }
         }
+    }
+
+    fn synced_to(&self, rev: Revision) {
+        self.synced.send_if_modified(|s| {
+            let newer = rev > *s;
+            if newer {
+                *s = rev;
+            }
+            newer
+        });
     }
 
     /// The newest revision an applied event carried.
@@ -195,6 +224,22 @@ impl<K: Resource> Store<K> {
         *self.ready.borrow()
     }
 
+    /// The newest revision the cache is known to reflect fully.
+    pub fn synced(&self) -> Revision {
+        *self.synced.borrow()
+    }
+
+    /// Waits until the cache is listed and reflects every change up to
+    /// `rev`. Errors only when the writer is gone first.
+    pub async fn wait_until_synced(&self, rev: Revision) -> Result<(), WriterDropped> {
+        self.wait_until_ready().await?;
+        let mut rx = self.synced.clone();
+        rx.wait_for(|s| *s >= rev)
+            .await
+            .map(|_| ())
+            .map_err(|_| WriterDropped)
+    }
+
     /// Waits until the first list has been applied. Errors only when the
     /// writer is gone without ever being ready.
     pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
@@ -207,7 +252,7 @@ impl<K: Resource> Store<K> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the cache's writer was dropped before its first list completed")]
+#[error("the cache's writer was dropped before the cache got where it was awaited")]
 pub struct WriterDropped;
 
 #[cfg(test)]
@@ -262,6 +307,38 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_cache_is_synced_by_events_and_progress_but_not_by_an_unfinished_relist() {
+        let (store, mut w) = store::<ConfigMap>();
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(cm("a", "one", 3)));
+        w.apply(&Event::InitDone);
+        w.apply(&Event::Progress(Revision(5)));
+        assert_eq!(store.synced(), Revision(5));
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_until_synced(Revision(9)).await }
+        });
+        w.apply(&Event::Apply(cm("a", "two", 7)));
+        assert_eq!(store.synced(), Revision(7));
+        // A relist's progress is not the cache's until the list is in.
+        w.apply(&Event::Init);
+        w.apply(&Event::InitApply(cm("a", "one", 3)));
+        w.apply(&Event::Progress(Revision(12)));
+        assert_eq!(store.synced(), Revision(7));
+        assert!(!waiting.is_finished());
+        w.apply(&Event::InitDone);
+        w.apply(&Event::Progress(Revision(12)));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("synced past 9")
+            .unwrap()
+            .unwrap();
+        // Never goes back.
+        w.apply(&Event::Progress(Revision(10)));
+        assert_eq!(store.synced(), Revision(12));
     }
 
     #[test]

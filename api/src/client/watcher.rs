@@ -12,7 +12,8 @@
 //!
 //! A list is delivered as `Init`, `InitApply` per object, `InitDone`, so a
 //! cache can swap its whole content at once (objects deleted while the
-//! watcher was away disappear). Every event after that comes from one
+//! watcher was away disappear), then `Progress` at the list's revision;
+//! bookmarks are delivered as `Progress` too. Every event after that comes from one
 //! replica's log in revision order; resuming on another replica after the
 //! last revision seen neither repeats nor skips an event, because every
 //! replica's log is the same.
@@ -41,6 +42,10 @@ pub enum Event<K> {
     Apply(K),
     /// An object was deleted (its last state).
     Delete(K),
+    /// Every change up to this revision has been delivered: the end of a
+    /// list, or a bookmark. A cache at this revision is at least as new as
+    /// the store was then.
+    Progress(Revision),
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +145,7 @@ impl<K: Resource> State<K> {
                         self.pending
                             .extend(list.items.into_iter().map(Event::InitApply));
                         self.pending.push_back(Event::InitDone);
+                        self.pending.push_back(Event::Progress(list.revision));
                         self.phase = Phase::Open(list.revision);
                         self.backoff.reset();
                     }
@@ -178,6 +184,9 @@ impl<K: Resource> State<K> {
                                 }
                                 Ok(WireEventType::Deleted) => {
                                     return decode(&reply).map(Event::Delete)
+                                }
+                                Ok(WireEventType::Bookmark) => {
+                                    return Ok(Event::Progress(*revision))
                                 }
                                 _ => continue,
                             }

@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use super::fence::{attach, LeaseSource};
 use super::status::from_status;
 use crate::store::{ResourceKey, Revision, StoreError};
 
@@ -19,6 +20,9 @@ use crate::store::{ResourceKey, Revision, StoreError};
 pub struct Client {
     objects: ObjectsClient<Channel>,
     cluster: ClusterClient<Channel>,
+    /// Set for a leader-only control loop: every write carries its lease's
+    /// fence (see `fence`).
+    fence: Option<LeaseSource>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -58,7 +62,18 @@ impl Client {
         Self {
             objects: ObjectsClient::new(channel.clone()).max_decoding_message_size(256 << 20),
             cluster: ClusterClient::new(channel),
+            fence: None,
         }
+    }
+
+    /// This client with every write fenced by the lease `source` holds.
+    pub fn fenced(mut self, source: Option<LeaseSource>) -> Self {
+        self.fence = source;
+        self
+    }
+
+    fn write<T>(&self, req: T) -> Result<tonic::Request<T>, Status> {
+        attach(req, self.fence.as_ref())
     }
 
     pub async fn create(&self, json: Bytes) -> Result<(Bytes, Revision), StoreError> {
@@ -88,24 +103,49 @@ impl Client {
     // (`crate::client`) reads registry errors out of it.
 
     pub async fn send_create(&self, req: WriteRequest) -> Result<ObjectReply, Status> {
-        Ok(self.objects.clone().create(req).await?.into_inner())
+        Ok(self
+            .objects
+            .clone()
+            .create(self.write(req)?)
+            .await?
+            .into_inner())
     }
 
     pub async fn send_update(&self, req: WriteRequest) -> Result<ObjectReply, Status> {
-        Ok(self.objects.clone().update(req).await?.into_inner())
+        Ok(self
+            .objects
+            .clone()
+            .update(self.write(req)?)
+            .await?
+            .into_inner())
     }
 
     pub async fn send_patch(&self, req: PatchRequest) -> Result<ObjectReply, Status> {
-        Ok(self.objects.clone().patch(req).await?.into_inner())
+        Ok(self
+            .objects
+            .clone()
+            .patch(self.write(req)?)
+            .await?
+            .into_inner())
     }
 
     pub async fn send_delete(&self, req: DeleteRequest) -> Result<ObjectReply, Status> {
-        Ok(self.objects.clone().delete(req).await?.into_inner())
+        Ok(self
+            .objects
+            .clone()
+            .delete(self.write(req)?)
+            .await?
+            .into_inner())
     }
 
     /// An atomic batch: every op applies or none does.
     pub async fn send_txn(&self, req: TxnRequest) -> Result<TxnReply, Status> {
-        Ok(self.objects.clone().txn(req).await?.into_inner())
+        Ok(self
+            .objects
+            .clone()
+            .txn(self.write(req)?)
+            .await?
+            .into_inner())
     }
 
     pub async fn send_get(&self, req: GetRequest) -> Result<ObjectReply, Status> {
@@ -188,13 +228,7 @@ impl Client {
             revision: revision.map_or(0, |r| r.0),
             ..Default::default()
         };
-        let r = self
-            .objects
-            .clone()
-            .delete(req)
-            .await
-            .map_err(|s| from_status(&s))?
-            .into_inner();
+        let r = self.send_delete(req).await.map_err(|s| from_status(&s))?;
         Ok((r.object, Revision(r.revision)))
     }
 

@@ -3,6 +3,7 @@
 //! gRPC status.
 
 pub mod client;
+pub mod fence;
 mod node_changes;
 mod node_fanout;
 pub mod node_stream;

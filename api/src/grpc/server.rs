@@ -39,6 +39,31 @@ pub fn server(registry: Registry) -> ObjectsServer<ObjectsService> {
         .max_encoding_message_size(256 << 20)
 }
 
+/// What a write request is served through: the service's own store and
+/// registry, or fenced ones when it carries a fence (see `fence`).
+struct Scope {
+    store: Arc<dyn Store>,
+    registry: Registry,
+}
+
+impl ObjectsService {
+    fn scope(&self, md: &tonic::metadata::MetadataMap) -> Result<Scope, Status> {
+        Ok(match super::fence::read(md)? {
+            None => Scope {
+                store: self.store.clone(),
+                registry: self.registry.clone(),
+            },
+            Some(fence) => {
+                let registry = self.registry.fenced(fence);
+                Scope {
+                    store: registry.store().clone(),
+                    registry,
+                }
+            }
+        })
+    }
+}
+
 fn reply(obj: Object) -> Response<ObjectReply> {
     Response::new(ObjectReply {
         revision: obj.revision.0,
@@ -260,15 +285,16 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
+        let scope = self.scope(request.metadata())?;
         let req = request.into_inner();
         let opts = writer(req.field_manager, req.dry_run);
         let json = req.object;
         if !req.subresource.is_empty() {
-            return create_pod_subresource(&self.registry, &req.subresource, &json, &opts).await;
+            return create_pod_subresource(&scope.registry, &req.subresource, &json, &opts).await;
         }
         if let Some((kind, v)) = builtin(&json) {
             let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
-            let w = self
+            let w = scope
                 .registry
                 .create(kind, ns.as_deref(), v, &opts)
                 .await
@@ -283,7 +309,8 @@ impl Objects for ObjectsService {
         let Op::Create { key, value } = create_op(&json).map_err(status)? else {
             unreachable!("create_op makes creates")
         };
-        self.store
+        scope
+            .store
             .create(key, value)
             .await
             .map(reply)
@@ -294,6 +321,7 @@ impl Objects for ObjectsService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
+        let scope = self.scope(request.metadata())?;
         let req = request.into_inner();
         let opts = writer(req.field_manager, req.dry_run);
         let json = req.object;
@@ -304,7 +332,7 @@ impl Objects for ObjectsService {
                 other => return Err(no_subresource(kind, other)),
             };
             let (ns, name) = named(&v);
-            let w = self
+            let w = scope
                 .registry
                 .update(kind, ns.as_deref(), &name, v, part, &opts)
                 .await
@@ -324,7 +352,8 @@ impl Objects for ObjectsService {
         else {
             unreachable!("update_op makes updates")
         };
-        self.store
+        scope
+            .store
             .update(key, value, expected)
             .await
             .map(reply)
@@ -362,6 +391,7 @@ impl Objects for ObjectsService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<ObjectReply>, Status> {
+        let scope = self.scope(request.metadata())?;
         let req = request.into_inner();
         let grace_period = req.grace_period_seconds;
         let propagation = Some(req.propagation_policy.clone()).filter(|p| !p.is_empty());
@@ -383,14 +413,15 @@ impl Objects for ObjectsService {
                 propagation,
                 ..Default::default()
             };
-            let v = self
+            let v = scope
                 .registry
                 .delete(kind, key.namespace.as_deref(), &key.name, &opts)
                 .await
                 .map_err(api_status)?;
             return Ok(written(&v));
         }
-        self.store
+        scope
+            .store
             .delete(key, preconditions)
             .await
             .map(reply)
@@ -398,6 +429,7 @@ impl Objects for ObjectsService {
     }
 
     async fn patch(&self, request: Request<PatchRequest>) -> Result<Response<ObjectReply>, Status> {
+        let scope = self.scope(request.metadata())?;
         let req = request.into_inner();
         let key = key_of(req.r#ref)?;
         let kind = kinds::by_resource(&key.group, &key.resource).ok_or_else(|| {
@@ -425,7 +457,7 @@ impl Objects for ObjectsService {
             "" => Part::Main,
             "status" if kind.status => Part::Status,
             "scale" if kind.scale => {
-                let scale = self
+                let scale = scope
                     .registry
                     .set_scale(kind, ns, &key.name, ScaleChange::Patch(ty, &patch), &opts)
                     .await
@@ -434,7 +466,7 @@ impl Objects for ObjectsService {
             }
             other => return Err(no_subresource(kind, other)),
         };
-        let w = self
+        let w = scope
             .registry
             .patch(kind, ns, &key.name, (ty, &patch), part, &opts)
             .await
@@ -443,6 +475,7 @@ impl Objects for ObjectsService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {
+        let scope = self.scope(request.metadata())?;
         let opts = writer(String::new(), false);
         let mut ops = Vec::new();
         let mut charges = Vec::new();
@@ -450,7 +483,7 @@ impl Objects for ObjectsService {
             ops.push(match op.op {
                 Some(txn_op::Op::Create(json)) => match builtin(&json) {
                     Some((kind, v)) => {
-                        let mut create = self
+                        let mut create = scope
                             .registry
                             .txn_create(kind, v, &opts)
                             .await
@@ -463,7 +496,7 @@ impl Objects for ObjectsService {
                     None => create_op(&json).map_err(status)?,
                 },
                 Some(txn_op::Op::Update(json)) => match builtin(&json) {
-                    Some((kind, v)) => self
+                    Some((kind, v)) => scope
                         .registry
                         .txn_update(kind, v, &opts)
                         .await
@@ -475,7 +508,7 @@ impl Objects for ObjectsService {
                         unreachable!("delete_op makes deletes")
                     };
                     match kinds::by_resource(&key.group, &key.resource) {
-                        Some(kind) => self
+                        Some(kind) => scope
                             .registry
                             .txn_delete(kind, key.namespace.as_deref(), &key.name, preconditions)
                             .await
@@ -493,7 +526,7 @@ impl Objects for ObjectsService {
         let asked = ops.len();
         ops.extend(charges);
         Registry::txn_check(&ops).map_err(api_status)?;
-        let (rev, mut objects) = self.store.txn(ops).await.map_err(status)?;
+        let (rev, mut objects) = scope.store.txn(ops).await.map_err(status)?;
         objects.truncate(asked);
         Ok(Response::new(TxnReply {
             revision: rev.0,

@@ -45,6 +45,7 @@ pub fn to_status(e: &StoreError) -> Status {
         StoreError::NotFound { .. } => Code::NotFound,
         StoreError::AlreadyExists { .. } => Code::AlreadyExists,
         StoreError::Conflict { .. } => Code::Aborted,
+        StoreError::Fenced(_) => Code::FailedPrecondition,
         StoreError::Expired { .. } => Code::OutOfRange,
         StoreError::Invalid(_) | StoreError::TooLarge { .. } => Code::InvalidArgument,
         StoreError::NotLeader { .. } | StoreError::Unavailable(_) => Code::Unavailable,

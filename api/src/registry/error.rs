@@ -441,6 +441,7 @@ impl ApiError {
                 };
                 Self::conflict(subject, &why)
             }
+            StoreError::Fenced(why) => Self::conflict(subject, &why),
             StoreError::Expired { requested, oldest } => Self::new(
                 Reason::Expired,
                 format!("too old resource version: {requested} ({oldest})"),

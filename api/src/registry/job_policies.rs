@@ -87,6 +87,34 @@ pub fn indexes_format(text: &str, completions: i64) -> Result<i64, String> {
     Ok(total)
 }
 
+/// The first index two ordered index lists share, if any (upstream
+/// validateFailedIndexesNotOverlapCompleted): both are walked interval by
+/// interval, always stepping past the one that ends first; an interval that
+/// does not parse is skipped (its error is reported by `indexes_format`).
+pub fn indexes_overlap(completed: &str, failed: &str, completions: i64) -> Option<i64> {
+    if completed.is_empty() || failed.is_empty() {
+        return None;
+    }
+    let parsed = |text: &str| -> Vec<(i64, i64)> {
+        text.split(',')
+            .filter_map(|part| interval(part, completions).ok())
+            .collect()
+    };
+    let (done, lost) = (parsed(completed), parsed(failed));
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&(c0, c1)), Some(&(f0, f1))) = (done.get(i), lost.get(j)) {
+        if c0 <= f1 && f0 <= c1 {
+            return Some(c0.max(f0));
+        }
+        if c0 <= f0 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    None
+}
+
 pub fn success_policy(spec: &Value, path: &str, out: &mut Vec<Cause>) {
     let policy = &spec["successPolicy"];
     if policy.is_null() {
@@ -240,6 +268,18 @@ mod tests {
         let mut out = Vec::new();
         f(&spec, "spec", &mut out);
         out.iter().map(Cause::line).collect()
+    }
+
+    #[test]
+    fn overlapping_index_lists_name_the_first_shared_index() {
+        assert_eq!(indexes_overlap("0,2", "1", 5), None);
+        assert_eq!(indexes_overlap("", "1", 5), None);
+        assert_eq!(indexes_overlap("0-2", "2-4", 5), Some(2));
+        assert_eq!(indexes_overlap("0,3-4", "1-3", 5), Some(3));
+        assert_eq!(indexes_overlap("4", "0,1,4", 5), Some(4));
+        // An interval that does not parse is passed over, as upstream.
+        assert_eq!(indexes_overlap("x,3", "3", 5), Some(3));
+        assert_eq!(indexes_overlap("0-9", "1", 5), None);
     }
 
     #[test]

@@ -6,13 +6,12 @@
 //! never go down, a terminal condition stays, a finished Job has a start time
 //! and no active or uncounted pods. Most rules apply only when the write
 //! changes the fields they read, as upstream's, so that an old status stays
-//! writable. (Upstream's check that failedIndexes and completedIndexes do
-//! not overlap is not made here.)
+//! writable.
 
 use serde_json::Value;
 
 use super::error::Cause;
-use super::job_policies::indexes_format;
+use super::job_policies::{indexes_format, indexes_overlap};
 
 const NEGATIVE: &str = "must be greater than or equal to 0";
 
@@ -197,6 +196,18 @@ fn when_changed(old: &Value, new: &Value, out: &mut Vec<Cause>) {
                         &format!("error parsing failedIndexes: {e}"),
                     ));
                 }
+            }
+        }
+    }
+    if changed("failedIndexes") || changed("completedIndexes") {
+        let failed = status["failedIndexes"].as_str();
+        if let (Some(n), Some(failed)) = (spec["completions"].as_i64(), failed) {
+            if let Some(at) = indexes_overlap(&text(new, "completedIndexes"), failed, n) {
+                out.push(Cause::invalid(
+                    "status.failedIndexes",
+                    format!("{failed:?}"),
+                    &format!("failedIndexes and completedIndexes overlap at index: {at}"),
+                ));
             }
         }
     }
@@ -426,11 +437,23 @@ mod tests {
         assert!(lines(
             &old,
             &job(
-                indexed,
+                indexed.clone(),
                 json!({"completedIndexes": "0,2", "failedIndexes": "1"})
             )
         )
         .is_empty());
+        let both = job(
+            indexed.clone(),
+            json!({"completedIndexes": "0-1", "failedIndexes": "1-2"}),
+        );
+        assert_eq!(
+            lines(&old, &both),
+            vec!["status.failedIndexes: Invalid value: \"1-2\": failedIndexes and completedIndexes overlap at index: 1"]
+        );
+        // An old overlap stays writable while neither list changes.
+        let mut relabelled = both.clone();
+        relabelled["status"]["active"] = json!(1);
+        assert!(lines(&both, &relabelled).is_empty());
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub use selector::{FieldSelector, LabelSelector};
 pub use watch::{WatchItem, WatchQuery};
 
 use crate::store::{
-    DeletePreconditions, KeyPrefix, ListOptions, Object, Op, ReadMode, ResourceKey, Revision,
-    Store, StoreError,
+    DeletePreconditions, Fence, FencedStore, KeyPrefix, ListOptions, Object, Op, ReadMode,
+    ResourceKey, Revision, Store, StoreError,
 };
 
 /// How many times a write without a client resourceVersion is retried when
@@ -173,6 +173,15 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This registry with every write fenced (see `store::fence`): what a
+    /// leader-only control loop's requests are served through.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self {
+            store: Arc::new(FencedStore::new(self.store.clone(), fence)),
+            limit_ranges: self.limit_ranges.clone(),
+        }
     }
 
     pub fn key(kind: &Kind, ns: Option<&str>, name: &str) -> ResourceKey {

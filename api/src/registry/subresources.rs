@@ -271,8 +271,8 @@ mod tests {
     use crate::store::mem::MemStore;
     use crate::store::window::WindowConfig;
     use crate::store::{
-        KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ResourceKey, Revision, Store,
-        StoreError, WatchOptions, WatchStream,
+        Fence, KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ResourceKey, Revision,
+        Store, StoreError, WatchOptions, WatchStream,
     };
 
     /// A replica whose local reads lag behind: a `Local` get answers the copy
@@ -308,6 +308,13 @@ mod tests {
         }
         async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
             self.real.txn(ops).await
+        }
+        async fn txn_fenced(
+            &self,
+            ops: Vec<Op>,
+            fence: Fence,
+        ) -> Result<(Revision, Vec<OpResult>), StoreError> {
+            self.real.txn_fenced(ops, fence).await
         }
         async fn watch(&self, p: &KeyPrefix, o: WatchOptions) -> Result<WatchStream, StoreError> {
             self.real.watch(p, o).await

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// The store cannot serve now (no quorum, shutting down); retry elsewhere.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A write made under a controller lease (see `fence`) that no longer
+    /// holds: a deposed leader's write, refused.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A watcher fell too far behind and was cut off.
     #[error("watch cut off: {0}")]
     WatchCutOff(String),
@@ -62,6 +66,7 @@ impl StoreError {
             Self::TooLarge { .. } => "TooLarge",
             Self::NotLeader { .. } => "NotLeader",
             Self::Unavailable(_) => "Unavailable",
+            Self::Fenced(_) => "Fenced",
             Self::WatchCutOff(_) => "WatchCutOff",
             Self::Internal(_) => "Internal",
         }

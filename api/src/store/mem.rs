@@ -8,8 +8,8 @@ use super::apply::{self, ObjectSource};
 use super::list::{self, OrderedSource};
 use super::window::{WatchWindow, WindowConfig};
 use super::{
-    KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey, Revision,
-    Store, StoreError, WatchOptions, WatchStream,
+    Fence, KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey,
+    Revision, Store, StoreError, WatchOptions, WatchStream,
 };
 
 pub struct MemStore {
@@ -83,6 +83,15 @@ impl Store for MemStore {
         }
         window.push(rev, applied.events);
         Ok((rev, applied.results))
+    }
+
+    /// One store alone never changes hands: every fence holds.
+    async fn txn_fenced(
+        &self,
+        ops: Vec<Op>,
+        _fence: Fence,
+    ) -> Result<(Revision, Vec<OpResult>), StoreError> {
+        self.txn(ops).await
     }
 
     async fn watch(

@@ -14,6 +14,7 @@
 pub mod apply;
 mod canonical;
 mod error;
+pub mod fence;
 mod key;
 pub mod list;
 pub mod mem;
@@ -23,6 +24,7 @@ pub mod watch;
 pub mod window;
 
 pub use error::StoreError;
+pub use fence::{Fence, FencedStore, Lease};
 pub use key::{KeyPrefix, ResourceKey};
 pub use object::{Event, EventType, Object, Revision, MAX_OBJECT_BYTES};
 pub use port::{

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use super::{Event, KeyPrefix, Object, ResourceKey, Revision, StoreError};
+use super::{Event, Fence, KeyPrefix, Object, ResourceKey, Revision, StoreError};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,6 +99,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies the ops atomically at one new revision; results are in op order.
     async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError>;
+
+    /// `txn` on behalf of a leader-only control loop (see `fence`): refused
+    /// with `StoreError::Fenced` unless the store's leadership is still the
+    /// one the fence names when the batch is proposed.
+    async fn txn_fenced(
+        &self,
+        ops: Vec<Op>,
+        fence: Fence,
+    ) -> Result<(Revision, Vec<OpResult>), StoreError>;
 
     async fn watch(
         &self,
