@@ -121,8 +121,9 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
     tasks.spawn(async move { n.run().await });
     let clock = options.clock.clone();
 
-    // One writer of Events for every controller, each under its upstream name.
-    let (recorder, write_events) = Recorder::new(client.clone(), "controller-manager");
+    // One writer of Events for every controller, each under its upstream
+    // name; unfenced, as upstream's broadcaster (an Event is an observation).
+    let (recorder, write_events) = Recorder::new(client.unfenced(), "controller-manager");
     tasks.spawn(write_events);
 
     let rs_ctx = Arc::new(replicaset::Ctx::new(

@@ -71,8 +71,9 @@ pub async fn run(client: Client, leadership: Leadership) {
     let nodes = Informer::new(Api::<Node>::all(client.clone()));
     let pdbs = Informer::new(Api::<PodDisruptionBudget>::all(client.clone()));
     let namespaces = Informer::new(Api::<Namespace>::all(client.clone()));
+    // Events are observations, written unfenced (as upstream's broadcaster).
     let (recorder, record) =
-        Recorder::limited(client.clone(), DEFAULT_SCHEDULER_NAME, Some(EVENT_RATE));
+        Recorder::limited(client.unfenced(), DEFAULT_SCHEDULER_NAME, Some(EVENT_RATE));
     let caches = Caches {
         pods: pods.clone(),
         nodes: nodes.clone(),

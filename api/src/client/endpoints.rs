@@ -63,6 +63,23 @@ impl Client {
         }
     }
 
+    /// The same masters without a fence, for writes that are observations
+    /// rather than decisions: Events. Upstream's event broadcaster writes
+    /// through a client of its own that no leader election fences, so an
+    /// Event recorded just before leadership moved is still written.
+    pub fn unfenced(&self) -> Self {
+        if self.inner.fence.is_none() {
+            return self.clone();
+        }
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                current: Mutex::new((0, None)),
+                fence: None,
+            }),
+        }
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
     }
@@ -120,5 +137,22 @@ impl Client {
             .current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfenced_drops_the_fence_and_keeps_the_masters() {
+        let plain = Client::new(vec!["a:1".into(), "b:2".into()]).expect("client");
+        let fenced = plain.fenced_by(&Leadership::always());
+        assert!(fenced.inner.fence.is_some());
+        let events = fenced.unfenced();
+        assert!(events.inner.fence.is_none());
+        assert_eq!(events.endpoints(), plain.endpoints());
+        // An unfenced client is its own unfenced form.
+        assert!(Arc::ptr_eq(&plain.unfenced().inner, &plain.inner));
     }
 }
