@@ -161,6 +161,38 @@ mod tests {
         assert_eq!(q.pop(t0), None);
     }
 
+    /// Upstream's workqueue: a key added while it is processed is marked
+    /// dirty and processed again right after, whatever the finished run then
+    /// asks for (a later requeue, or a retry after backoff). Without that, a
+    /// pod change arriving during a ReplicaSet's reconcile would wait for the
+    /// backoff or for a change that may never come.
+    #[test]
+    fn a_key_re_added_while_running_runs_again_at_once_after_it() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.add("a", t0);
+        assert_eq!(q.pop(t0), Some("a"));
+        q.add("a", t0);
+        // The run fails: the controller marks it done, then asks for a retry
+        // after the backoff; the change seen meanwhile is not held back.
+        q.done(&"a");
+        let backoff = q.fail(&"a");
+        q.add("a", t0 + backoff);
+        assert_eq!(q.next_due(), Some(t0));
+        assert_eq!(q.pop(t0), Some("a"));
+        // Re-added again while running, and the run asks to look again in
+        // a minute: the change still wins.
+        q.add("a", t0);
+        q.done(&"a");
+        q.add("a", t0 + Duration::from_secs(60));
+        assert_eq!(q.pop(t0), Some("a"));
+        // Not re-added: the requeue stands on its own.
+        q.done(&"a");
+        q.add("a", t0 + Duration::from_secs(60));
+        assert_eq!(q.pop(t0), None);
+        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(60)));
+    }
+
     #[test]
     fn failures_back_off_exponentially_until_forgotten() {
         let mut q = queue();

@@ -19,6 +19,7 @@ mod objects;
 mod pods;
 mod report;
 mod sim_nodes;
+mod stall;
 mod watch;
 mod writes;
 
@@ -230,7 +231,8 @@ async fn run_on(
             |s| s.available + s.replicas,
             progress_line,
         )
-        .await?;
+        .await;
+    let done_at = explain_stall(&typed, &deploy, done_at).await?;
     let after_1 = meter.read().await;
     let writes_after = writes.read(&leader).await;
     let timeline = pod_watch.snapshot()?;
@@ -253,7 +255,7 @@ async fn run_on(
     }
 
     // Phase 2: a rolling update to completion.
-    let api = Api::<Deployment>::namespaced(typed, NAMESPACE);
+    let api = Api::<Deployment>::namespaced(typed.clone(), NAMESPACE);
     let old_rs = current_replicasets(&follower).await?;
     let before = meter.read().await;
     let writes_before = writes.read(&leader).await;
@@ -289,7 +291,8 @@ async fn run_on(
             |s| s.updated * 3 + s.available * 2 + s.replicas,
             progress_line,
         )
-        .await?;
+        .await;
+    let done_at = explain_stall(&typed, &deploy, done_at).await?;
     let after_2 = meter.read().await;
     let writes_after = writes.read(&leader).await;
     let timeline = pod_watch.snapshot()?;
@@ -315,6 +318,21 @@ async fn run_on(
 }
 
 /// The names of the ReplicaSets in the namespace now.
+/// A phase that stalled: before failing, print which layer stopped short
+/// of the store (the watch, the Deployment or a ReplicaSet status).
+async fn explain_stall<T>(
+    client: &balsa_api::client::Client,
+    deploy: &DeploymentWatch,
+    waited: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if waited.is_err() {
+        if let Err(e) = stall::explain(client, &deploy.latest()).await {
+            println!("  stalled: reading the store failed: {e:#}");
+        }
+    }
+    waited
+}
+
 async fn current_replicasets(client: &Client) -> anyhow::Result<Vec<String>> {
     Ok(objects::replicasets(client)
         .await?
