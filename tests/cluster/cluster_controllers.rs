@@ -480,6 +480,28 @@ fn secret_data(value: &str) -> Option<BTreeMap<String, ByteString>> {
     )]))
 }
 
+/// A ConfigMap `owner` owning the ConfigMap `{owner}-map` (data v=m) and the
+/// Secret `{owner}-secret` (data k=s).
+async fn owner_with_dependents(maps: &Api<ConfigMap>, secrets: &Api<Secret>, owner: &str) {
+    let pp = PostParams::default();
+    let o = maps
+        .create(&config_map(meta(owner), "o"), &pp)
+        .await
+        .expect("owner");
+    maps.create(&config_map(owned_by(&format!("{owner}-map"), &o), "m"), &pp)
+        .await
+        .expect("dependent map");
+    let secret = Secret {
+        metadata: owned_by(&format!("{owner}-secret"), &o),
+        data: secret_data("s"),
+        ..Default::default()
+    };
+    secrets
+        .create(&secret, &pp)
+        .await
+        .expect("dependent secret");
+}
+
 /// The garbage collector follows ConfigMaps and Secrets by their metadata
 /// alone (upstream's metadata informers); orphaning rewrites only the
 /// dependents' ownerReferences, never their data, and a dependent whose owner
@@ -491,33 +513,17 @@ async fn config_map_and_secret_dependents_are_orphaned_whole_or_collected() {
     namespace(&client, "gc").await;
     let maps = Api::<ConfigMap>::namespaced(client.clone(), "gc");
     let secrets = Api::<Secret>::namespaced(client.clone(), "gc");
-    let pp = PostParams::default();
 
     // Orphan: the dependents stay, unowned, with their data.
-    let owner = maps
-        .create(&config_map(meta("owner"), "o"), &pp)
-        .await
-        .expect("owner");
-    maps.create(&config_map(owned_by("map", &owner), "m"), &pp)
-        .await
-        .expect("dependent map");
-    let secret = Secret {
-        metadata: owned_by("secret", &owner),
-        data: secret_data("s"),
-        ..Default::default()
-    };
-    secrets
-        .create(&secret, &pp)
-        .await
-        .expect("dependent secret");
+    owner_with_dependents(&maps, &secrets, "a").await;
     let orphan = DeleteParams {
         propagation_policy: Some("Orphan".into()),
         ..Default::default()
     };
-    maps.delete("owner", &orphan).await.expect("delete owner");
+    maps.delete("a", &orphan).await.expect("delete owner");
     let (map, secret) = eventually("dependents orphaned", || async {
-        let map = maps.get_opt("map").await.ok().flatten()?;
-        let secret = secrets.get_opt("secret").await.ok().flatten()?;
+        let map = maps.get_opt("a-map").await.ok().flatten()?;
+        let secret = secrets.get_opt("a-secret").await.ok().flatten()?;
         let unowned = |m: &ObjectMeta| m.owner_references.as_ref().is_none_or(|r| r.is_empty());
         (unowned(&map.metadata) && unowned(&secret.metadata)).then_some((map, secret))
     })
@@ -525,33 +531,18 @@ async fn config_map_and_secret_dependents_are_orphaned_whole_or_collected() {
     assert_eq!(map.data.expect("map data")["v"], "m");
     assert_eq!(secret.data, secret_data("s"));
     eventually("owner gone", || async {
-        matches!(maps.get_opt("owner").await, Ok(None)).then_some(())
+        matches!(maps.get_opt("a").await, Ok(None)).then_some(())
     })
     .await;
 
     // Background: the dependents go after their owner.
-    let owner = maps
-        .create(&config_map(meta("owner2"), "o"), &pp)
+    owner_with_dependents(&maps, &secrets, "b").await;
+    maps.delete("b", &DeleteParams::default())
         .await
-        .expect("owner2");
-    maps.create(&config_map(owned_by("map2", &owner), "m"), &pp)
-        .await
-        .expect("dependent map2");
-    let secret = Secret {
-        metadata: owned_by("secret2", &owner),
-        data: secret_data("s"),
-        ..Default::default()
-    };
-    secrets
-        .create(&secret, &pp)
-        .await
-        .expect("dependent secret2");
-    maps.delete("owner2", &DeleteParams::default())
-        .await
-        .expect("delete owner2");
+        .expect("delete owner");
     eventually("dependents collected", || async {
-        let map = maps.get_opt("map2").await.ok()?;
-        let secret = secrets.get_opt("secret2").await.ok()?;
+        let map = maps.get_opt("b-map").await.ok()?;
+        let secret = secrets.get_opt("b-secret").await.ok()?;
         (map.is_none() && secret.is_none()).then_some(())
     })
     .await;
