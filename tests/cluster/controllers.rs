@@ -60,11 +60,11 @@ where
     }
 }
 
-fn labels() -> BTreeMap<String, String> {
+pub(crate) fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "web".to_string())])
 }
 
-fn template(image: &str) -> PodTemplateSpec {
+pub(crate) fn template(image: &str) -> PodTemplateSpec {
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels()),
@@ -81,7 +81,7 @@ fn template(image: &str) -> PodTemplateSpec {
     }
 }
 
-fn selector() -> LabelSelector {
+pub(crate) fn selector() -> LabelSelector {
     LabelSelector {
         match_labels: Some(labels()),
         ..Default::default()

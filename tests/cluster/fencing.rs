@@ -13,14 +13,14 @@ use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::WriteRequest;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use openraft::ServerState;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 
-use crate::controllers::{client_of, eventually, fake_kubelet, namespace};
+use crate::controllers::{client_of, eventually, fake_kubelet, namespace, selector, template};
 use crate::harness::InProc;
 
 /// The header a leader-only control loop's writes carry (its Raft term).
@@ -115,34 +115,6 @@ async fn a_fenced_write_is_refused_unless_its_term_still_leads() {
         .await
         .expect("an unfenced write through a follower");
     c.shutdown().await;
-}
-
-fn labels() -> BTreeMap<String, String> {
-    BTreeMap::from([("app".to_string(), "fence".to_string())])
-}
-
-fn template(image: &str) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels()),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    }
-}
-
-fn selector() -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels()),
-        ..Default::default()
-    }
 }
 
 fn replicaset(replicas: i32) -> ReplicaSet {
