@@ -117,6 +117,20 @@ async fn a_fenced_write_is_refused_unless_its_term_still_leads() {
     c.shutdown().await;
 }
 
+/// Heals the partition, waits for the old leader to step down and the pods
+/// to settle; the most live pods seen at once, and how many live now.
+async fn heal_and_settle(c: &InProc, leader: usize, live: &Mutex<Live>) -> (usize, usize) {
+    c.heal();
+    eventually("the old leader to step down", || async {
+        let state = c.server(leader).replica.raft().metrics().borrow().state;
+        (state != ServerState::Leader).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let l = live.lock().expect("live pods");
+    (l.most, l.count())
+}
+
 fn replicaset(replicas: i32) -> ReplicaSet {
     ReplicaSet {
         metadata: ObjectMeta {
@@ -212,19 +226,9 @@ async fn a_replicaset_scaling_up_across_a_leader_partition_never_exceeds_its_rep
         || async { (live.lock().unwrap().count() >= REPLICAS).then_some(()) },
     )
     .await;
-    c.heal();
     // The old leader learns the new term and steps down; then the pods
     // settle at the ReplicaSet's count and stay there.
-    eventually("the old leader to step down", || async {
-        let state = c.server(leader).replica.raft().metrics().borrow().state;
-        (state != ServerState::Leader).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (most, now) = {
-        let l = live.lock().expect("live pods");
-        (l.most, l.count())
-    };
+    let (most, now) = heal_and_settle(&c, leader, &live).await;
     eprintln!("most live pods at once: {most} for {REPLICAS} replicas ({now} live now)");
     assert!(
         most <= REPLICAS,
@@ -289,17 +293,7 @@ async fn a_rollout_across_a_leader_partition_stays_within_max_surge() {
         (l.count_of("v2") == REPLICAS && l.count() == REPLICAS).then_some(())
     })
     .await;
-    c.heal();
-    eventually("the old leader to step down", || async {
-        let state = c.server(leader).replica.raft().metrics().borrow().state;
-        (state != ServerState::Leader).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (most, now) = {
-        let l = live.lock().expect("live pods");
-        (l.most, l.count())
-    };
+    let (most, now) = heal_and_settle(&c, leader, &live).await;
     eprintln!(
         "most live pods at once: {most} for {REPLICAS} replicas + {SURGE} surge ({now} live now)"
     );
