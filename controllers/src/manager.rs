@@ -131,7 +131,10 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         pods.store(),
         recorder.named("replicaset-controller"),
     ));
-    let rs_controller = Controller::new("replicaset", &replicasets).owns(&pods);
+    let c = rs_ctx.clone();
+    let rs_controller = Controller::new("replicaset", &replicasets)
+        .owns(&pods)
+        .on_lease(move || c.expectations().clear());
     tasks.spawn(rs_controller.run(replicaset::reconcile, rs_ctx, leadership.clone()));
 
     let d_ctx = Arc::new(deployment::Ctx {
@@ -155,9 +158,11 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         recorder: recorder.named("daemonset-controller"),
     });
     let node_changes = daemonset::NodeChanges::new(daemonsets.store(), nodes.store());
+    let c = ds_ctx.clone();
     let ds_controller = Controller::new("daemonset", &daemonsets)
         .owns(&pods)
         .owns(&revisions)
+        .on_lease(move || c.expectations.clear())
         .watches(&nodes, move |n| node_changes.map(n));
     tasks.spawn(ds_controller.run(daemonset::reconcile, ds_ctx, leadership.clone()));
 
@@ -169,9 +174,11 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         expectations: Default::default(),
         recorder: recorder.named("statefulset-controller"),
     });
+    let c = sts_ctx.clone();
     let sts_controller = Controller::new("statefulset", &statefulsets)
         .owns(&pods)
         .owns(&revisions)
+        .on_lease(move || c.expectations.clear())
         .reads(&claims.store());
     tasks.spawn(sts_controller.run(statefulset::reconcile, sts_ctx, leadership.clone()));
 
@@ -188,8 +195,10 @@ pub async fn run(client: Client, leadership: Leadership, options: Options) {
         options.job_backoff,
         recorder.named("job-controller"),
     ));
+    let c = job_ctx.clone();
     let job_controller = Controller::new("job", &jobs)
         .owns(&pods)
+        .on_lease(move || c.expectations().clear())
         .reconcile_all_on(clock.moves());
     tasks.spawn(job_controller.run(job::reconcile, job_ctx, leadership.clone()));
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use balsa_api::client::events::{object_ref, EventType, Recorder};
 use balsa_api::client::{Action, Api, Client, DeleteParams, ObjectKey, Store};
+use balsa_api::registry::{ApiError, Reason};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -41,6 +42,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    pub fn expectations(&self) -> &Expectations {
+        &self.expectations
+    }
+
     pub fn new(client: Client, pods: Store<Pod>, recorder: Recorder) -> Self {
         Self {
             client,
@@ -120,6 +125,12 @@ impl Expectations {
         if let Some(e) = self.lock().get_mut(owner) {
             e.deleted.remove(name);
         }
+    }
+
+    /// Forgets every expected write (a new lease: its caches, synced to
+    /// the revision it began at, show every write made before it).
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 
     /// How long until `owner`'s expectations lapse, if it has any: a pass
@@ -347,10 +358,8 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
 
     let (status, recheck) = status_of(&rs, &owned, crate::pods::now());
     if rs.status.as_ref() != Some(&status) {
-        let mut new = (*rs).clone();
-        new.status = Some(status);
         let api = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns);
-        api.replace_status(&new, &owners::post_params())
+        write_status(&api, &rs, status)
             .await
             .map_err(Error::api("updating status of", key.to_string()))?;
     }
@@ -358,6 +367,32 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         action = Action::requeue(d);
     }
     Ok(action)
+}
+
+/// Writes `status` (computed from `rs` as the cache held it) and returns
+/// the ReplicaSet as stored; when the
+/// ReplicaSet moved meanwhile (the Deployment controller scaling it), onto
+/// a fresh copy once more, as upstream's updateReplicaSetStatus: the
+/// counts are the pods', and observedGeneration stays the generation acted
+/// on, so a spec change made since is not reported as seen.
+pub async fn write_status(
+    api: &Api<ReplicaSet>,
+    rs: &ReplicaSet,
+    status: ReplicaSetStatus,
+) -> Result<ReplicaSet, ApiError> {
+    let mut new = rs.clone();
+    new.status = Some(status.clone());
+    match api.replace_status(&new, &owners::post_params()).await {
+        Err(e) if e.reason == Reason::Conflict => {
+            let mut fresh = api.get(&name_of(&rs.metadata)).await?;
+            if fresh.metadata.uid != rs.metadata.uid {
+                return Err(e);
+            }
+            fresh.status = Some(status);
+            api.replace_status(&fresh, &owners::post_params()).await
+        }
+        done => done,
+    }
 }
 
 /// Deletes `victims` all at once (as upstream's ReplicaSet controller does,
@@ -547,6 +582,15 @@ mod tests {
         assert!(!e.satisfied(&owner, &pods), "b still listed");
         cache.apply(&Event::Delete(named("b")));
         assert!(e.satisfied(&owner, &pods));
+
+        // A lease ends with deletes expected that never ran (the reconcile
+        // aborted): the next lease forgets them instead of waiting out the
+        // timeout.
+        e.expect(&owner, vec![], vec!["c".into()]);
+        assert!(!e.satisfied(&owner, &pods), "c still listed");
+        e.clear();
+        assert!(e.satisfied(&owner, &pods));
+        assert_eq!(e.lapse_in(&owner), None);
     }
 
     #[test]

@@ -333,8 +333,14 @@ async fn controller_reconciles_only_while_leading() {
     };
     let (lead_tx, lead_rx) = watch::channel(lease(1));
     let attempts = Arc::new(AtomicUsize::new(0));
+    // Leases begun, each counted once its caches are synced.
+    let leases = Arc::new(AtomicUsize::new(0));
+    let counted = leases.clone();
     let controller = Controller::new("marker", &informer)
-        .backoff(Duration::from_millis(50), Duration::from_millis(200));
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .on_lease(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
     let reconcile = {
         let attempts = attempts.clone();
         move |cm: Arc<ConfigMap>, api: Arc<Api<ConfigMap>>| {
@@ -410,6 +416,7 @@ async fn controller_reconciles_only_while_leading() {
     // Leading again: everything is reconciled once more, "b" included.
     lead_tx.send_replace(lease(2));
     wait_seen("b").await;
+    assert_eq!(leases.load(Ordering::SeqCst), 2, "two leases began");
 
     // A lease that began at a revision the caches have not reached: nothing
     // is reconciled until they have (a new leader's informers may lag its
@@ -430,6 +437,7 @@ async fn controller_reconciles_only_while_leading() {
     }));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!seen("c").await, "reconciled from a cache behind the lease");
+    assert_eq!(leases.load(Ordering::SeqCst), 2, "began before its caches");
     for i in 0..GAP {
         let other = Api::<ConfigMap>::namespaced(client.clone(), "default");
         other
@@ -438,6 +446,7 @@ async fn controller_reconciles_only_while_leading() {
             .unwrap();
     }
     wait_seen("c").await;
+    assert_eq!(leases.load(Ordering::SeqCst), 3);
     run.abort();
     c.shutdown().await;
 }

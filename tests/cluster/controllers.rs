@@ -569,3 +569,64 @@ async fn a_rollout_survives_a_leader_kill() {
     kubelet.abort();
     c.shutdown().await;
 }
+
+/// As upstream's updateReplicaSetStatus: a status computed from a copy that
+/// went stale (the Deployment controller scaled or annotated the
+/// ReplicaSet meanwhile) is written once more onto a fresh copy, keeping
+/// the generation it was computed from; a ReplicaSet deleted and created
+/// again under the same name is not written.
+#[tokio::test]
+async fn a_replicaset_status_from_a_stale_copy_is_written_onto_a_fresh_one() {
+    let c = InProc::start(3, |_| {}).await;
+    let client = client_of(&c);
+    namespace(&client, "rs-status").await;
+    let rss = Api::<ReplicaSet>::namespaced(client.clone(), "rs-status");
+    let rs = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(0),
+            selector: selector(),
+            template: Some(template("busybox")),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let stale = rss.create(&rs, &PostParams::default()).await.unwrap();
+    let moved = json!({"metadata": {"annotations": {"moved": "yes"}}, "spec": {"replicas": 0, "minReadySeconds": 5}});
+    let fresh = rss
+        .patch("web", &PatchParams::default(), &Patch::Merge(moved))
+        .await
+        .unwrap();
+    assert_eq!(fresh.metadata.generation, Some(2));
+    // The controller reports generation 2 first: then it stays away while
+    // the stale copy's status is written.
+    eventually("the controller saw generation 2", || async {
+        let rs = rss.get("web").await.ok()?;
+        (rs.status?.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+    let status = k8s_openapi::api::apps::v1::ReplicaSetStatus {
+        replicas: 0,
+        observed_generation: stale.metadata.generation,
+        ..Default::default()
+    };
+    let now = balsa_controllers::replicaset::write_status(&rss, &stale, status.clone())
+        .await
+        .expect("written onto the fresh copy");
+    assert_eq!(now.metadata.annotations.unwrap()["moved"], "yes");
+    assert_eq!(
+        now.status.and_then(|s| s.observed_generation),
+        Some(1),
+        "the generation acted on, not the fresh one"
+    );
+
+    rss.delete("web", &DeleteParams::default()).await.unwrap();
+    rss.create(&rs, &PostParams::default()).await.unwrap();
+    let e = balsa_controllers::replicaset::write_status(&rss, &stale, status)
+        .await
+        .expect_err("another ReplicaSet of the same name");
+    assert_eq!(e.code(), 409);
+}

@@ -69,6 +69,8 @@ enum Trigger {
 type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Waits until a cache reflects everything up to the revision.
 type ReadyFn = Box<dyn Fn(Revision) -> Ready + Send + Sync>;
+/// Called when a lease begins, its caches synced.
+type OnLease = Box<dyn Fn() + Send + Sync>;
 
 pub struct Controller<K: Resource> {
     name: &'static str,
@@ -78,6 +80,7 @@ pub struct Controller<K: Resource> {
     ready: Vec<ReadyFn>,
     concurrency: usize,
     backoff: (Duration, Duration),
+    on_lease: Vec<OnLease>,
 }
 
 fn ready_of<C: Resource>(store: Store<C>) -> ReadyFn {
@@ -131,6 +134,7 @@ impl<K: Resource> Controller<K> {
             ready: vec![ready_of(main.store())],
             concurrency: 8,
             backoff: (Duration::from_millis(100), Duration::from_secs(60)),
+            on_lease: Vec::new(),
         }
     }
 
@@ -165,6 +169,16 @@ impl<K: Resource> Controller<K> {
     /// The reconciler reads this cache: wait for it before reconciling.
     pub fn reads<C: Resource>(mut self, cache: &Store<C>) -> Self {
         self.ready.push(ready_of(cache.clone()));
+        self
+    }
+
+    /// Runs `f` each time a lease begins, once the caches reflect every
+    /// write before it and before any reconcile: where the reconciler keeps
+    /// state of its own about writes not yet seen (expectations), a lease
+    /// makes it moot, and state left by a lease cut short (a reconcile
+    /// aborted mid-write) would otherwise hold objects until it lapses.
+    pub fn on_lease(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_lease.push(Box::new(f));
         self
     }
 
@@ -212,6 +226,9 @@ impl<K: Resource> Controller<K> {
             }
             if leadership.lease() != Some(lease) {
                 continue;
+            }
+            for f in &self.on_lease {
+                f();
             }
             tracing::info!(
                 controller = self.name,

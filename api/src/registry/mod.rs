@@ -146,6 +146,10 @@ pub struct Registry {
     limit_ranges: Arc<live_lookup::LiveLookups>,
 }
 
+/// Creates tried for one request whose name the server generates
+/// (upstream's RetryGenerateName, on by default since 1.31: 8 in all).
+const GENERATE_NAME_ATTEMPTS: usize = 8;
+
 pub fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
     rv.parse()
         .map(Revision)
@@ -262,8 +266,23 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         let (v, warnings) = prepare::decode(kind, body, opts.validation)?;
-        let v = prepare::for_create(kind, ns, v, &opts.manager)?;
-        self.store_new(kind, v, warnings, opts).await
+        if !prepare::generates_name(&v) {
+            let v = prepare::for_create(kind, ns, v, &opts.manager)?;
+            return self.store_new(kind, v, warnings, opts).await;
+        }
+        // A generated name may be taken (27^5 suffixes: among 10,000 pods of
+        // one ReplicaSet a few creates collide); as upstream's
+        // RetryGenerateName, the server draws another, 8 attempts in all.
+        let mut attempt = 1;
+        loop {
+            let new = prepare::for_create(kind, ns, v.clone(), &opts.manager)?;
+            match self.store_new(kind, new, warnings.clone(), opts).await {
+                Err(e) if e.reason == Reason::AlreadyExists && attempt < GENERATE_NAME_ATTEMPTS => {
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     async fn store_new(
@@ -792,6 +811,8 @@ mod deletion {
     }
 }
 
+#[cfg(test)]
+mod generate_name_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,6 +234,11 @@ fn settle_namespace(kind: &Kind, url_ns: Option<&str>, v: &mut Value) -> Result<
     Ok(())
 }
 
+/// Whether the server names the object: no name, a generateName prefix.
+pub fn generates_name(v: &Value) -> bool {
+    meta_str(v, "name").is_none() && meta_str(v, "generateName").is_some()
+}
+
 /// The object to create: identity, defaults and validation settled.
 pub fn for_create(
     kind: &Kind,

@@ -85,6 +85,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    pub fn expectations(&self) -> &Expectations {
+        &self.expectations
+    }
+
     pub fn new(
         client: Client,
         pods: Store<Pod>,
