@@ -599,3 +599,117 @@ async fn txn_goes_through_the_registry() {
     assert_eq!(after, before + 1, "charged with the create");
     c.shutdown().await;
 }
+
+/// A watch event the typed watcher cannot decode is not skipped: the
+/// watcher re-lists (and keeps failing while the object stays unreadable,
+/// as client-go's reflector) instead of resuming after it with a cache
+/// that silently lacks the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_event_makes_the_watcher_relist_not_skip_it() {
+    use crate::harness::{configmap, key};
+
+    let c = InProc::start(1, |_| {}).await;
+    let client = client_of(&c, &[0]);
+    namespace(&client, "undecodable").await;
+    let api = Api::<ConfigMap>::namespaced(client, "undecodable");
+    api.create(&cm("x", "1"), &PostParams::default())
+        .await
+        .unwrap();
+    let cached: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let (inits, errors) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let watch = {
+        let (cached, inits, errors) = (cached.clone(), inits.clone(), errors.clone());
+        let config = watcher::Config {
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, config));
+            while let Some(e) = events.next().await {
+                match e {
+                    Ok(Event::Init) => {
+                        inits.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Event::Apply(c) | Event::InitApply(c)) => {
+                        let v = c.data.and_then(|d| d.get("v").cloned());
+                        cached
+                            .lock()
+                            .unwrap()
+                            .insert(c.metadata.name.unwrap(), v.unwrap_or_default());
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let value = |name: &str| cached.lock().unwrap().get(name).cloned();
+    let wait_for = |name: &'static str, want: &'static str| {
+        let value = &value;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while value(name).as_deref() != Some(want) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} never became {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("x", "1").await;
+    assert_eq!(inits.load(Ordering::SeqCst), 1);
+
+    // Past the registry, straight into the store: "v" is not a string.
+    let store = c.store(0);
+    let current = store
+        .get(&key("undecodable", "x"), balsa_api::ReadMode::Linearizable)
+        .await
+        .unwrap();
+    let bad = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "undecodable"}, "data": {"v": 2}});
+    store
+        .update(
+            key("undecodable", "x"),
+            serde_json::to_vec(&bad).unwrap().into(),
+            Some(current.revision),
+        )
+        .await
+        .unwrap();
+    api.create(&cm("y", "1"), &PostParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        errors.load(Ordering::SeqCst) > 0,
+        "the bad event was reported"
+    );
+    assert_eq!(
+        value("y"),
+        None,
+        "a later event was delivered past the unreadable one"
+    );
+
+    // Readable again: a re-list brings both.
+    let current = store
+        .get(&key("undecodable", "x"), balsa_api::ReadMode::Linearizable)
+        .await
+        .unwrap();
+    store
+        .update(
+            key("undecodable", "x"),
+            configmap("undecodable", "x", "3"),
+            Some(current.revision),
+        )
+        .await
+        .unwrap();
+    wait_for("x", "3").await;
+    wait_for("y", "1").await;
+    assert!(inits.load(Ordering::SeqCst) >= 2, "re-listed");
+    watch.abort();
+    c.shutdown().await;
+}

@@ -7,7 +7,8 @@
 //!    │                   │   └─ error: back off ──┐    │ bookmarks: rev advances
 //!    │                   └────────────────────────┴────┤ stream error / end:
 //!    │                                                 │ resume after rev
-//!    └──────────── 410 Expired (rev left the window) ──┘
+//!    └──── 410 Expired (rev left the window), or ──────┘
+//!          an event that does not decode as K
 //! ```
 //!
 //! A list is delivered as `Init`, `InitApply` per object, `InitDone`, so a
@@ -175,21 +176,29 @@ impl<K: Resource> State<K> {
                             return Err(self.failed(api_from_status(&status)));
                         }
                         Ok(Some(Ok(reply))) => {
+                            let event = match WireEventType::try_from(reply.r#type) {
+                                Ok(WireEventType::Added | WireEventType::Modified) => {
+                                    decode(&reply).map(Event::Apply)
+                                }
+                                Ok(WireEventType::Deleted) => decode(&reply).map(Event::Delete),
+                                Ok(WireEventType::Bookmark) => {
+                                    Ok(Event::Progress(Revision(reply.revision).max(*revision)))
+                                }
+                                _ => continue,
+                            };
+                            let Ok(event) = event else {
+                                // Resuming past an event the cache cannot take
+                                // would leave it without that change for good:
+                                // re-list instead (as client-go's reflector, it
+                                // fails until the object reads again).
+                                self.phase = Phase::Relist;
+                                self.delay = Some(self.backoff.next_delay());
+                                return event;
+                            };
                             // Events and bookmarks alike move the resume point.
                             *revision = Revision(reply.revision).max(*revision);
                             self.backoff.reset();
-                            match WireEventType::try_from(reply.r#type) {
-                                Ok(WireEventType::Added | WireEventType::Modified) => {
-                                    return decode(&reply).map(Event::Apply)
-                                }
-                                Ok(WireEventType::Deleted) => {
-                                    return decode(&reply).map(Event::Delete)
-                                }
-                                Ok(WireEventType::Bookmark) => {
-                                    return Ok(Event::Progress(*revision))
-                                }
-                                _ => continue,
-                            }
+                            return Ok(event);
                         }
                         Ok(Some(Err(status))) => {
                             self.api.client().failed(&status);
