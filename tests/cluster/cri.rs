@@ -41,6 +41,12 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_on_cri_runs_a_busybox_pod_and_removes_it_on_delete() {
+    // The agent's own account, shown only if the test fails: under load in
+    // CI the pod once did not become Ready within the minute.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,balsa_node=debug")
+        .try_init();
     let mut ctrd = containerd::Containerd::start()
         .await
         .expect("starting containerd");
@@ -54,12 +60,13 @@ async fn agent_on_cri_runs_a_busybox_pod_and_removes_it_on_delete() {
     let node = "node-cri";
     let root = ctrd.dir.path().join("node");
     let runtime = Arc::new(ctrd.runtime(&root));
-    let config = AgentConfig::new(
+    let mut config = AgentConfig::new(
         node,
         vec![c.server(0).api_addr.to_string()],
         &root,
         runtime.clone(),
     );
+    crate::harness::without_pressure(&mut config);
     let agent = Agent::start(config).await.expect("agent");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -215,3 +215,13 @@ pub fn configmap(ns: &str, name: &str, value: &str) -> bytes::Bytes {
 pub fn key(ns: &str, name: &str) -> balsa_api::ResourceKey {
     balsa_api::conformance::key(ns, name)
 }
+
+/// An agent that never sees node pressure: this machine's disk may well be
+/// under kubelet's default `nodefs.available<10%`, and a test that is not
+/// about eviction would then lose its BestEffort pods to it at the agent's
+/// first pass after they start (10 s; a pod slow to become Ready under
+/// load was evicted before it was). `node::an_agent_under_memory_pressure_*`
+/// pins eviction.
+pub fn without_pressure(config: &mut balsa_node::agent::AgentConfig) {
+    config.thresholds.hard = balsa_node::eviction::HardThresholds::none();
+}

@@ -1348,6 +1348,7 @@ async fn jobs_run_on_a_node_agent() {
     let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
     let mut config = AgentConfig::new("worker", masters, root.path(), runtime);
     config.heartbeat = Duration::from_millis(500);
+    crate::harness::without_pressure(&mut config);
     let agent = Agent::start(config).await.expect("agent");
     let jobs = Api::<Job>::namespaced(client.clone(), "real");
     let pods = Api::<Pod>::namespaced(client.clone(), "real");

@@ -243,6 +243,7 @@ async fn agent_runs_bound_pods_and_survives_losing_its_master() {
     let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
     let mut config = AgentConfig::new(node, masters.clone(), root.path(), runtime);
     config.heartbeat = Duration::from_millis(500);
+    crate::harness::without_pressure(&mut config);
     let agent = Agent::start(config).await.expect("agent");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -418,6 +419,7 @@ async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
     let runtime = Arc::new(ProcessRuntime::new(root.path(), "127.0.0.1"));
     let mut config = AgentConfig::new(node, masters, root.path(), runtime);
     config.heartbeat = Duration::from_millis(500);
+    crate::harness::without_pressure(&mut config);
     let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("log listener");
@@ -472,12 +474,13 @@ async fn every_master_serves_logs_of_an_agent_attached_elsewhere() {
     let sim_root = tempfile::tempdir().expect("sim root");
     let sim: Arc<dyn balsa_node::Runtime> =
         Arc::new(SimRuntime::new(sim_root.path(), Duration::ZERO));
-    let sim_config = AgentConfig::new(
+    let mut sim_config = AgentConfig::new(
         "node-sim",
         vec![c.server(1).api_addr.to_string()],
         sim_root.path(),
         sim,
     );
+    crate::harness::without_pressure(&mut sim_config);
     let listener = balsa::listeners::bind_node_logs("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("log listener");
@@ -524,6 +527,8 @@ fn node_process(
         .arg("--root")
         .arg(root)
         .args(["--shutdown-grace", "5"])
+        // No pressure eviction (see harness::without_pressure).
+        .args(["--eviction-hard", ""])
         .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log"))
