@@ -412,6 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 masters,
                 binary,
                 server_args: Vec::new(),
+                node_args: Vec::new(),
             };
             up::run(opts, nodes, runtime, cri_socket).await
         }

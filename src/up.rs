@@ -27,6 +27,8 @@ pub struct UpOptions {
     pub binary: PathBuf,
     /// Extra flags for every `balsa server`.
     pub server_args: Vec<String>,
+    /// Extra flags for every `balsa node` (`start_agents`).
+    pub node_args: Vec<String>,
 }
 
 pub struct Cluster {
@@ -443,6 +445,7 @@ pub fn start_agents(
             .args(["--shutdown-grace", "5", "--exit-with-parent"])
             .arg("--cri-socket")
             .arg(cri_socket)
+            .args(&opts.node_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

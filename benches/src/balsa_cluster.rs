@@ -177,6 +177,7 @@ impl BalsaSystem {
             masters: 3,
             binary,
             server_args,
+            node_args: Vec::new(),
         };
         let cluster = up::start(&opts)
             .await

@@ -15,6 +15,7 @@ fn options(dir: &std::path::Path) -> UpOptions {
         masters: 3,
         binary: env!("CARGO_BIN_EXE_balsa").into(),
         server_args: Vec::new(),
+        node_args: Vec::new(),
     }
 }
 

@@ -128,6 +128,9 @@ async fn kubectl_logs() {
         masters: 3,
         binary: env!("CARGO_BIN_EXE_balsa").into(),
         server_args: Vec::new(),
+        // No pressure eviction: this machine's disk may be under kubelet's
+        // default nodefs.available<10%, and the test is about logs.
+        node_args: vec!["--eviction-hard".into(), String::new()],
     };
     let agents = up::start_agents(
         &opts,

@@ -26,6 +26,7 @@ impl Kube {
             masters: 3,
             binary: env!("CARGO_BIN_EXE_balsa").into(),
             server_args: Vec::new(),
+            node_args: Vec::new(),
         };
         let cluster = up::start(&opts).await.expect("cluster up");
         let kubeconfig = dir.path().join(up::KUBECONFIG);
