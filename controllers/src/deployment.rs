@@ -14,7 +14,7 @@
 //!    └─ status + Available / Progressing (progressDeadlineSeconds)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,6 +300,30 @@ pub fn history_to_delete(old: &[Arc<ReplicaSet>], limit: i32) -> Vec<Arc<Replica
 
 fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+/// The pods the ReplicaSets hold, the room maxSurge is counted against:
+/// each ReplicaSet's spec, or the active pods the cache still shows it
+/// owning when there are more. Upstream counts specs alone, so a
+/// ReplicaSet scaled down whose pods are not deleted yet (its controller
+/// not yet run: a new leader's first pass) leaves room the new ReplicaSet
+/// fills at once, and the pods briefly exceed replicas + maxSurge.
+fn pods_held(owned: &[Arc<ReplicaSet>], pods: &Store<Pod>, ns: &str) -> i32 {
+    let in_ns =
+        pods.filter(|p| p.metadata.namespace.as_deref() == Some(ns) && crate::pods::is_active(p));
+    let mut active: HashMap<&str, i32> = HashMap::new();
+    for p in &in_ns {
+        if let Some(r) = owners::controller_of(&**p) {
+            *active.entry(r.uid.as_str()).or_default() += 1;
+        }
+    }
+    owned
+        .iter()
+        .map(|rs| {
+            let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+            spec_replicas(rs).max(active.get(uid).copied().unwrap_or(0))
+        })
+        .sum()
 }
 
 fn rs_status(rs: &ReplicaSet) -> (i32, i32, i32) {
@@ -796,7 +820,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 scale(&rs_api, &ctx.recorder, &rs, n, &d, max_surge).await?;
             }
         } else {
-            let all: i32 = owned.iter().map(|rs| spec_replicas(rs)).sum();
+            let all = pods_held(&owned, &ctx.pods, &ns);
             let (rs, created) = new_replicaset(
                 &d,
                 &owned,
@@ -1092,6 +1116,51 @@ mod tests {
             .unwrap()
             .insert(HASH_LABEL.into(), a.clone());
         assert_eq!(template_hash(&labelled, None), a);
+    }
+
+    #[test]
+    fn pods_held_count_a_replicasets_live_pods_beyond_its_spec() {
+        use balsa_api::client::reflector::store;
+        use balsa_api::client::watcher::Event;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+        let with_spec = |name: &str, n: i32| {
+            let mut r = (*rs(name, template(name), 1, 10)).clone();
+            r.spec.as_mut().unwrap().replicas = Some(n);
+            Arc::new(r)
+        };
+        // The old ReplicaSet scaled down to 2 still has 3 active pods (and
+        // one deleting); the new one at 3 has created 1 so far.
+        let owned = vec![with_spec("old", 2), with_spec("new", 3)];
+        let (pods, mut cache) = store::<Pod>();
+        let pod = |name: &str, owner: &str, deleting: bool| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                deletion_timestamp: deleting.then(|| Time(Timestamp::from_second(5).unwrap())),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: owner.into(),
+                    uid: owner.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (name, owner, deleting) in [
+            ("o1", "old", false),
+            ("o2", "old", false),
+            ("o3", "old", false),
+            ("o4", "old", true),
+            ("n1", "new", false),
+        ] {
+            cache.apply(&Event::Apply(pod(name, owner, deleting)));
+        }
+        assert_eq!(pods_held(&owned, &pods, "ns"), 3 + 3);
+        assert_eq!(pods_held(&owned, &pods, "elsewhere"), 2 + 3, "specs alone");
     }
 
     #[test]
