@@ -403,6 +403,17 @@ async fn controller_reconciles_only_while_leading() {
         .unwrap();
     wait_seen("a").await;
     wait_seen("flaky").await;
+    // The cache keeps objects without their managedFields; the API has them.
+    let key = balsa_api::client::ObjectKey::new(Some("ctl"), "a");
+    let cached = informer.store().get(&key).expect("cached");
+    assert_eq!(cached.metadata.managed_fields, None);
+    assert!(api
+        .get("a")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .is_some());
     // Two failures, then success (and one more reconcile of its own patch).
     assert!(attempts.load(Ordering::SeqCst) >= 3);
 

@@ -269,6 +269,20 @@ impl<K: Resource> Api<K> {
 
     /// Every object (in this Api's namespace), page by page at one revision.
     pub async fn list(&self) -> Result<ObjectList<K>, ApiError> {
+        self.list_decoded(decode).await
+    }
+
+    /// As `list`, without each object's managedFields (for a cache; see
+    /// `managed_fields`).
+    pub async fn list_for_cache(&self) -> Result<ObjectList<K>, ApiError> {
+        self.list_decoded(|b| decode(&super::managed_fields::without_managed_fields(b)))
+            .await
+    }
+
+    async fn list_decoded(
+        &self,
+        decode: impl Fn(&[u8]) -> Result<K, ApiError>,
+    ) -> Result<ObjectList<K>, ApiError> {
         let mut items = Vec::new();
         let mut token = String::new();
         loop {

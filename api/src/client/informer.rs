@@ -54,8 +54,13 @@ impl<K: Resource> Clone for Informer<K> {
 }
 
 impl<K: Resource> Informer<K> {
+    /// A cache of `api`'s objects, kept without their managedFields.
     pub fn new(api: Api<K>) -> Self {
-        Self::with_config(api, watcher::Config::default())
+        let config = watcher::Config {
+            strip_managed_fields: true,
+            ..Default::default()
+        };
+        Self::with_config(api, config)
     }
 
     pub fn with_config(api: Api<K>, config: watcher::Config) -> Self {

@@ -21,6 +21,7 @@ mod endpoints;
 pub mod events;
 pub mod informer;
 pub mod leader;
+pub mod managed_fields;
 mod metadata_only;
 pub mod queue;
 pub mod reflector;

@@ -27,6 +27,7 @@ use futures::{Stream, StreamExt};
 
 use super::api::{Api, Resource};
 use super::backoff::Backoff;
+use super::managed_fields::without_managed_fields;
 use crate::grpc::status::api_from_status;
 use crate::registry::{ApiError, Reason};
 use crate::store::Revision;
@@ -56,6 +57,9 @@ pub struct Config {
     pub bookmark_interval: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Objects come without metadata.managedFields (for caches; see
+    /// `managed_fields`).
+    pub strip_managed_fields: bool,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            strip_managed_fields: false,
         }
     }
 }
@@ -120,8 +125,13 @@ fn is_expired(e: &ApiError) -> bool {
     matches!(e.reason, Reason::Expired | Reason::Gone)
 }
 
-fn decode<K: Resource>(reply: &WatchReply) -> Result<K, ApiError> {
-    serde_json::from_slice(&reply.object).map_err(|e| {
+fn decode<K: Resource>(reply: &WatchReply, strip: bool) -> Result<K, ApiError> {
+    let object = if strip {
+        without_managed_fields(&reply.object)
+    } else {
+        std::borrow::Cow::Borrowed(&reply.object[..])
+    };
+    serde_json::from_slice(&object).map_err(|e| {
         ApiError::internal(format!(
             "a watch event at revision {} cannot be read: {e}",
             reply.revision
@@ -140,7 +150,7 @@ impl<K: Resource> State<K> {
                 tokio::time::sleep(d).await;
             }
             match &mut self.phase {
-                Phase::Relist => match self.api.list().await {
+                Phase::Relist => match self.list().await {
                     Ok(list) => {
                         self.pending.push_back(Event::Init);
                         self.pending
@@ -165,6 +175,7 @@ impl<K: Resource> State<K> {
                     }
                 }
                 Phase::Streaming { stream, revision } => {
+                    let strip = self.config.strip_managed_fields;
                     match tokio::time::timeout(idle_limit(&self.config), stream.next()).await {
                         Err(_) => {
                             // Not even a bookmark: the master is frozen or the
@@ -178,9 +189,11 @@ impl<K: Resource> State<K> {
                         Ok(Some(Ok(reply))) => {
                             let event = match WireEventType::try_from(reply.r#type) {
                                 Ok(WireEventType::Added | WireEventType::Modified) => {
-                                    decode(&reply).map(Event::Apply)
+                                    decode(&reply, strip).map(Event::Apply)
                                 }
-                                Ok(WireEventType::Deleted) => decode(&reply).map(Event::Delete),
+                                Ok(WireEventType::Deleted) => {
+                                    decode(&reply, strip).map(Event::Delete)
+                                }
                                 Ok(WireEventType::Bookmark) => {
                                     Ok(Event::Progress(Revision(reply.revision).max(*revision)))
                                 }
@@ -215,6 +228,14 @@ impl<K: Resource> State<K> {
                     }
                 }
             }
+        }
+    }
+
+    async fn list(&self) -> Result<super::ObjectList<K>, ApiError> {
+        if self.config.strip_managed_fields {
+            self.api.list_for_cache().await
+        } else {
+            self.api.list().await
         }
     }
 
