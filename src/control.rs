@@ -81,3 +81,45 @@ impl Drop for Control {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Threads of this process with this name (Linux: /proc/self/task).
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    async fn eventually_threads(name: &str, want: usize) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = threads_named(name);
+            if n == want || tokio::time::Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scheduler_has_a_thread_of_its_own_until_stopped() {
+        // No master listens there: the loops only retry their connections.
+        let mut control = spawn(
+            97,
+            "127.0.0.1:1".into(),
+            Leadership::always(),
+            Options::default(),
+        )
+        .expect("control loops");
+        assert_eq!(eventually_threads("scheduler-97", 1).await, 1);
+        control.stop();
+        assert_eq!(eventually_threads("scheduler-97", 0).await, 0);
+    }
+}
