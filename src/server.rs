@@ -69,8 +69,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The scheduler and the controller manager (`control::spawn`), acting
-    /// only while this master leads; aborted first on stop.
-    control: JoinHandle<()>,
+    /// only while this master leads; stopped first on stop.
+    control: control::Control,
     /// Consensus's own thread (`raft_runtime`); dropped last.
     raft_runtime: RaftRuntime,
 }
@@ -148,10 +148,12 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
         join(&replica, &me, via).await?;
     }
     let control = control::spawn(
+        id,
         api_addr.to_string(),
         Leadership::new(replica.leadership()),
         controllers,
-    );
+    )
+    .context("starting the scheduler's thread")?;
     tracing::info!(member.id = id, %peer_addr, %api_addr, %rest_addr, "master serving");
     Ok(RunningServer {
         replica,
@@ -202,9 +204,9 @@ async fn join(replica: &Replica, me: &Member, via: &str) -> anyhow::Result<()> {
 impl RunningServer {
     /// Stops serving and shuts the Raft node down. Open streams (watches) get
     /// `GRACE` to finish before they are cut.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         const GRACE: Duration = Duration::from_secs(2);
-        self.control.abort();
+        self.control.stop();
         let _ = self.stop.send(true);
         self.replica.shutdown().await;
         for mut t in self.tasks {

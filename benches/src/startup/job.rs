@@ -11,7 +11,7 @@
 //! ```
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use balsa_api::grpc::client::Client;
@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{open_loop, OpenLoop};
-use crate::stats::{rate, Summary};
+use crate::stats::{ms, rate, Summary};
 
 pub const NAMESPACE: &str = "startup";
 /// HTTP/2 connections to the leader for the creates.
@@ -39,15 +39,33 @@ pub struct Run {
     /// The same path in steps, for the pods that reached Running: create
     /// issued → `spec.nodeName` seen (the scheduler's bind) ...
     pub to_bound: Summary,
+    /// (of which create issued → its reply, the leader having applied it)
+    pub to_created: Summary,
     /// ... → the agent's first status seen (`status.hostIP` set: the stream
     /// delivered the pod, its worker started and the status was written) ...
     pub bound_to_agent: Summary,
     /// ... → `Running` seen.
     pub agent_to_running: Summary,
+    /// Each pod's times, to line up with the masters' debug logs.
+    pub timeline: Vec<PodTimes>,
     /// Pods Running over first create → last Running.
     pub running_per_s: f64,
     /// Wall time of the whole run (creates, then waiting for Running).
     pub elapsed_s: f64,
+}
+
+/// One pod's path: when its create was issued (Unix time, ms) and each
+/// later step in ms after that, where the step was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct PodTimes {
+    pub name: String,
+    pub issued_unix_ms: f64,
+    pub created_ms: Option<f64>,
+    /// The watch's first event of the pod.
+    pub seen_ms: Option<f64>,
+    pub bound_ms: Option<f64>,
+    pub agent_ms: Option<f64>,
+    pub running_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +99,7 @@ struct StatusView {
 /// When the watch first showed a pod bound, and with the agent's status.
 #[derive(Clone, Copy, Default)]
 struct Steps {
+    seen: Option<Instant>,
     bound: Option<Instant>,
     agent: Option<Instant>,
 }
@@ -135,10 +154,13 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         .context("watching pods")?;
     let issued: Arc<Vec<OnceLock<Instant>>> =
         Arc::new((0..pods).map(|_| OnceLock::new()).collect());
+    let created: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..pods).map(|_| OnceLock::new()).collect());
     let running: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; pods]));
     let failed = Arc::new(Mutex::new(vec![false; pods]));
     let steps = Arc::new(Mutex::new(vec![Steps::default(); pods]));
     let t0 = Instant::now();
+    let t0_unix = SystemTime::now();
     let watcher = {
         let (running, failed, steps) = (running.clone(), failed.clone(), steps.clone());
         tokio::spawn(async move {
@@ -164,6 +186,7 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
                 }
                 {
                     let mut st = steps.lock().map_err(|_| anyhow!("poisoned"))?;
+                    st[i].seen.get_or_insert(now);
                     let bound = pod
                         .spec
                         .and_then(|s| s.node_name)
@@ -201,13 +224,14 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         })
     };
 
-    let stamps = issued.clone();
+    let (stamps, acks) = (issued.clone(), created.clone());
     let duration = Duration::from_secs_f64(pods as f64 / per_s);
     let creates = open_loop(&clients, per_s, duration, move |c: Client, i| {
-        let stamps = stamps.clone();
+        let (stamps, acks) = (stamps.clone(), acks.clone());
         async move {
             let _ = stamps[i].set(Instant::now());
             c.create(pod(i).into()).await?;
+            let _ = acks[i].set(Instant::now());
             Ok(())
         }
     })
@@ -224,11 +248,31 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         .count();
     let steps = steps.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     let mut latencies = Vec::with_capacity(pods);
-    let (mut to_bound, mut bound_to_agent, mut agent_to_running) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_bound, mut to_created, mut bound_to_agent, mut agent_to_running) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut timeline = Vec::with_capacity(pods);
     for (i, r) in running.iter().enumerate() {
-        if let (Some(r), Some(s)) = (r, issued[i].get()) {
+        let Some(s) = issued[i].get() else {
+            continue;
+        };
+        let after = |t: Option<Instant>| t.map(|t| ms(t.saturating_duration_since(*s)));
+        let unix = t0_unix + s.saturating_duration_since(t0);
+        timeline.push(PodTimes {
+            name: pod_name(i),
+            issued_unix_ms: unix
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            created_ms: after(created[i].get().copied()),
+            seen_ms: after(steps[i].seen),
+            bound_ms: after(steps[i].bound),
+            agent_ms: after(steps[i].agent),
+            running_ms: after(*r),
+        });
+        if let Some(r) = r {
             latencies.push(r.saturating_duration_since(*s));
+            if let Some(c) = created[i].get() {
+                to_created.push(c.saturating_duration_since(*s));
+            }
             // A step the watch skipped (two changes in one event) counts as
             // taking no time.
             let bound = steps[i].bound.unwrap_or(*r);
@@ -251,9 +295,11 @@ pub async fn run(leader_addr: &str, pods: usize, per_s: f64) -> anyhow::Result<R
         running_per_s: rate(latencies.len(), last.saturating_duration_since(first)),
         latency: Summary::of(&mut latencies),
         to_bound: Summary::of(&mut to_bound),
+        to_created: Summary::of(&mut to_created),
         bound_to_agent: Summary::of(&mut bound_to_agent),
         agent_to_running: Summary::of(&mut agent_to_running),
         elapsed_s: elapsed.as_secs_f64(),
+        timeline,
     })
 }
 

@@ -155,9 +155,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 run.running_per_s
             );
             println!(
-                "  steps p50 / p99 ms: create → bound {:.0} / {:.0}, bound → agent's first status {:.0} / {:.0}, → Running {:.0} / {:.0}",
+                "  steps p50 / p99 ms: create → bound {:.0} / {:.0} (create's reply {:.0} / {:.0}), bound → agent's first status {:.0} / {:.0}, → Running {:.0} / {:.0}",
                 run.to_bound.p50_ms,
                 run.to_bound.p99_ms,
+                run.to_created.p50_ms,
+                run.to_created.p99_ms,
                 run.bound_to_agent.p50_ms,
                 run.bound_to_agent.p99_ms,
                 run.agent_to_running.p50_ms,
