@@ -81,6 +81,23 @@ pub(crate) fn template(image: &str) -> PodTemplateSpec {
     }
 }
 
+/// A ReplicaSet `web` of busybox pods labelled as `selector()` picks.
+pub(crate) fn replicaset(replicas: i32) -> ReplicaSet {
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector: selector(),
+            template: Some(template("busybox")),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 pub(crate) fn selector() -> LabelSelector {
     LabelSelector {
         match_labels: Some(labels()),
@@ -148,19 +165,7 @@ async fn replicaset_scales_ranks_and_orphans() {
     namespace(&client, "rs").await;
     let rss = Api::<ReplicaSet>::namespaced(client.clone(), "rs");
     let pods = Api::<Pod>::namespaced(client.clone(), "rs");
-    let rs = ReplicaSet {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..Default::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(3),
-            selector: selector(),
-            template: Some(template("busybox")),
-            ..Default::default()
-        }),
-        status: None,
-    };
+    let rs = replicaset(3);
     let rs = rss.create(&rs, &PostParams::default()).await.unwrap();
     let uid = rs.metadata.uid.clone().unwrap();
 
@@ -465,19 +470,7 @@ async fn deleting_a_namespace_removes_its_objects() {
     };
     cms.create(&cm, &PostParams::default()).await.unwrap();
     let rss = Api::<ReplicaSet>::namespaced(client.clone(), "doomed");
-    let rs = ReplicaSet {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..Default::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(2),
-            selector: selector(),
-            template: Some(template("busybox")),
-            ..Default::default()
-        }),
-        status: None,
-    };
+    let rs = replicaset(2);
     rss.create(&rs, &PostParams::default()).await.unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), "doomed");
     eventually("pods created", || async {
@@ -581,19 +574,7 @@ async fn a_replicaset_status_from_a_stale_copy_is_written_onto_a_fresh_one() {
     let client = client_of(&c);
     namespace(&client, "rs-status").await;
     let rss = Api::<ReplicaSet>::namespaced(client.clone(), "rs-status");
-    let rs = ReplicaSet {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..Default::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(0),
-            selector: selector(),
-            template: Some(template("busybox")),
-            ..Default::default()
-        }),
-        status: None,
-    };
+    let rs = replicaset(0);
     let stale = rss.create(&rs, &PostParams::default()).await.unwrap();
     let moved = json!({"metadata": {"annotations": {"moved": "yes"}}, "spec": {"replicas": 0, "minReadySeconds": 5}});
     let fresh = rss

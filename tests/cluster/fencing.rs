@@ -12,15 +12,16 @@ use balsa_api::client::{watcher, Api, Client, Event, Patch, PatchParams, PostPar
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::WriteRequest;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use openraft::ServerState;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 
-use crate::controllers::{client_of, eventually, fake_kubelet, namespace, selector, template};
+use crate::controllers::{
+    client_of, eventually, fake_kubelet, namespace, replicaset, selector, template,
+};
 use crate::harness::InProc;
 
 /// The header a leader-only control loop's writes carry (its Raft term).
@@ -129,22 +130,6 @@ async fn heal_and_settle(c: &InProc, leader: usize, live: &Mutex<Live>) -> (usiz
     tokio::time::sleep(Duration::from_secs(3)).await;
     let l = live.lock().expect("live pods");
     (l.most, l.count())
-}
-
-fn replicaset(replicas: i32) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..Default::default()
-        },
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(replicas),
-            selector: selector(),
-            template: Some(template("busybox")),
-            ..Default::default()
-        }),
-        status: None,
-    }
 }
 
 /// The pods of a namespace as a watch shows them (live: not being deleted;
