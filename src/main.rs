@@ -52,6 +52,11 @@ enum Cmd {
         /// containerd's CRI socket, for the cri runtime.
         #[arg(long, default_value = balsa_node::runtime::cri::DEFAULT_SOCKET)]
         cri_socket: PathBuf,
+        /// An extra flag for every node agent (repeatable), e.g.
+        /// `--node-arg=--eviction-hard=memory.available<100Mi` on a disk
+        /// that is nearly full.
+        #[arg(long = "node-arg", allow_hyphen_values = true)]
+        node_args: Vec<String>,
     },
     /// Run a node agent (Balsa's kubelet): the pods bound to the node, from any master.
     Node(NodeArgs),
@@ -404,6 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             runtime,
             cri_socket,
+            node_args,
         } => {
             abort_on_panic();
             let binary = std::env::current_exe().context("locating the balsa binary")?;
@@ -412,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 masters,
                 binary,
                 server_args: Vec::new(),
-                node_args: Vec::new(),
+                node_args,
             };
             up::run(opts, nodes, runtime, cri_socket).await
         }
