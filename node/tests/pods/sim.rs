@@ -84,14 +84,7 @@ async fn the_pod_manager_follows_the_desired_set() {
     manager.sync(&[a.clone(), b.clone(), c.clone()]);
     assert_eq!(manager.len(), 3);
     for uid in ["u-a", "u-b", "u-c"] {
-        let mut rx = manager.watch(uid).expect("watched");
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            rx.wait_for(|s| phase(s) == "Running"),
-        )
-        .await
-        .expect("running")
-        .expect("worker alive");
+        wait_phase(&manager, uid, "Running").await;
     }
     // b is being deleted gracefully, c was force-deleted (gone from the list).
     let mut deleting = b.clone();
@@ -100,14 +93,7 @@ async fn the_pod_manager_follows_the_desired_set() {
     );
     deleting.metadata.deletion_grace_period_seconds = Some(1);
     manager.sync(&[a.clone(), deleting]);
-    let mut rx = manager.watch("u-b").expect("b still tracked");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        rx.wait_for(|s| phase(s) == "Failed"),
-    )
-    .await
-    .expect("b stopped")
-    .expect("status");
+    wait_phase(&manager, "u-b", "Failed").await;
     manager.sync(std::slice::from_ref(&a));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut reaped = Vec::new();
@@ -121,6 +107,15 @@ async fn the_pod_manager_follows_the_desired_set() {
     assert_eq!(runtime.running(), 1);
     manager.shutdown(Some(Duration::from_secs(1))).await;
     assert_eq!(runtime.running(), 0);
+}
+
+/// Waits (10 s at most) until the pod's worker reports phase `want`.
+async fn wait_phase(manager: &balsa_node::PodManager, uid: &str, want: &str) {
+    let mut rx = manager.watch(uid).expect("tracked");
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| phase(s) == want))
+        .await
+        .unwrap_or_else(|_| panic!("{uid} not {want} within 10 s"))
+        .expect("worker alive");
 }
 
 fn sim_manager(dir: &std::path::Path, start_delay: Duration) -> balsa_node::PodManager {
@@ -151,14 +146,7 @@ async fn a_pod_that_starts_at_once_is_first_reported_running() {
     // The worker has not run yet (this runtime is single-threaded): its
     // spawn-time status is held.
     assert!(manager.changed_statuses().is_empty());
-    let mut rx = manager.watch("u-a").expect("watched");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        rx.wait_for(|s| phase(s) == "Running"),
-    )
-    .await
-    .expect("running")
-    .expect("worker alive");
+    wait_phase(&manager, "u-a", "Running").await;
     let reported = manager.changed_statuses();
     assert_eq!(reported.len(), 1);
     assert_eq!(phase(&reported[0].1), "Running");
