@@ -3,68 +3,36 @@
 //! their names were taken.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
 use super::*;
-use crate::store::mem::MemStore;
-use crate::store::window::WindowConfig;
-use crate::store::{
-    Fence, KeyPrefix, ListOptions, ListResult, Op, OpResult, WatchOptions, WatchStream,
-};
+use crate::store::hooked::Hooked;
+use crate::store::Op;
 
-/// Answers AlreadyExists to the first `taken` creates, recording each
-/// create's key.
-struct Taken {
-    real: Arc<MemStore>,
-    taken: usize,
-    creates: AtomicUsize,
-    keys: std::sync::Mutex<Vec<String>>,
+/// What the store saw: every create's key, and how many there were.
+#[derive(Default)]
+struct Creates {
+    count: AtomicUsize,
+    keys: Mutex<Vec<String>>,
 }
 
-#[async_trait::async_trait]
-impl Store for Taken {
-    async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
-        self.real.get(key, read).await
-    }
-    async fn list(&self, p: &KeyPrefix, o: ListOptions) -> Result<ListResult, StoreError> {
-        self.real.list(p, o).await
-    }
-    async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
-        if let Some(Op::Create { key, .. }) = ops.first() {
-            self.keys.lock().unwrap().push(key.to_string());
-            if self.creates.fetch_add(1, Ordering::SeqCst) < self.taken {
-                return Err(StoreError::AlreadyExists {
-                    key: key.to_string(),
-                });
-            }
-        }
-        self.real.txn(ops).await
-    }
-    async fn txn_fenced(
-        &self,
-        ops: Vec<Op>,
-        fence: Fence,
-    ) -> Result<(Revision, Vec<OpResult>), StoreError> {
-        self.real.txn_fenced(ops, fence).await
-    }
-    async fn watch(&self, p: &KeyPrefix, o: WatchOptions) -> Result<WatchStream, StoreError> {
-        self.real.watch(p, o).await
-    }
-    async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
-        self.real.revision(read).await
-    }
-}
-
-fn registry(taken: usize) -> (Registry, Arc<Taken>) {
-    let store = Arc::new(Taken {
-        real: MemStore::new(WindowConfig::default()),
-        taken,
-        creates: AtomicUsize::new(0),
-        keys: Default::default(),
+/// A registry whose store answers AlreadyExists to the first `taken`
+/// creates, as if their names were taken.
+fn registry(taken: usize) -> (Registry, Arc<Creates>) {
+    let seen = Arc::new(Creates::default());
+    let creates = seen.clone();
+    let store = Hooked::new().on_txn(move |ops| {
+        let Some(Op::Create { key, .. }) = ops.first() else {
+            return None;
+        };
+        creates.keys.lock().unwrap().push(key.to_string());
+        (creates.count.fetch_add(1, Ordering::SeqCst) < taken).then(|| StoreError::AlreadyExists {
+            key: key.to_string(),
+        })
     });
-    (Registry::new(store.clone()), store)
+    (Registry::new(Arc::new(store)), seen)
 }
 
 /// A Namespace: cluster-scoped, so no namespace must exist first.
@@ -99,7 +67,7 @@ async fn generated_names_give_up_after_eight_attempts() {
         .expect_err("every name taken");
     assert_eq!(e.reason, Reason::AlreadyExists);
     assert_eq!(e.reason.code(), 409);
-    assert_eq!(store.creates.load(Ordering::SeqCst), 8);
+    assert_eq!(store.count.load(Ordering::SeqCst), 8);
 }
 
 #[tokio::test]
@@ -109,5 +77,5 @@ async fn a_name_the_client_chose_is_not_retried() {
         .await
         .expect_err("taken");
     assert_eq!(e.reason, Reason::AlreadyExists);
-    assert_eq!(store.creates.load(Ordering::SeqCst), 1);
+    assert_eq!(store.count.load(Ordering::SeqCst), 1);
 }

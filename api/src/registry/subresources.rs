@@ -268,59 +268,43 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::mem::MemStore;
-    use crate::store::window::WindowConfig;
-    use crate::store::{
-        Fence, KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ResourceKey, Revision,
-        Store, StoreError, WatchOptions, WatchStream,
-    };
+    use crate::store::hooked::Hooked;
+    use crate::store::{Object, ResourceKey, Store, StoreError};
 
     /// A replica whose local reads lag behind: a `Local` get answers the copy
     /// `freeze` took (or not found); everything else is current.
     struct Lagging {
-        real: Arc<MemStore>,
-        frozen: Mutex<HashMap<ResourceKey, Object>>,
+        store: Arc<Hooked>,
+        frozen: Arc<Mutex<HashMap<ResourceKey, Object>>>,
     }
 
     impl Lagging {
-        async fn freeze(&self, key: &ResourceKey) {
-            let o = self.real.get(key, ReadMode::Linearizable).await.unwrap();
-            self.frozen.lock().unwrap().insert(key.clone(), o);
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Lagging {
-        async fn get(&self, key: &ResourceKey, read: ReadMode) -> Result<Object, StoreError> {
-            match read {
-                ReadMode::Local => self
-                    .frozen
-                    .lock()
-                    .unwrap()
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| StoreError::not_found(key)),
-                ReadMode::Linearizable => self.real.get(key, read).await,
+        fn new() -> Self {
+            let frozen: Arc<Mutex<HashMap<ResourceKey, Object>>> = Arc::default();
+            let copies = frozen.clone();
+            let store = Hooked::new().on_get(move |key, read| {
+                (read == ReadMode::Local).then(|| {
+                    let copies = copies.lock().unwrap();
+                    copies
+                        .get(key)
+                        .cloned()
+                        .ok_or_else(|| StoreError::not_found(key))
+                })
+            });
+            Self {
+                store: Arc::new(store),
+                frozen,
             }
         }
-        async fn list(&self, p: &KeyPrefix, o: ListOptions) -> Result<ListResult, StoreError> {
-            self.real.list(p, o).await
-        }
-        async fn txn(&self, ops: Vec<Op>) -> Result<(Revision, Vec<OpResult>), StoreError> {
-            self.real.txn(ops).await
-        }
-        async fn txn_fenced(
-            &self,
-            ops: Vec<Op>,
-            fence: Fence,
-        ) -> Result<(Revision, Vec<OpResult>), StoreError> {
-            self.real.txn_fenced(ops, fence).await
-        }
-        async fn watch(&self, p: &KeyPrefix, o: WatchOptions) -> Result<WatchStream, StoreError> {
-            self.real.watch(p, o).await
-        }
-        async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
-            self.real.revision(read).await
+
+        async fn freeze(&self, key: &ResourceKey) {
+            let o = self
+                .store
+                .real
+                .get(key, ReadMode::Linearizable)
+                .await
+                .unwrap();
+            self.frozen.lock().unwrap().insert(key.clone(), o);
         }
     }
 
@@ -343,11 +327,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_binding_from_a_stale_local_copy_never_binds_twice() {
-        let store = Arc::new(Lagging {
-            real: MemStore::new(WindowConfig::default()),
-            frozen: Mutex::new(HashMap::new()),
-        });
-        let reg = Registry::new(store.clone());
+        let store = Lagging::new();
+        let reg = Registry::new(store.store.clone());
         let nss = kinds::by_kind("", "Namespace").unwrap();
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
         reg.create(nss, None, ns, &WriteOptions::default())

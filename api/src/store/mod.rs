@@ -15,6 +15,8 @@ pub mod apply;
 mod canonical;
 mod error;
 pub mod fence;
+#[cfg(test)]
+pub mod hooked;
 mod key;
 pub mod list;
 pub mod mem;
