@@ -17,9 +17,13 @@
 //! `metadata.resourceVersion` and re-encoding give (`apply`'s slow path). So
 //! every replica writes the same bytes from the same log entry, whichever
 //! path it takes and whenever the entry was written. `scan` answers `None`
-//! for anything it is not sure of (whitespace, floats, escapes in keys, very
-//! large integers, deep nesting, duplicate keys, odd metadata): those take
-//! the slow path, which also gives their errors.
+//! for anything it is not sure of (whitespace, floats, very large integers,
+//! deep nesting, duplicate keys, odd metadata): those take the slow path,
+//! which also gives their errors. Keys with escapes (managedFields' list keys
+//! such as `k:{"type":"Ready"}`) are compared unescaped, as their order is
+//! that of their text.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
@@ -133,7 +137,7 @@ impl<'a> Scanner<'a> {
     /// The top-level object; its `metadata` must be an object.
     fn top_level(&mut self) -> Option<Meta<'a>> {
         let mut meta = None;
-        self.members(1, |s, key| {
+        self.members(1, |s, key, _| {
             if key == b"metadata" {
                 meta = Some(s.metadata()?);
                 Some(())
@@ -147,8 +151,7 @@ impl<'a> Scanner<'a> {
     fn metadata(&mut self) -> Option<Meta<'a>> {
         let mut meta = Meta::default();
         let mut last_end = None;
-        self.members(2, |s, key| {
-            let key_start = s.i - key.len() - 3; // `"key":`
+        self.members(2, |s, key, key_start| {
             if meta.slot.is_none() && key > RESOURCE_VERSION {
                 meta.slot = Some(Slot::Insert {
                     at: key_start,
@@ -180,11 +183,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object's members in canonical order; `member` reads each value,
-    /// given its key (which has no escapes).
+    /// given its key (unescaped) and where the key's opening quote is.
     fn members(
         &mut self,
         depth: usize,
-        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+        mut member: impl FnMut(&mut Self, &[u8], usize) -> Option<()>,
     ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
@@ -193,15 +196,23 @@ impl<'a> Scanner<'a> {
         if self.eat(b'}').is_some() {
             return Some(());
         }
-        let mut prev: Option<&[u8]> = None;
+        let mut prev: Option<Cow<'a, [u8]>> = None;
         loop {
-            let key = self.plain_string()?;
-            if prev.is_some_and(|p| p >= key) {
+            let start = self.i;
+            let (raw, escaped) = self.string()?;
+            // Keys are ordered by their text, not by how it is escaped
+            // (`a"b` sorts before `a#`, though `\` sorts after `#`).
+            let key = if escaped {
+                Cow::Owned(unescape(raw))
+            } else {
+                Cow::Borrowed(raw)
+            };
+            if prev.as_deref().is_some_and(|p| p >= &*key) {
                 return None;
             }
-            prev = Some(key);
             self.eat(b':')?;
-            member(self, key)?;
+            member(self, &key, start)?;
+            prev = Some(key);
             match self.peek()? {
                 b',' => self.i += 1,
                 b'}' => {
@@ -215,7 +226,7 @@ impl<'a> Scanner<'a> {
 
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
-            b'{' => self.members(depth + 1, |s, _| s.value(depth + 1)),
+            b'{' => self.members(depth + 1, |s, _, _| s.value(depth + 1)),
             b'[' => self.array(depth + 1),
             b'"' => self.string().map(|_| ()),
             b't' => self.literal(b"true"),
@@ -321,6 +332,45 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The text of a string's raw content that `Scanner::string` accepted (so
+/// every escape in it is one serde_json writes).
+fn unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&c, tail)) = rest.split_first() {
+        rest = tail;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let Some((&e, tail)) = rest.split_first() else {
+            break;
+        };
+        rest = tail;
+        out.push(match e {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                // `00XX`, XX lowercase hex (checked by the scan).
+                let (hex, tail) = rest.split_at(rest.len().min(4));
+                rest = tail;
+                hex.iter().fold(0u8, |n, &d| {
+                    let v = match d {
+                        b'a'..=b'f' => d - b'a' + 10,
+                        _ => d.wrapping_sub(b'0'),
+                    };
+                    n.wrapping_mul(16).wrapping_add(v)
+                })
+            }
+            other => other, // `"` and `\\`
+        });
+    }
+    out
+}
+
 /// `\u00XX` is how serde_json writes a control character without a short
 /// escape, with lowercase hex digits.
 fn canonical_control_escape(hex: &[u8]) -> bool {
@@ -421,6 +471,23 @@ mod tests {
     }
 
     #[test]
+    fn escaped_keys_are_ordered_by_their_text() {
+        let k = key(Some("default"), "a");
+        // managedFields name list items by their keys: `k:{"type":"Ready"}`.
+        same_as_slow(
+            &k,
+            &json!({"metadata":{"name":"a","managedFields":[{"fieldsV1":{"f:status":{
+                "f:conditions":{".":{},"k:{\"type\":\"Ready\"}":{"f:status":{}},"k:{\"type\":\"PodScheduled\"}":{}}}}}]},
+                "a\"b":1,"a#":2,"a\\":3,"a\u{1}":4,"a\n":5,"a\u{1f}":6,"a":7}),
+        );
+        // Metadata's own keys, escaped ones among them.
+        same_as_slow(
+            &k,
+            &json!({"metadata":{"\"":1,"name":"a","resourceVersion\n":2,"z\\":3}}),
+        );
+    }
+
+    #[test]
     fn anything_not_canonical_is_left_to_the_slow_path() {
         let k = key(Some("default"), "a");
         for text in [
@@ -452,8 +519,10 @@ mod tests {
             r#"[{"metadata":{"name":"a"}}]"#,
             r#"{"metadata":{"name":"a"},"x":"unterminated}"#,
             r#"{"metadata":{"name":"a"},"x":tru}"#,
-            // Canonical, but an escaped key is not compared here.
-            r#"{"k\u0001":1,"metadata":{"name":"a"}}"#,
+            // In byte order as escaped, but not as text: `a"b` < `a#`.
+            r#"{"a#":1,"a\"b":2,"metadata":{"name":"a"}}"#,
+            // The same key twice, escaped.
+            r#"{"a\"":1,"a\"":2,"metadata":{"name":"a"}}"#,
             "",
         ] {
             assert!(
@@ -527,6 +596,12 @@ mod tests {
             "é",
             "A",
             "",
+            "a\"b",
+            "a#",
+            "\\",
+            "\u{1}",
+            "resourceVersion\t",
+            "k:{\"type\":\"Ready\"}",
         ];
         KEYS[(next() % KEYS.len() as u64) as usize].to_string()
     }
