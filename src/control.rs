@@ -4,10 +4,11 @@
 //! master's gRPC API through the typed client, like any other client, with
 //! every write fenced by the lease it acts under: a write decided while this
 //! master led is refused once it no longer does, never forwarded to the new
-//! leader (see `balsa_api::store::fence`).
+//! leader (see `balsa_api::store::fence`). Their calls go straight into this
+//! master's gRPC services, not over a socket (`balsa_api::grpc::transport`).
 //!
 //! The scheduler runs on a thread of its own (as kube-scheduler is a process
-//! of its own), with its own connection to the API. On the API's runtime its
+//! of its own), with its own client of the API. On the API's runtime its
 //! informer and its owner task were two tasks among the hundreds a burst of
 //! writes wakes: each pod reached the scheduler 0.1-0.4 s after its create
 //! was answered, and each yield of the owner task cost as much again. On its
@@ -27,29 +28,19 @@ pub struct Control {
 
 /// Runs the scheduler (`balsa_scheduler::driver`, on its own thread) and the
 /// controller manager (`balsa_controllers::manager`, on the caller's runtime)
-/// against the API at `api_addr`.
+/// against the API `client` reaches.
 pub fn spawn(
     member: u64,
-    api_addr: String,
+    client: Client,
     leadership: Leadership,
     options: Options,
 ) -> std::io::Result<Control> {
-    let client = match Client::new(vec![api_addr]) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e.message, "control loops not started");
-            return Ok(Control {
-                controllers: None,
-                scheduler: None,
-            });
-        }
-    };
     let scheduler = Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(format!("scheduler-{member}"))
         .enable_all()
         .build()?;
-    // Each `fenced_by` is a client with a connection of its own.
+    // Each `fenced_by` is a client of its own.
     scheduler.spawn(balsa_scheduler::driver::run(
         client.fenced_by(&leadership),
         leadership.clone(),
@@ -111,13 +102,9 @@ mod tests {
     #[tokio::test]
     async fn the_scheduler_has_a_thread_of_its_own_until_stopped() {
         // No master listens there: the loops only retry their connections.
-        let mut control = spawn(
-            97,
-            "127.0.0.1:1".into(),
-            Leadership::always(),
-            Options::default(),
-        )
-        .expect("control loops");
+        let client = Client::new(vec!["127.0.0.1:1".into()]).expect("client");
+        let mut control =
+            spawn(97, client, Leadership::always(), Options::default()).expect("control loops");
         assert_eq!(eventually_threads("scheduler-97", 1).await, 1);
         control.stop();
         assert_eq!(eventually_threads("scheduler-97", 0).await, 0);

@@ -16,6 +16,7 @@ use balsa_api::{Store, StoreError};
 use balsa_raft_store::{Faults, Member, Replica, ReplicaConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 
 use crate::bootstrap;
 use crate::control;
@@ -111,6 +112,9 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     });
     let store: Arc<dyn Store> = replica.clone();
     let registry = Registry::new(store);
+    // What this master's own control loops call, in process.
+    let own_api = Routes::new(balsa_api::grpc::server::server(registry.clone()))
+        .add_service(balsa_raft_store::cluster_service::server(replica.clone()));
     let api = tonic::transport::Server::builder()
         .add_service(balsa_api::grpc::server::server(registry.clone()))
         .add_service(balsa_api::grpc::node_stream::server(
@@ -149,7 +153,7 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     }
     let control = control::spawn(
         id,
-        api_addr.to_string(),
+        balsa_api::client::Client::local(own_api, api_addr.to_string()),
         Leadership::new(replica.leadership()),
         controllers,
     )

@@ -25,20 +25,6 @@ pub struct Ctx {
     pub client: Client,
 }
 
-/// A raw connection to the first master that answers.
-async fn raw(client: &Client) -> Result<Raw, Error> {
-    let mut last = String::new();
-    for addr in client.endpoints() {
-        match Raw::connect(addr).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Error::Invalid(format!(
-        "no master could be reached: {last}"
-    )))
-}
-
 fn store_err(step: &str, e: StoreError) -> Error {
     Error::Invalid(format!("{step}: {e}"))
 }
@@ -97,7 +83,11 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
     if !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let raw = raw(&ctx.client).await?;
+    let raw = ctx
+        .client
+        .raw()
+        .await
+        .map_err(Error::api("reaching the store to empty namespace", &name))?;
     let left = empty(&raw, &name).await?;
     if left > 0 {
         tracing::info!(namespace = %name, left, "waiting for the namespace's objects to go");

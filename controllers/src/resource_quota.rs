@@ -46,19 +46,6 @@ pub fn in_namespace<C: Resource>(
     }
 }
 
-async fn raw(client: &Client) -> Result<Raw, Error> {
-    let mut last = String::new();
-    for addr in client.endpoints() {
-        match Raw::connect(addr).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Error::Invalid(format!(
-        "no master could be reached: {last}"
-    )))
-}
-
 /// What the objects in `ns` that `quota` counts (of the kinds `hard` cares
 /// about, within its scopes) use.
 async fn used_in(
@@ -113,7 +100,10 @@ pub async fn reconcile(rq: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, 
     let ns = rq.metadata.namespace.clone().unwrap_or_default();
     let v = serde_json::to_value(&*rq).map_err(|e| Error::Invalid(e.to_string()))?;
     let hard = quota::hard_of(&v);
-    let raw = raw(&ctx.client).await?;
+    let raw = ctx.client.raw().await.map_err(Error::api(
+        "reaching the store to count the usage of",
+        key.to_string(),
+    ))?;
     let used = used_in(&raw, &ns, &v, &hard).await?;
     let status = ResourceQuotaStatus {
         hard: Some(to_k8s(&hard)),

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use tonic::service::Routes;
 use tonic::{Code, Status};
 
 use super::leader::Leadership;
@@ -18,6 +19,9 @@ pub struct Client {
 
 struct Inner {
     endpoints: Vec<String>,
+    /// Inside a master, its own API services: every call goes there and
+    /// `endpoints` only names them (see `grpc::transport`).
+    local: Option<Channel>,
     /// The endpoint in use, and its connection once made.
     current: Mutex<(usize, Option<Channel>)>,
     /// See `fenced_by`.
@@ -43,10 +47,36 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
+                local: None,
                 current: Mutex::new((0, None)),
                 fence: None,
             }),
         })
+    }
+
+    /// A client of this process's own API services (`routes`, which the
+    /// listener at `addr` also serves): for the control loops a master runs.
+    pub fn local(routes: Routes, addr: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: vec![addr],
+                local: Some(Channel::local(routes)),
+                current: Mutex::new((0, None)),
+                fence: None,
+            }),
+        }
+    }
+
+    /// The same masters, with writes fenced by `fence`.
+    fn with_fence(&self, fence: Option<LeaseSource>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoints: self.inner.endpoints.clone(),
+                local: self.inner.local.clone(),
+                current: Mutex::new((0, None)),
+                fence,
+            }),
+        }
     }
 
     /// A client for a leader-only control loop: each write it sends carries
@@ -54,13 +84,7 @@ impl Client {
     /// once that leadership is gone (see `store::fence`), and a write made
     /// while not leading is refused before it is sent.
     pub fn fenced_by(&self, leadership: &Leadership) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                endpoints: self.inner.endpoints.clone(),
-                current: Mutex::new((0, None)),
-                fence: Some(leadership.source()),
-            }),
-        }
+        self.with_fence(Some(leadership.source()))
     }
 
     /// The same masters without a fence, for writes that are observations
@@ -71,13 +95,13 @@ impl Client {
         if self.inner.fence.is_none() {
             return self.clone();
         }
-        Self {
-            inner: Arc::new(Inner {
-                endpoints: self.inner.endpoints.clone(),
-                current: Mutex::new((0, None)),
-                fence: None,
-            }),
-        }
+        self.with_fence(None)
+    }
+
+    /// An unfenced client of the store's Objects service (what the typed
+    /// client is built on), on the current master or this process's own.
+    pub async fn raw(&self) -> Result<Channel, ApiError> {
+        self.unfenced().channel().await
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -87,6 +111,9 @@ impl Client {
     /// The connection to the current master, dialling the masters in turn
     /// until one answers.
     pub(crate) async fn channel(&self) -> Result<Channel, ApiError> {
+        if let Some(local) = &self.inner.local {
+            return Ok(local.clone().fenced(self.inner.fence.clone()));
+        }
         let start = {
             let cur = self.lock();
             if let Some(c) = &cur.1 {

@@ -9,17 +9,19 @@ use balsa_proto::objects::{
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::fence::{attach, LeaseSource};
 use super::status::from_status;
+use super::transport::Transport;
 use crate::store::{ResourceKey, Revision, StoreError};
 
 #[derive(Clone)]
 pub struct Client {
-    objects: ObjectsClient<Channel>,
-    cluster: ClusterClient<Channel>,
+    objects: ObjectsClient<Transport>,
+    cluster: ClusterClient<Transport>,
     /// Set for a leader-only control loop: every write carries its lease's
     /// fence (see `fence`).
     fence: Option<LeaseSource>,
@@ -59,9 +61,19 @@ impl Client {
     }
 
     pub fn from_channel(channel: Channel) -> Self {
+        Self::over(Transport::Remote(channel))
+    }
+
+    /// A client of this process's own API services (`routes` serves
+    /// Objects and Cluster): no connection, no HTTP/2 (see `transport`).
+    pub fn local(routes: Routes) -> Self {
+        Self::over(Transport::Local(routes))
+    }
+
+    fn over(transport: Transport) -> Self {
         Self {
-            objects: ObjectsClient::new(channel.clone()).max_decoding_message_size(256 << 20),
-            cluster: ClusterClient::new(channel),
+            objects: ObjectsClient::new(transport.clone()).max_decoding_message_size(256 << 20),
+            cluster: ClusterClient::new(transport),
             fence: None,
         }
     }

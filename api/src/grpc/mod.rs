@@ -9,3 +9,4 @@ mod node_fanout;
 pub mod node_stream;
 pub mod server;
 pub mod status;
+pub mod transport;
