@@ -59,3 +59,69 @@ impl Service<Request<Body>> for Transport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use balsa_proto::objects::WatchRequest;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::client::Client;
+    use crate::registry::Registry;
+    use crate::store::mem::MemStore;
+    use crate::store::window::WindowConfig;
+    use crate::store::{ResourceKey, Store, StoreError};
+
+    fn json(v: serde_json::Value) -> Bytes {
+        Bytes::from(serde_json::to_vec(&v).expect("json"))
+    }
+
+    /// With no listener anywhere, a local client's create, get and watch
+    /// reach the services and a registry error comes back as one.
+    #[tokio::test]
+    async fn a_local_client_writes_reads_and_watches_without_a_listener() {
+        let store: Arc<dyn Store> = MemStore::new(WindowConfig::default());
+        let routes = Routes::new(crate::grpc::server::server(Registry::new(store)));
+        let raw = Client::local(routes, "in-process".into())
+            .raw()
+            .await
+            .expect("a local client needs no connection");
+
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}});
+        raw.create(json(ns)).await.expect("namespace created");
+        let mut changes = raw
+            .watch(WatchRequest {
+                resource: "configmaps".into(),
+                namespace: "ns1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch");
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns1"}, "data": {"k": "v"}});
+        let (_, rev) = raw.create(json(cm.clone())).await.expect("created");
+
+        let key = ResourceKey::new("", "configmaps", Some("ns1"), "a");
+        let (got, got_rev) = raw.get(&key, false).await.expect("read back");
+        assert_eq!(got_rev, rev);
+        let got: serde_json::Value = serde_json::from_slice(&got).expect("json");
+        assert_eq!(got["data"]["k"], "v");
+
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next())
+            .await
+            .expect("the create is watched")
+            .expect("stream open")
+            .expect("event");
+        assert_eq!(event.revision, rev.0);
+
+        let again = raw.create(json(cm)).await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+    }
+}
