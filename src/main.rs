@@ -13,10 +13,9 @@ use balsa_raft_store::Member;
 use clap::{Args, Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: a master allocates and frees a few
-/// kilobytes per request on many threads, and glibc returned the freed heap
-/// to the kernel only to fault it back in (a profile of a Deployment's
-/// create put glibc's malloc and the page clearing behind it at over a
-/// quarter of the machine's CPU).
+/// kilobytes per request on many threads. In a profile of a Deployment's
+/// create, glibc's malloc and free took ~16% of the machine's CPU, mimalloc's
+/// ~10%, and the create ran 35 s -> 28 s.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

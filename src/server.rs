@@ -112,16 +112,16 @@ pub async fn start(opts: ServerOptions, faults: Faults) -> anyhow::Result<Runnin
     });
     let store: Arc<dyn Store> = replica.clone();
     let registry = Registry::new(store);
-    // What this master's own control loops call, in process.
+    // The services this master's own control loops call, in process; the
+    // listener serves the same ones and the node streams.
     let own_api = Routes::new(balsa_api::grpc::server::server(registry.clone()))
         .add_service(balsa_raft_store::cluster_service::server(replica.clone()));
     let api = tonic::transport::Server::builder()
-        .add_service(balsa_api::grpc::server::server(registry.clone()))
+        .add_routes(own_api.clone())
         .add_service(balsa_api::grpc::node_stream::server(
             registry.clone(),
             stop_rx.clone(),
         ))
-        .add_service(balsa_raft_store::cluster_service::server(replica.clone()))
         .serve_with_incoming_shutdown(incoming(listeners.api), stopped(stop_rx.clone()));
     let rest = axum::serve(
         rest_incoming(listeners.rest),

@@ -44,39 +44,33 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ApiError::bad_request("a client needs at least one master"));
         }
-        Ok(Self {
+        Ok(Self::with(endpoints, None, None))
+    }
+
+    fn with(endpoints: Vec<String>, local: Option<Channel>, fence: Option<LeaseSource>) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 endpoints,
-                local: None,
+                local,
                 current: Mutex::new((0, None)),
-                fence: None,
+                fence,
             }),
-        })
+        }
     }
 
     /// A client of this process's own API services (`routes`, which the
     /// listener at `addr` also serves): for the control loops a master runs.
     pub fn local(routes: Routes, addr: String) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                endpoints: vec![addr],
-                local: Some(Channel::local(routes)),
-                current: Mutex::new((0, None)),
-                fence: None,
-            }),
-        }
+        Self::with(vec![addr], Some(Channel::local(routes)), None)
     }
 
     /// The same masters, with writes fenced by `fence`.
     fn with_fence(&self, fence: Option<LeaseSource>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                endpoints: self.inner.endpoints.clone(),
-                local: self.inner.local.clone(),
-                current: Mutex::new((0, None)),
-                fence,
-            }),
-        }
+        Self::with(
+            self.inner.endpoints.clone(),
+            self.inner.local.clone(),
+            fence,
+        )
     }
 
     /// A client for a leader-only control loop: each write it sends carries

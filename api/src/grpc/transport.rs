@@ -9,8 +9,10 @@
 //! A master's scheduler and controller manager used to reach their own API
 //! over loopback TCP: every request, reply and watch event they exchanged
 //! was framed as HTTP/2, written, woken for and read back in the same
-//! process. A profile of a Deployment's create put that framing at a quarter
-//! of the machine's CPU. `Local` hands the request to the same service
+//! process (a profile of a Deployment's create put HTTP/2 and tonic's
+//! connection handling, for all clients, at a quarter of the machine's CPU;
+//! going in process took the masters' CPU per pod from 4.4 to 3.8 ms).
+//! `Local` hands the request to the same service
 //! stack the listener serves (the same handlers, the same protobuf
 //! messages, the same metadata, so the same fencing), in the caller's task;
 //! only the HTTP/2 framing and the socket are gone.
