@@ -2,6 +2,7 @@
 //! on the wire are bincode (serde) behind a one-byte format marker; log entries
 //! also carry a CRC32 so a corrupted log is detected, never used.
 
+use bincode::enc::write::SizeWriter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -29,8 +30,21 @@ fn config() -> bincode::config::Configuration {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![FORMAT_BINCODE_V1];
-    out.extend(bincode::serde::encode_to_vec(value, config()).map_err(CodecError::Encode)?);
+    encode_after(value, 0)
+}
+
+/// `value` encoded behind `reserved` zero bytes, in one allocation of
+/// exactly its size. Sized by a first pass that only counts, because the
+/// records are large (a Raft entry holds whole objects, an AppendEntries
+/// many entries): a growing buffer would be reallocated and copied at every
+/// doubling, each time on freshly faulted pages.
+fn encode_after<T: Serialize>(value: &T, reserved: usize) -> Result<Vec<u8>, CodecError> {
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(CodecError::Encode)?;
+    let mut out = Vec::with_capacity(reserved + 1 + size.bytes_written);
+    out.resize(reserved, 0);
+    out.push(FORMAT_BINCODE_V1);
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(CodecError::Encode)?;
     Ok(out)
 }
 
@@ -46,9 +60,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 
 /// A record with its checksum: `crc32 (4 bytes LE) | encode(value)`.
 pub fn encode_checked<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let body = encode(value)?;
-    let mut out = crc32fast::hash(&body).to_le_bytes().to_vec();
-    out.extend(body);
+    let mut out = encode_after(value, 4)?;
+    let crc = crc32fast::hash(&out[4..]).to_le_bytes();
+    out[..4].copy_from_slice(&crc);
     Ok(out)
 }
 
@@ -85,5 +99,27 @@ mod tests {
             decode::<u8>(&[9, 1]),
             Err(CodecError::UnknownFormat(9))
         ));
+    }
+
+    /// The bytes are the format's, whatever the buffering: older and newer
+    /// replicas read each other's logs and peer messages.
+    #[test]
+    fn records_are_the_marker_then_bincode_in_a_buffer_of_exactly_their_size() {
+        let value = (
+            "key".to_string(),
+            bytes::Bytes::from(vec![7u8; 100_000]),
+            Some(42u64),
+        );
+        let plain = bincode::serde::encode_to_vec(&value, config()).unwrap();
+        let rec = encode(&value).unwrap();
+        assert_eq!(rec[0], FORMAT_BINCODE_V1);
+        assert_eq!(rec[1..], plain[..]);
+        assert_eq!(rec.capacity(), rec.len());
+        let checked = encode_checked(&value).unwrap();
+        assert_eq!(checked[4..], rec[..]);
+        assert_eq!(checked[..4], crc32fast::hash(&rec).to_le_bytes());
+        assert_eq!(checked.capacity(), checked.len());
+        let back: (String, bytes::Bytes, Option<u64>) = decode_checked(&checked).unwrap();
+        assert_eq!(back, value);
     }
 }
