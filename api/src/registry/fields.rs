@@ -23,7 +23,52 @@ const OWNED_METADATA: &[&str] = &["labels", "annotations", "finalizers", "ownerR
 
 /// The leaf fields `v` sets.
 pub fn leaves(v: &Value) -> FieldSet {
-    let mut out = FieldSet::new();
+    walk(v, None).all
+}
+
+/// The leaf fields of a walk over `new` and, when comparing with `old`,
+/// those whose value differs there (`value_at` of the path in each).
+struct Leaves {
+    all: FieldSet,
+    changed: FieldSet,
+}
+
+/// Where the path walked so far leads in `new` and in `old` (`value_at`,
+/// found one element at a time rather than from the root for every leaf).
+#[derive(Clone, Copy)]
+struct Cursors<'a> {
+    new: Option<&'a Value>,
+    old: Option<&'a Value>,
+}
+
+impl<'a> Cursors<'a> {
+    fn step(self, el: &str) -> Self {
+        Self {
+            new: self.new.and_then(|v| step(v, el)),
+            old: self.old.and_then(|v| step(v, el)),
+        }
+    }
+}
+
+impl Leaves {
+    fn insert(&mut self, path: Path, at: Option<Cursors>) {
+        if at.is_some_and(|at| at.new != at.old) {
+            self.changed.insert(path.clone());
+        }
+        self.all.insert(path);
+    }
+}
+
+fn walk(v: &Value, old: Option<&Value>) -> Leaves {
+    let mut out = Leaves {
+        all: FieldSet::new(),
+        changed: FieldSet::new(),
+    };
+    let root = old.map(|old| Cursors {
+        new: Some(v),
+        old: Some(old),
+    });
+    let at = |path: &Path| root.map(|r| path.iter().fold(r, |c, el| c.step(el)));
     if let Some(map) = v.as_object() {
         for (k, c) in map {
             match k.as_str() {
@@ -31,29 +76,32 @@ pub fn leaves(v: &Value) -> FieldSet {
                 "metadata" => {
                     for (mk, mc) in c.as_object().into_iter().flatten() {
                         if OWNED_METADATA.contains(&mk.as_str()) {
-                            child(
-                                mc,
-                                mk,
-                                vec!["f:metadata".into(), format!("f:{mk}")],
-                                &mut out,
-                            );
+                            let path = vec!["f:metadata".into(), format!("f:{mk}")];
+                            let cur = at(&path);
+                            child(mc, mk, path, cur, &mut out);
                         }
                     }
                 }
-                _ => child(c, k, vec![format!("f:{k}")], &mut out),
+                _ => {
+                    let path = vec![format!("f:{k}")];
+                    let cur = at(&path);
+                    child(c, k, path, cur, &mut out)
+                }
             }
         }
     }
     out
 }
 
-fn child(c: &Value, field: &str, path: Path, out: &mut FieldSet) {
+fn child(c: &Value, field: &str, path: Path, at: Option<Cursors>, out: &mut Leaves) {
+    let then = |p: &Path| at.map(|a| a.step(p.last().expect("a child's path has an element")));
     match c {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
                 let mut p = path.clone();
                 p.push(format!("f:{k}"));
-                child(v, k, p, out);
+                let cur = then(&p);
+                child(v, k, p, cur, out);
             }
         }
         Value::Array(items) if !items.is_empty() => {
@@ -62,7 +110,8 @@ fn child(c: &Value, field: &str, path: Path, out: &mut FieldSet) {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("v:{item}"));
-                    out.insert(p);
+                    let cur = then(&p);
+                    out.insert(p, cur);
                 }
             } else if let Some(key) =
                 merge_key(field, &refs).filter(|_| items.iter().all(Value::is_object))
@@ -70,17 +119,19 @@ fn child(c: &Value, field: &str, path: Path, out: &mut FieldSet) {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("k:{}", json!({ key: item[key] })));
+                    // `.` is the item itself: where its key leads.
+                    let cur = then(&p);
                     let mut dot = p.clone();
                     dot.push(".".into());
-                    out.insert(dot);
-                    child(item, "", p, out);
+                    out.insert(dot, cur);
+                    child(item, "", p, cur, out);
                 }
             } else {
-                out.insert(path);
+                out.insert(path, at);
             }
         }
         _ => {
-            out.insert(path);
+            out.insert(path, at);
         }
     }
 }
@@ -283,12 +334,20 @@ pub fn record_update(
     time: &str,
 ) {
     let mut list = old.map(entries).unwrap_or_default();
-    let new_leaves = leaves(new);
-    let changed: FieldSet = new_leaves
-        .iter()
-        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
-        .cloned()
-        .collect();
+    let Leaves {
+        all: new_leaves,
+        changed,
+    } = match old {
+        Some(old) => walk(new, Some(old)),
+        // A create changes every field it sets.
+        None => {
+            let all = leaves(new);
+            Leaves {
+                changed: all.clone(),
+                all,
+            }
+        }
+    };
     for e in &mut list {
         e.fields
             .retain(|p| new_leaves.contains(p) && !changed.contains(p));
@@ -572,5 +631,66 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("kubectl-scale"), "{}", err.message);
+    }
+
+    /// The fields an update changes are those whose value differs at the
+    /// same path in the old object, each path looked up from the root
+    /// (`value_at`), as the walk with cursors must find them: duplicate
+    /// keys resolve to the first item, an item without its key to nothing.
+    #[test]
+    fn the_walk_finds_the_changed_fields_value_at_finds() {
+        let base = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"app": "web"}, "finalizers": ["a", "b"],
+                "ownerReferences": [{"uid": "u1", "kind": "ReplicaSet", "name": "rs"}]},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "app", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+                {"name": "side", "image": "busybox", "args": ["x", "y"]}]},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "False"}], "podIPs": [{"ip": "10.0.0.1"}]}
+        });
+        let edits: Vec<(&str, Value)> = vec![
+            ("/status/phase", json!("Running")),
+            ("/status/conditions/1/status", json!("True")),
+            (
+                "/status/conditions/1",
+                json!({"type": "PodScheduled", "status": "False"}),
+            ),
+            ("/status/conditions/0/type", json!(null)),
+            ("/status/conditions", json!([])),
+            ("/status/podIPs/0/ip", json!("10.0.0.2")),
+            ("/spec/containers/1/name", json!("app")),
+            ("/spec/containers/0/ports/0/containerPort", json!(8080)),
+            ("/spec/containers/1/args", json!(["y", "x"])),
+            ("/metadata/finalizers", json!(["b", "c"])),
+            ("/metadata/labels", json!({})),
+            ("/metadata/ownerReferences/0/uid", json!("u2")),
+            ("/spec/nodeName", json!({"nested": [1, 2]})),
+        ];
+        let mut variants = vec![base.clone()];
+        for (i, (ptr, v)) in edits.iter().enumerate() {
+            let mut one = base.clone();
+            *one.pointer_mut(ptr).unwrap() = v.clone();
+            variants.push(one.clone());
+            // And with the next edit on top.
+            if let Some((ptr2, v2)) = edits.get(i + 1) {
+                if let Some(slot) = one.pointer_mut(ptr2) {
+                    *slot = v2.clone();
+                    variants.push(one);
+                }
+            }
+        }
+        for old in &variants {
+            for new in &variants {
+                let by_lookup: FieldSet = leaves(new)
+                    .into_iter()
+                    .filter(|p| value_at(old, p) != value_at(new, p))
+                    .collect();
+                let walked = walk(new, Some(old));
+                assert_eq!(walked.all, leaves(new));
+                assert_eq!(walked.changed, by_lookup, "old {old}\nnew {new}");
+            }
+        }
     }
 }
