@@ -253,6 +253,25 @@ struct Entry {
     time: String,
     subresource: String,
     fields: FieldSet,
+    /// The `fieldsV1` read, while `fields` is still exactly what it holds
+    /// and it is the trie `to_fields_v1` would write for them: stored back
+    /// as it is, so an update leaves the entries of managers it does not
+    /// touch without a second encoding.
+    kept: Option<Value>,
+}
+
+impl Entry {
+    /// `fields` is about to change: the stored trie no longer holds them.
+    fn fields_mut(&mut self) -> &mut FieldSet {
+        self.kept = None;
+        &mut self.fields
+    }
+}
+
+/// Whether `trie` is as `to_fields_v1` writes one: objects all the way
+/// down, a leaf being an empty object.
+fn canonical(trie: &Value) -> bool {
+    trie.as_object().is_some_and(|m| m.values().all(canonical))
 }
 
 fn entries(v: &Value) -> Vec<Entry> {
@@ -267,6 +286,7 @@ fn entries(v: &Value) -> Vec<Entry> {
             time: e["time"].as_str().unwrap_or_default().into(),
             subresource: e["subresource"].as_str().unwrap_or_default().into(),
             fields: from_fields_v1(&e["fieldsV1"]),
+            kept: Some(&e["fieldsV1"]).filter(|t| canonical(t)).cloned(),
         })
         .collect()
 }
@@ -276,13 +296,14 @@ fn store_entries(v: &mut Value, list: Vec<Entry>) {
         .into_iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
+            let fields_v1 = e.kept.unwrap_or_else(|| to_fields_v1(&e.fields));
             let mut o = json!({
                 "manager": e.manager,
                 "operation": e.operation,
                 "apiVersion": e.api_version,
                 "time": e.time,
                 "fieldsType": "FieldsV1",
-                "fieldsV1": to_fields_v1(&e.fields),
+                "fieldsV1": fields_v1,
             });
             if !e.subresource.is_empty() {
                 o["subresource"] = json!(e.subresource);
@@ -318,6 +339,7 @@ fn upsert<'a>(
                 time: String::new(),
                 subresource: subresource.into(),
                 fields: FieldSet::new(),
+                kept: None,
             });
             list.last_mut().expect("just pushed")
         }
@@ -349,13 +371,15 @@ pub fn record_update(
         }
     };
     for e in &mut list {
-        e.fields
-            .retain(|p| new_leaves.contains(p) && !changed.contains(p));
+        let keep = |p: &Path| new_leaves.contains(p) && !changed.contains(p);
+        if !e.fields.iter().all(keep) {
+            e.fields_mut().retain(keep);
+        }
     }
     if !changed.is_empty() {
         let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
         let e = upsert(&mut list, manager, "Update", subresource);
-        e.fields.extend(changed);
+        e.fields_mut().extend(changed);
         e.api_version = api_version;
         e.time = time.into();
     }
@@ -381,7 +405,7 @@ pub fn apply(
         let mut new = applied.clone();
         let mut list = Vec::new();
         let e = upsert(&mut list, manager, "Apply", "");
-        e.fields = applied_set;
+        *e.fields_mut() = applied_set;
         e.api_version = api_version;
         e.time = time.into();
         store_entries(&mut new, list);
@@ -408,7 +432,9 @@ pub fn apply(
     }
     for (_, _, path) in &conflicts {
         for e in list.iter_mut().filter(|e| e.manager != manager) {
-            e.fields.remove(path);
+            if e.fields.contains(path) {
+                e.fields_mut().remove(path);
+            }
         }
     }
     let previous: FieldSet = list
@@ -437,7 +463,7 @@ pub fn apply(
     let e = upsert(&mut list, manager, "Apply", "");
     // Re-applying the same configuration changes nothing, not even the time.
     if e.fields != applied_set || e.api_version != api_version {
-        e.fields = applied_set;
+        *e.fields_mut() = applied_set;
         e.api_version = api_version;
         e.time = time.into();
     }
@@ -631,6 +657,72 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("kubectl-scale"), "{}", err.message);
+    }
+
+    /// An update stores the tries of managers it leaves alone as they were,
+    /// writes those it takes fields from anew, and writes a trie it read
+    /// in another form (a leaf that is not `{}`) in the form it writes.
+    #[test]
+    fn updates_keep_untouched_entries_and_rewrite_the_rest() {
+        let entry = |manager: &str, sub: &str, fields: Value| {
+            json!({"manager": manager, "operation": "Update", "apiVersion": "v1",
+                "time": "t0", "fieldsType": "FieldsV1", "fieldsV1": fields, "subresource": sub})
+        };
+        let ctrl = json!({"f:spec": {"f:nodeName": {}, "f:containers":
+            {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:name": {}}}}});
+        let mut old = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"app": "web"}, "managedFields": [
+                entry("ctrl", "", ctrl.clone()),
+                entry("odd", "", json!({"f:metadata": {"f:labels": {"f:app": null}}})),
+                entry("node", "status", json!({"f:status": {"f:phase": {}}})),
+            ]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "nginx"}]},
+            "status": {"phase": "Pending"}
+        });
+        old["metadata"]["managedFields"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("subresource");
+        old["metadata"]["managedFields"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("subresource");
+        let fields_of = |v: &Value, manager: &str| {
+            v["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["manager"] == manager)
+                .map(|e| e["fieldsV1"].clone())
+        };
+
+        let mut running = old.clone();
+        running["status"]["phase"] = json!("Running");
+        record_update(Some(&old), &mut running, "node", "status", "t1");
+        assert_eq!(fields_of(&running, "ctrl"), Some(ctrl.clone()));
+        assert_eq!(
+            fields_of(&running, "odd"),
+            Some(json!({"f:metadata": {"f:labels": {"f:app": {}}}}))
+        );
+        assert_eq!(
+            fields_of(&running, "node"),
+            Some(json!({"f:status": {"f:phase": {}}}))
+        );
+
+        let mut moved = old.clone();
+        moved["spec"]["nodeName"] = json!("n2");
+        record_update(Some(&old), &mut moved, "sched", "", "t1");
+        let ctrl_now = fields_of(&moved, "ctrl").unwrap();
+        assert_eq!(ctrl_now["f:spec"].get("f:nodeName"), None);
+        assert_eq!(
+            ctrl_now["f:spec"]["f:containers"],
+            ctrl["f:spec"]["f:containers"]
+        );
+        assert_eq!(
+            fields_of(&moved, "sched"),
+            Some(json!({"f:spec": {"f:nodeName": {}}}))
+        );
     }
 
     /// The fields an update changes are those whose value differs at the
