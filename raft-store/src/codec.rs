@@ -36,8 +36,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// `value` encoded behind `reserved` zero bytes, in one allocation of
 /// exactly its size. Sized by a first pass that only counts, because the
 /// records are large (a Raft entry holds whole objects, an AppendEntries
-/// many entries): a growing buffer would be reallocated and copied at every
-/// doubling, each time on freshly faulted pages.
+/// many entries): a growing buffer is reallocated and copied at every
+/// doubling, mostly onto pages the process has never touched.
 fn encode_after<T: Serialize>(value: &T, reserved: usize) -> Result<Vec<u8>, CodecError> {
     let mut size = SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut size, config()).map_err(CodecError::Encode)?;
