@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use balsa_api::client::backoff::Backoff;
+use balsa_api::client::managed_fields::without_managed_fields;
 use balsa_proto::node::node_agent_client::NodeAgentClient;
 use balsa_proto::node::{
     agent_message, master_message, AgentMessage, ChangeType, Heartbeat, Hello, MasterMessage,
@@ -217,8 +218,12 @@ async fn attach(
     }
 }
 
+/// A pod as the agent holds it: without `metadata.managedFields`, which no
+/// part of the agent reads (its status writes are merge patches, and the
+/// registry keeps managedFields from the stored object), and which are a
+/// good part of a pod's bytes and of its decoded size.
 fn pod(json: &[u8]) -> Result<Pod, StreamError> {
-    serde_json::from_slice(json).map_err(StreamError::Decode)
+    serde_json::from_slice(&without_managed_fields(json)).map_err(StreamError::Decode)
 }
 
 fn decode(msg: MasterMessage) -> Result<Option<Update>, StreamError> {
@@ -252,6 +257,30 @@ mod tests {
     use super::*;
 
     type Out = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+    #[test]
+    fn pods_are_held_without_their_managed_fields() {
+        let json = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u",
+                "managedFields": [{"manager": "m", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "i"}]}
+        });
+        let change = MasterMessage {
+            message: Some(master_message::Message::Change(PodChange {
+                r#type: ChangeType::Added as i32,
+                revision: 3,
+                pod: serde_json::to_vec(&json).unwrap().into(),
+            })),
+        };
+        let Ok(Some(Update::Change { pod, .. })) = decode(change) else {
+            panic!("a change");
+        };
+        assert_eq!(pod.metadata.managed_fields, None);
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("i"));
+    }
 
     /// A master that breaks the first stream between the two changes of
     /// revision 7 and records where each stream was asked to resume.
