@@ -517,7 +517,10 @@ impl Owner {
                 let (ns, name) = name_of(&pod);
                 let api = Api::<Pod>::namespaced(self.client.clone(), &ns);
                 self.tasks.spawn(async move {
-                    let result = api.bind(&name, Some(&uid), &r.node).await.map(|_| ());
+                    let result = api
+                        .bind_revision(&name, Some(&uid), &r.node)
+                        .await
+                        .map(|_| ());
                     Done::Bind {
                         pod,
                         node: r.node,

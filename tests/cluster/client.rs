@@ -175,6 +175,16 @@ async fn typed_client_speaks_the_registry() {
         Reason::Conflict,
         "a pod is bound once: {again:?}"
     );
+    // The scheduler's binding answers the revision the pod was bound at.
+    let mut other = pod.clone();
+    other.metadata = meta(None, "q");
+    pods.create(&other, &PostParams::default()).await.unwrap();
+    let rev = pods.bind_revision("q", None, "node-2").await.unwrap();
+    let q = pods.get("q").await.unwrap();
+    assert_eq!(q.metadata.resource_version, Some(rev.to_string()));
+    assert_eq!(q.spec.unwrap().node_name.as_deref(), Some("node-2"));
+    let again = pods.bind_revision("q", None, "node-1").await.unwrap_err();
+    assert_eq!(again.reason, Reason::Conflict, "{again:?}");
 
     let mut running = bound.clone();
     running.status = Some(PodStatus {

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use balsa_proto::objects::{
-    DeleteRequest, GetRequest, ListRequest, PatchRequest, PatchType as WirePatchType, WatchRequest,
-    WriteRequest,
+    DeleteRequest, GetRequest, ListRequest, ObjectReply, PatchRequest, PatchType as WirePatchType,
+    WatchRequest, WriteRequest,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -427,13 +427,23 @@ impl Api<Pod> {
     /// only that incarnation of the pod is bound.
     pub async fn bind(&self, name: &str, uid: Option<&str>, node: &str) -> Result<Pod, ApiError> {
         let key = self.key(name)?;
-        let binding = json!({
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": name, "namespace": key.namespace, "uid": uid},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        });
-        self.create_subresource("binding", &binding).await
+        let binding = binding(name, key.namespace.as_deref(), uid, node);
+        let reply = self.create_subresource("binding", &binding).await?;
+        decode(&reply.object)
+    }
+
+    /// `bind`, answering only the revision the binding was written at: no
+    /// pod decoded, for a caller that learns the bound pod from its watch
+    /// (the scheduler).
+    pub async fn bind_revision(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        node: &str,
+    ) -> Result<u64, ApiError> {
+        let key = self.key(name)?;
+        let binding = binding(name, key.namespace.as_deref(), uid, node);
+        Ok(self.create_subresource("binding", &binding).await?.revision)
     }
 
     /// Evicts the pod unless a PodDisruptionBudget forbids it now (429).
@@ -448,29 +458,30 @@ impl Api<Pod> {
                 "preconditions": {"uid": dp.uid},
             },
         });
-        self.create_subresource::<()>("eviction", &eviction).await?;
+        self.create_subresource("eviction", &eviction).await?;
         Ok(())
     }
 
-    async fn create_subresource<T: DeserializeOwned + Default>(
-        &self,
-        sub: &str,
-        body: &Value,
-    ) -> Result<T, ApiError> {
+    async fn create_subresource(&self, sub: &str, body: &Value) -> Result<ObjectReply, ApiError> {
         let req = WriteRequest {
             object: serde_json::to_vec(body).unwrap_or_default().into(),
             subresource: sub.into(),
             ..Default::default()
         };
-        let reply = self
-            .call(false, |c| {
-                let req = req.clone();
-                async move { c.send_create(req).await }
-            })
-            .await?;
-        if reply.object.is_empty() {
-            return Ok(T::default());
-        }
-        decode(&reply.object)
+        self.call(false, |c| {
+            let req = req.clone();
+            async move { c.send_create(req).await }
+        })
+        .await
     }
+}
+
+/// A `Binding` of pod `name` (of incarnation `uid`, when given) to `node`.
+fn binding(name: &str, namespace: Option<&str>, uid: Option<&str>, node: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    })
 }
