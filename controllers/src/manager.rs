@@ -1,7 +1,13 @@
 //! The controller manager: one shared informer per kind, every controller on
-//! top of them, all running together until the future is dropped. Controllers
-//! act only while `leadership` says this master leads; the caches are kept
-//! on every master so a new leader starts warm.
+//! top of them, all running together while this master leads.
+//!
+//! As kube-controller-manager starts its informers only once it holds the
+//! leader lease, a master that does not lead keeps no controller caches: it
+//! would decode every change to every object twice over (the scheduler keeps
+//! its own caches, warm, as kube-scheduler does) and hold a second copy of
+//! every pod, for nothing until it leads. A new leader lists each kind before
+//! its controllers act, and a lost lease drops everything, so each term
+//! starts from what the store holds, never from a deposed leader's caches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +93,25 @@ fn informed<K: Resource>(
     informer
 }
 
-/// Runs every controller; never returns unless dropped (which stops them all).
+/// Runs every controller while `leadership` says this master leads, from
+/// fresh caches each term; never returns unless dropped (which stops them all).
 pub async fn run(client: Client, leadership: Leadership, options: Options) {
+    loop {
+        leadership.wait_for(true).await;
+        let Some(lease) = leadership.lease() else {
+            continue;
+        };
+        tokio::select! {
+            () = run_leading(client.clone(), leadership.clone(), options.clone()) => {}
+            () = leadership.wait_lost(lease) => {
+                tracing::info!(term = lease.term, "leadership lost: the controllers stop");
+            }
+        }
+    }
+}
+
+/// Every informer and controller of one term of leadership.
+async fn run_leading(client: Client, leadership: Leadership, options: Options) {
     let mut tasks = JoinSet::new();
     let mut graphs: Vec<Arc<dyn Graph>> = Vec::new();
     let wake = Arc::new(Notify::new());
