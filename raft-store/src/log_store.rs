@@ -45,6 +45,18 @@ pub struct LogStore {
     tail: Arc<Mutex<LogTail>>,
     /// When this handle's appends last let other tasks run.
     yielded: Instant,
+    /// Where appends encode each entry before RocksDB copies it.
+    scratch: Scratch,
+}
+
+/// A buffer of this handle's own: a clone (a log reader) starts empty.
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +90,7 @@ impl LogStore {
             db,
             tail: Arc::new(Mutex::new(LogTail::default())),
             yielded: Instant::now(),
+            scratch: Scratch::default(),
         };
         store.verify_tail()?;
         Ok(store)
@@ -261,8 +274,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_LOG);
         for entry in &entries {
-            let bytes = codec::encode_checked(entry).map_err(io_write)?;
-            batch.put_cf(log, log_key(entry.log_id.index), bytes);
+            codec::encode_checked_into(entry, &mut self.scratch.0).map_err(io_write)?;
+            batch.put_cf(log, log_key(entry.log_id.index), &self.scratch.0);
         }
         let synced_write = match crate::failpoints::before_log_sync().await {
             Err(injected) => Err(injected),
