@@ -64,8 +64,9 @@ pub fn encode_checked<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// the record does not fit: a writer of record after record (the log's
 /// appends) keeps one buffer at its largest record's size. A fresh buffer
 /// per record, of each record's own size, drew on pages the process had not
-/// touched yet often enough that zeroing them was a sixth of a follower's
-/// CPU in the scheduler benchmark.
+/// touched yet: zeroing them was a sixth of a follower's perf samples in the
+/// scheduler benchmark (part of that then moved to the next fresh buffers,
+/// the peer server's receive buffers).
 pub fn encode_checked_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let mut size = SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut size, config()).map_err(CodecError::Encode)?;
