@@ -426,10 +426,7 @@ impl Api<Pod> {
     /// binding one that already has a node is a 409 Conflict. With `uid`,
     /// only that incarnation of the pod is bound.
     pub async fn bind(&self, name: &str, uid: Option<&str>, node: &str) -> Result<Pod, ApiError> {
-        let key = self.key(name)?;
-        let binding = binding(name, key.namespace.as_deref(), uid, node);
-        let reply = self.create_subresource("binding", &binding).await?;
-        decode(&reply.object)
+        decode(&self.post_binding(name, uid, node).await?.object)
     }
 
     /// `bind`, answering only the revision the binding was written at: no
@@ -441,9 +438,18 @@ impl Api<Pod> {
         uid: Option<&str>,
         node: &str,
     ) -> Result<u64, ApiError> {
+        Ok(self.post_binding(name, uid, node).await?.revision)
+    }
+
+    async fn post_binding(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        node: &str,
+    ) -> Result<ObjectReply, ApiError> {
         let key = self.key(name)?;
         let binding = binding(name, key.namespace.as_deref(), uid, node);
-        Ok(self.create_subresource("binding", &binding).await?.revision)
+        self.create_subresource("binding", &binding).await
     }
 
     /// Evicts the pod unless a PodDisruptionBudget forbids it now (429).

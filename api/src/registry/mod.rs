@@ -879,8 +879,9 @@ mod tests {
     }
 
     /// A write answers `as_stored`'s object, built without reading the
-    /// stored bytes back: it must be what a read gives, escapes, large
-    /// integers and floats (read back from the bytes) included.
+    /// stored bytes back: it must be what a read gives, escaped and
+    /// non-ASCII text included; an object with a float anywhere is answered
+    /// from the bytes.
     #[tokio::test]
     async fn a_write_answers_the_object_a_read_gives() {
         let reg = Registry::new(crate::store::mem::MemStore::new(Default::default()));
