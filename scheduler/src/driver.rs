@@ -255,7 +255,7 @@ impl Owner {
             present.insert(uid.clone());
             if is_assigned(&p) {
                 self.assumed.remove(&uid);
-                if let Err(e) = self.snapshot.upsert_pod((*p).clone()) {
+                if let Err(e) = self.snapshot.upsert_pod(p.clone()) {
                     tracing::warn!(error = %e, "pod left out of scheduling");
                 }
             } else if let Some(node) = self.assumed.get(&uid).cloned() {
@@ -278,7 +278,7 @@ impl Owner {
     }
 
     /// An unassigned pod from the watch.
-    fn pending_pod(&mut self, pod: &Pod, now: Instant) {
+    fn pending_pod(&mut self, pod: &Arc<Pod>, now: Instant) {
         let uid = pod_uid(pod);
         if !responsible_for(pod) || pod.metadata.deletion_timestamp.is_some() || is_finished(pod) {
             self.queue.delete(&uid);
@@ -296,7 +296,7 @@ impl Owner {
         self.queue.add(pod.clone(), now);
     }
 
-    fn pod_applied(&mut self, pod: &Pod) {
+    fn pod_applied(&mut self, pod: &Arc<Pod>) {
         let now = Instant::now();
         let uid = pod_uid(pod);
         if !is_assigned(pod) {

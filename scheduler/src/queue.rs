@@ -299,7 +299,8 @@ impl SchedulingQueue {
 
     /// A new pending pod. Returns false (and ignores it) when the pod is
     /// already assigned or belongs to another scheduler.
-    pub fn add(&mut self, pod: Pod, now: Instant) -> bool {
+    pub fn add(&mut self, pod: impl Into<Arc<Pod>>, now: Instant) -> bool {
+        let pod: Arc<Pod> = pod.into();
         if !responsible_for(&pod) || is_assigned(&pod) {
             return false;
         }
@@ -311,7 +312,7 @@ impl SchedulingQueue {
             uid.clone(),
             Entry {
                 info: QueuedPod {
-                    pod: Arc::new(pod),
+                    pod,
                     uid: uid.clone(),
                     timestamp: now,
                     attempts: 0,
@@ -331,7 +332,8 @@ impl SchedulingQueue {
 
     /// A pending pod changed. An assigned pod, or one handed to another
     /// scheduler, leaves the queue. Returns whether the pod is queued.
-    pub fn update(&mut self, pod: Pod, now: Instant) -> bool {
+    pub fn update(&mut self, pod: impl Into<Arc<Pod>>, now: Instant) -> bool {
+        let pod: Arc<Pod> = pod.into();
         let uid = pod_uid(&pod);
         if !responsible_for(&pod) || is_assigned(&pod) {
             self.delete(&uid);
@@ -342,7 +344,7 @@ impl SchedulingQueue {
         };
         let changed = significantly_updated(&e.info.pod, &pod);
         let priority_changed = pod_priority(&e.info.pod) != pod_priority(&pod);
-        e.info.pod = Arc::new(pod);
+        e.info.pod = pod;
         match e.loc {
             Loc::InFlight => {
                 e.updated_in_flight |= changed;

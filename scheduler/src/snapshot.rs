@@ -80,6 +80,12 @@ pub fn normalized_image_name(name: &str) -> String {
 pub struct NodeInfo {
     pub node: Arc<Node>,
     pub name: String,
+    /// `spec.unschedulable` and `spec.taints`, copied out of the Node: every
+    /// filter pass reads them for hundreds of nodes, and the `Node` itself
+    /// is another allocation (a cache miss each) that the basic filters
+    /// otherwise never touch.
+    unschedulable: bool,
+    taints: Vec<Taint>,
     pub pods: Vec<Arc<PodInfo>>,
     pub requested: Resources,
     pub non_zero_milli_cpu: i64,
@@ -92,8 +98,6 @@ pub struct NodeInfo {
     pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: usize,
 }
-
-static NO_TAINTS: Vec<Taint> = Vec::new();
 
 impl NodeInfo {
     pub fn new(node: Arc<Node>) -> Result<NodeInfo, SnapshotError> {
@@ -114,8 +118,11 @@ impl NodeInfo {
                 images.insert(normalized_image_name(n), img.size_bytes.unwrap_or(0));
             }
         }
+        let spec = node.spec.as_ref();
         Ok(NodeInfo {
             readiness: readiness(&node),
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
             node,
             name,
             pods: Vec::new(),
@@ -139,19 +146,11 @@ impl NodeInfo {
     }
 
     pub fn taints(&self) -> &[Taint] {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .unwrap_or(&NO_TAINTS)
+        &self.taints
     }
 
     pub fn unschedulable(&self) -> bool {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false)
+        self.unschedulable
     }
 
     pub fn add_pod(&mut self, p: Arc<PodInfo>) {
@@ -369,13 +368,14 @@ impl Snapshot {
 
     /// Adds or replaces an assigned pod (spec.nodeName set). A finished pod
     /// (Succeeded/Failed) no longer counts and is removed.
-    pub fn upsert_pod(&mut self, pod: Pod) -> Result<(), SnapshotError> {
+    pub fn upsert_pod(&mut self, pod: impl Into<Arc<Pod>>) -> Result<(), SnapshotError> {
+        let pod: Arc<Pod> = pod.into();
         let uid = pod_uid(&pod);
         if is_terminal(&pod) {
             self.remove_pod(&uid);
             return Ok(());
         }
-        let info = PodInfo::new(Arc::new(pod)).map_err(|source| SnapshotError::Pod {
+        let info = PodInfo::new(pod).map_err(|source| SnapshotError::Pod {
             pod: uid.clone(),
             source,
         })?;
