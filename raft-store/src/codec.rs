@@ -35,12 +35,24 @@ fn config() -> bincode::config::Configuration {
 /// buffer is reallocated and copied at every doubling, mostly onto pages the
 /// process has never touched.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(encoded_len(value)?);
+    encode_to(value, &mut out)?;
+    Ok(out)
+}
+
+/// The length of `encode(value)`, counted without writing it.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
     let mut size = SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut size, config()).map_err(CodecError::Encode)?;
-    let mut out = Vec::with_capacity(1 + size.bytes_written);
-    out.push(FORMAT_BINCODE_V1);
-    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(CodecError::Encode)?;
-    Ok(out)
+    Ok(1 + size.bytes_written)
+}
+
+/// `encode(value)` written to `out`, for a caller with a buffer of its own.
+pub fn encode_to<T: Serialize>(value: &T, out: &mut impl std::io::Write) -> Result<(), CodecError> {
+    out.write_all(&[FORMAT_BINCODE_V1])
+        .map_err(|e| CodecError::Encode(bincode::error::EncodeError::Io { inner: e, index: 0 }))?;
+    bincode::serde::encode_into_std_write(value, out, config()).map_err(CodecError::Encode)?;
+    Ok(())
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

@@ -36,6 +36,7 @@ pub mod log_tail;
 pub mod network;
 pub mod peer_service;
 pub mod proposer;
+mod raft_call;
 pub mod read_index;
 pub mod replica;
 pub mod route;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use balsa_proto::peer::peer_client::PeerClient;
-use balsa_proto::peer::{PeerRequest, RaftKind, RaftRequest, StatusRequest};
+use balsa_proto::peer::{PeerRequest, RaftKind, RaftReply, StatusRequest};
 use balsa_proto::WIRE_VERSION;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::codec;
 use crate::faults::{Faults, Verdict};
 use crate::identity::{ClusterId, Identity, IdentityError, METADATA_KEY};
+use crate::raft_call::{RaftCall, RaftCodec};
 use crate::types::{LogId, Member, NodeId, TypeConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +70,14 @@ pub struct PeerLink {
     from: NodeId,
     target: NodeId,
     client: PeerClient<Channel>,
+    /// The same channel, for the Raft call with its own codec (`raft_call`).
+    raw: tonic::client::Grpc<Channel>,
     faults: Faults,
     identity: Identity,
 }
+
+/// The largest peer message sent or received (a snapshot chunk, a batch).
+const MAX_MESSAGE: usize = 256 << 20;
 
 pub fn channel(addr: &str) -> Result<Channel, PeerError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -93,13 +99,18 @@ impl PeerLink {
         faults: Faults,
         identity: Identity,
     ) -> Result<Self, PeerError> {
-        let client = PeerClient::new(channel(addr)?)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20);
+        let channel = channel(addr)?;
+        let client = PeerClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let raw = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         Ok(Self {
             from,
             target,
             client,
+            raw,
             faults,
             identity,
         })
@@ -134,23 +145,42 @@ impl PeerLink {
         }
     }
 
-    async fn raft<Req: Serialize, Resp: DeserializeOwned>(
+    async fn raft<Req: Serialize + Send + Sync + 'static, Resp: DeserializeOwned>(
         &mut self,
         kind: RaftKind,
-        req: &Req,
+        req: Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         self.pass_seam().await?;
-        let mut request = tonic::Request::new(RaftRequest {
+        let call = RaftCall {
             version: WIRE_VERSION,
             from: self.from,
-            kind: kind as i32,
-            payload: codec::encode(req)?.into(),
+            kind,
             cluster_id: self.identity.wire(),
-        });
+            req,
+        };
+        let codec = call.codec()?;
+        let mut request = tonic::Request::new(call);
         request.set_timeout(timeout);
-        let reply = self.client.raft(request).await;
+        let reply = self.raft_call(request, codec).await;
         Ok(codec::decode(&self.answer(reply)?.payload)?)
+    }
+
+    /// `Peer/Raft` as the generated client calls it, with `raft_call`'s codec.
+    async fn raft_call<Req: Serialize + Send + Sync + 'static>(
+        &mut self,
+        mut request: tonic::Request<RaftCall<Req>>,
+        codec: RaftCodec<Req>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        self.raw
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("balsa.peer.v1.Peer", "Raft"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/balsa.peer.v1.Peer/Raft");
+        self.raw.unary(request, path, codec).await
     }
 
     /// A Forward or ReadIndex call: the payload and reply are codec-encoded.
@@ -276,11 +306,11 @@ impl RaftPeer {
     async fn send<Req, Resp, E>(
         &mut self,
         kind: RaftKind,
-        req: &Req,
+        req: Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
     where
-        Req: Serialize,
+        Req: Serialize + Send + Sync + 'static,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -310,7 +340,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         let (rpc, cut_after) = within_budget(rpc, APPEND_BYTES);
-        let resp = self.send(RaftKind::AppendEntries, &rpc, &option).await?;
+        let resp = self.send(RaftKind::AppendEntries, rpc, &option).await?;
         Ok(match (resp, cut_after) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -327,7 +357,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(RaftKind::InstallSnapshot, &rpc, &option).await
+        self.send(RaftKind::InstallSnapshot, rpc, &option).await
     }
 
     async fn vote(
@@ -335,7 +365,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(RaftKind::Vote, &rpc, &option).await
+        self.send(RaftKind::Vote, rpc, &option).await
     }
 }
 
