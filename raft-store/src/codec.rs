@@ -80,13 +80,11 @@ pub fn encode_checked<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// scheduler benchmark (part of that then moved to the next fresh buffers,
 /// the peer server's receive buffers).
 pub fn encode_checked_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let mut size = SizeWriter::default();
-    bincode::serde::encode_into_writer(value, &mut size, config()).map_err(CodecError::Encode)?;
+    let len = encoded_len(value)?;
     out.clear();
-    out.reserve_exact(5 + size.bytes_written);
+    out.reserve_exact(4 + len);
     out.extend_from_slice(&[0; 4]);
-    out.push(FORMAT_BINCODE_V1);
-    bincode::serde::encode_into_std_write(value, out, config()).map_err(CodecError::Encode)?;
+    encode_to(value, out)?;
     let crc = crc32fast::hash(&out[4..]).to_le_bytes();
     out[..4].copy_from_slice(&crc);
     Ok(())

@@ -152,14 +152,8 @@ impl PeerLink {
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         self.pass_seam().await?;
-        let call = RaftCall {
-            version: WIRE_VERSION,
-            from: self.from,
-            kind,
-            cluster_id: self.identity.wire(),
-            req,
-        };
-        let codec = call.codec()?;
+        let call = RaftCall::new(WIRE_VERSION, self.from, kind, self.identity.wire(), req)?;
+        let codec = call.codec();
         let mut request = tonic::Request::new(call);
         request.set_timeout(timeout);
         let reply = self.raft_call(request, codec).await;

@@ -27,72 +27,79 @@ const KIND: u32 = 3;
 const PAYLOAD: u32 = 4;
 const CLUSTER_ID: u32 = 5;
 
-/// The fields of one `RaftRequest`, the payload still a typed value.
+/// One `RaftRequest`: its small fields already encoded as prost writes them
+/// (in field order, proto3 defaults left out), the payload still a typed
+/// value, written only into the send buffer.
 pub struct RaftCall<Req> {
-    pub version: u32,
-    pub from: u64,
-    pub kind: RaftKind,
-    pub cluster_id: String,
-    pub req: Req,
+    /// Fields 1-3: version, from, kind.
+    head: Vec<u8>,
+    req: Req,
+    /// `codec::encoded_len(req)`; never 0 (the format marker).
+    payload: usize,
+    /// Field 5: cluster_id.
+    tail: Vec<u8>,
 }
 
 impl<Req: Serialize> RaftCall<Req> {
-    /// The encoded message's length and its payload's.
-    fn lengths(&self) -> Result<(usize, usize), CodecError> {
-        let payload = codec::encoded_len(&self.req)?;
-        let mut len = encoding::key_len(PAYLOAD) + encoding::encoded_len_varint(payload as u64);
-        len += payload;
-        if self.version != 0 {
-            len += encoding::uint32::encoded_len(VERSION, &self.version);
+    pub fn new(
+        version: u32,
+        from: u64,
+        kind: RaftKind,
+        cluster_id: String,
+        req: Req,
+    ) -> Result<Self, CodecError> {
+        let mut head = Vec::new();
+        if version != 0 {
+            encoding::uint32::encode(VERSION, &version, &mut head);
         }
-        if self.from != 0 {
-            len += encoding::uint64::encoded_len(FROM, &self.from);
+        if from != 0 {
+            encoding::uint64::encode(FROM, &from, &mut head);
         }
-        if self.kind as i32 != 0 {
-            len += encoding::int32::encoded_len(KIND, &(self.kind as i32));
+        if kind as i32 != 0 {
+            encoding::int32::encode(KIND, &(kind as i32), &mut head);
         }
-        if !self.cluster_id.is_empty() {
-            len += encoding::string::encoded_len(CLUSTER_ID, &self.cluster_id);
+        let mut tail = Vec::new();
+        if !cluster_id.is_empty() {
+            encoding::string::encode(CLUSTER_ID, &cluster_id, &mut tail);
         }
-        Ok((len, payload))
+        Ok(Self {
+            head,
+            payload: codec::encoded_len(&req)?,
+            req,
+            tail,
+        })
     }
 
-    /// The message as prost writes it: fields in number order, proto3
-    /// defaults left out (a payload is never empty: it has its marker).
-    fn write(&self, payload: usize, buf: &mut impl BufMut) -> Result<(), CodecError> {
-        if self.version != 0 {
-            encoding::uint32::encode(VERSION, &self.version, buf);
-        }
-        if self.from != 0 {
-            encoding::uint64::encode(FROM, &self.from, buf);
-        }
-        if self.kind as i32 != 0 {
-            encoding::int32::encode(KIND, &(self.kind as i32), buf);
-        }
+    /// The encoded message's length.
+    fn len(&self) -> usize {
+        self.head.len()
+            + encoding::key_len(PAYLOAD)
+            + encoding::encoded_len_varint(self.payload as u64)
+            + self.payload
+            + self.tail.len()
+    }
+
+    fn write(&self, buf: &mut impl BufMut) -> Result<(), CodecError> {
+        buf.put_slice(&self.head);
         encoding::encode_key(PAYLOAD, WireType::LengthDelimited, buf);
-        encoding::encode_varint(payload as u64, buf);
+        encoding::encode_varint(self.payload as u64, buf);
         codec::encode_to(&self.req, &mut buf.writer())?;
-        if !self.cluster_id.is_empty() {
-            encoding::string::encode(CLUSTER_ID, &self.cluster_id, buf);
-        }
+        buf.put_slice(&self.tail);
         Ok(())
     }
 
     /// The codec for sending this call: its buffer holds the whole message
     /// (and the 5-byte gRPC frame header) without growing.
-    pub fn codec(&self) -> Result<RaftCodec<Req>, CodecError> {
-        let (len, payload) = self.lengths()?;
-        Ok(RaftCodec {
-            buffer: len + 5,
-            payload,
+    pub fn codec(&self) -> RaftCodec<Req> {
+        RaftCodec {
+            buffer: self.len() + 5,
             req: PhantomData,
-        })
+        }
     }
 }
 
 pub struct RaftCodec<Req> {
     buffer: usize,
-    payload: usize,
     req: PhantomData<fn(Req)>,
 }
 
@@ -105,7 +112,6 @@ impl<Req: Serialize + Send + 'static> Codec for RaftCodec<Req> {
     fn encoder(&mut self) -> Self::Encoder {
         RaftEncoder {
             buffer: self.buffer,
-            payload: self.payload,
             req: PhantomData,
         }
     }
@@ -117,7 +123,6 @@ impl<Req: Serialize + Send + 'static> Codec for RaftCodec<Req> {
 
 pub struct RaftEncoder<Req> {
     buffer: usize,
-    payload: usize,
     req: PhantomData<fn(Req)>,
 }
 
@@ -126,7 +131,7 @@ impl<Req: Serialize> Encoder for RaftEncoder<Req> {
     type Error = Status;
 
     fn encode(&mut self, call: RaftCall<Req>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        call.write(self.payload, dst)
+        call.write(dst)
             .map_err(|e| Status::internal(format!("raft payload: {e}")))
     }
 
@@ -152,17 +157,10 @@ mod tests {
             (9, RaftKind::Vote, "", (vec![], "", 0)),
             (0, RaftKind::InstallSnapshot, "c-1", big),
         ] {
-            let call = RaftCall {
-                version: 3,
-                from,
-                kind,
-                cluster_id: cluster_id.to_string(),
-                req,
-            };
-            let (len, payload) = call.lengths().unwrap();
+            let call = RaftCall::new(3, from, kind, cluster_id.to_string(), req).unwrap();
             let mut out = Vec::new();
-            call.write(payload, &mut out).unwrap();
-            assert_eq!(out.len(), len);
+            call.write(&mut out).unwrap();
+            assert_eq!(out.len(), call.len());
             let expected = RaftRequest {
                 version: 3,
                 from,
