@@ -23,6 +23,7 @@ use crate::plugins::{
     balanced_allocation, image_locality, inter_pod_affinity, node_affinity, node_resources_fit,
     pod_topology_spread, taint_toleration, CycleState,
 };
+use crate::pod_info::SharedPod;
 use crate::snapshot::{NodeInfo, Snapshot};
 use crate::status::{FilterResult, FitError, Plugin, ScheduleError};
 
@@ -172,14 +173,15 @@ impl Scheduler {
     pub fn schedule<R: Rng + ?Sized>(
         &mut self,
         snapshot: &Snapshot,
-        pod: &Pod,
+        pod: impl SharedPod,
         rng: &mut R,
     ) -> Result<ScheduleResult, ScheduleError> {
         let n = snapshot.len();
         if n == 0 {
             return Err(ScheduleError::NoNodesAvailable);
         }
-        let state = CycleState::new(snapshot, pod).map_err(|e| {
+        let pod = pod.shared();
+        let state = CycleState::new(snapshot, &pod).map_err(|e| {
             let mut fe = FitError {
                 num_all_nodes: n,
                 pre_filter_msg: Some(e.message),

@@ -21,6 +21,24 @@ pub enum PodInfoError {
 
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
+/// A pod the scheduler can hold on to: an `Arc<Pod>` is shared as it is (the
+/// informer's copy), a `&Pod` is copied once.
+pub trait SharedPod {
+    fn shared(self) -> Arc<Pod>;
+}
+
+impl SharedPod for &Pod {
+    fn shared(self) -> Arc<Pod> {
+        Arc::new(self.clone())
+    }
+}
+
+impl SharedPod for &Arc<Pod> {
+    fn shared(self) -> Arc<Pod> {
+        self.clone()
+    }
+}
+
 /// The identity of a pod: its uid, or `namespace/name` for objects that have
 /// none yet (hand-built test pods).
 pub fn pod_uid(pod: &Pod) -> String {

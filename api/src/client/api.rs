@@ -321,29 +321,50 @@ impl<K: Resource> Api<K> {
         subresource: &str,
         pp: &PostParams,
     ) -> Result<K, ApiError> {
+        decode(
+            &self
+                .send_write(create, obj, subresource, pp, false)
+                .await?
+                .object,
+        )
+    }
+
+    async fn send_write(
+        &self,
+        create: bool,
+        obj: &K,
+        subresource: &str,
+        pp: &PostParams,
+        revision_only: bool,
+    ) -> Result<ObjectReply, ApiError> {
         let req = WriteRequest {
             object: self.body(obj)?,
             subresource: subresource.into(),
             field_manager: pp.field_manager.clone(),
             dry_run: pp.dry_run,
+            revision_only,
         };
-        let reply = self
-            .call(false, |c| {
-                let req = req.clone();
-                async move {
-                    if create {
-                        c.send_create(req).await
-                    } else {
-                        c.send_update(req).await
-                    }
+        self.call(false, |c| {
+            let req = req.clone();
+            async move {
+                if create {
+                    c.send_create(req).await
+                } else {
+                    c.send_update(req).await
                 }
-            })
-            .await?;
-        decode(&reply.object)
+            }
+        })
+        .await
     }
 
     pub async fn create(&self, obj: &K, pp: &PostParams) -> Result<K, ApiError> {
         self.write(true, obj, "", pp).await
+    }
+
+    /// `create`, answering only the revision the object was created at: the
+    /// master does not encode the object, nor the caller decode it.
+    pub async fn create_revision(&self, obj: &K, pp: &PostParams) -> Result<u64, ApiError> {
+        Ok(self.send_write(true, obj, "", pp, true).await?.revision)
     }
 
     /// Replaces the object; with `metadata.resourceVersion` set, only if it
@@ -364,6 +385,20 @@ impl<K: Resource> Api<K> {
         pp: &PatchParams,
         patch: &Patch,
     ) -> Result<K, ApiError> {
+        let reply = self
+            .patch_reply(name, subresource, pp, patch, false)
+            .await?;
+        decode(&reply.object)
+    }
+
+    async fn patch_reply(
+        &self,
+        name: &str,
+        subresource: &str,
+        pp: &PatchParams,
+        patch: &Patch,
+        revision_only: bool,
+    ) -> Result<ObjectReply, ApiError> {
         let (ty, body) = match patch {
             Patch::Json(v) => (WirePatchType::Json, v),
             Patch::Merge(v) => (WirePatchType::Merge, v),
@@ -378,14 +413,13 @@ impl<K: Resource> Api<K> {
             field_manager: pp.field_manager.clone(),
             force: pp.force,
             dry_run: pp.dry_run,
+            revision_only,
         };
-        let reply = self
-            .call(false, |c| {
-                let req = req.clone();
-                async move { c.send_patch(req).await }
-            })
-            .await?;
-        decode(&reply.object)
+        self.call(false, |c| {
+            let req = req.clone();
+            async move { c.send_patch(req).await }
+        })
+        .await
     }
 
     pub async fn patch(&self, name: &str, pp: &PatchParams, patch: &Patch) -> Result<K, ApiError> {
@@ -399,6 +433,30 @@ impl<K: Resource> Api<K> {
         patch: &Patch,
     ) -> Result<K, ApiError> {
         self.send_patch(name, "status", pp, patch).await
+    }
+
+    /// `patch`, answering only the revision the patched object was written
+    /// at (nothing encoded or decoded for the answer).
+    pub async fn patch_revision(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch,
+    ) -> Result<u64, ApiError> {
+        Ok(self.patch_reply(name, "", pp, patch, true).await?.revision)
+    }
+
+    /// `patch_status`, answering only the revision.
+    pub async fn patch_status_revision(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch,
+    ) -> Result<u64, ApiError> {
+        Ok(self
+            .patch_reply(name, "status", pp, patch, true)
+            .await?
+            .revision)
     }
 
     /// Deletes the object, or marks it for deletion (finalizers, a pod's
@@ -426,7 +484,7 @@ impl Api<Pod> {
     /// binding one that already has a node is a 409 Conflict. With `uid`,
     /// only that incarnation of the pod is bound.
     pub async fn bind(&self, name: &str, uid: Option<&str>, node: &str) -> Result<Pod, ApiError> {
-        decode(&self.post_binding(name, uid, node).await?.object)
+        decode(&self.post_binding(name, uid, node, false).await?.object)
     }
 
     /// `bind`, answering only the revision the binding was written at: no
@@ -438,7 +496,7 @@ impl Api<Pod> {
         uid: Option<&str>,
         node: &str,
     ) -> Result<u64, ApiError> {
-        Ok(self.post_binding(name, uid, node).await?.revision)
+        Ok(self.post_binding(name, uid, node, true).await?.revision)
     }
 
     async fn post_binding(
@@ -446,10 +504,12 @@ impl Api<Pod> {
         name: &str,
         uid: Option<&str>,
         node: &str,
+        revision_only: bool,
     ) -> Result<ObjectReply, ApiError> {
         let key = self.key(name)?;
         let binding = binding(name, key.namespace.as_deref(), uid, node);
-        self.create_subresource("binding", &binding).await
+        self.create_subresource("binding", &binding, revision_only)
+            .await
     }
 
     /// Evicts the pod unless a PodDisruptionBudget forbids it now (429).
@@ -464,14 +524,20 @@ impl Api<Pod> {
                 "preconditions": {"uid": dp.uid},
             },
         });
-        self.create_subresource("eviction", &eviction).await?;
+        self.create_subresource("eviction", &eviction, true).await?;
         Ok(())
     }
 
-    async fn create_subresource(&self, sub: &str, body: &Value) -> Result<ObjectReply, ApiError> {
+    async fn create_subresource(
+        &self,
+        sub: &str,
+        body: &Value,
+        revision_only: bool,
+    ) -> Result<ObjectReply, ApiError> {
         let req = WriteRequest {
             object: serde_json::to_vec(body).unwrap_or_default().into(),
             subresource: sub.into(),
+            revision_only,
             ..Default::default()
         };
         self.call(false, |c| {

@@ -307,7 +307,10 @@ enum Write {
 impl Write {
     async fn run(self, api: Api<Event>, now: Timestamp) {
         let result = match self {
-            Write::Create(ev) => api.create(&ev, &PostParams::default()).await.map(|_| ()),
+            Write::Create(ev) => api
+                .create_revision(&ev, &PostParams::default())
+                .await
+                .map(drop),
             Write::Bump {
                 name,
                 count,
@@ -317,12 +320,15 @@ impl Write {
                     "count": count,
                     "lastTimestamp": now.to_string(),
                 }));
-                match api.patch(&name, &PatchParams::default(), &patch).await {
+                match api
+                    .patch_revision(&name, &PatchParams::default(), &patch)
+                    .await
+                {
                     Err(e) if e.reason == Reason::NotFound => api
-                        .create(&fallback, &PostParams::default())
+                        .create_revision(&fallback, &PostParams::default())
                         .await
-                        .map(|_| ()),
-                    other => other.map(|_| ()),
+                        .map(drop),
+                    other => other.map(drop),
                 }
             }
         };

@@ -209,6 +209,7 @@ async fn create_pod_subresource(
     sub: &str,
     json: &[u8],
     opts: &WriteOptions,
+    revision_only: bool,
 ) -> Result<Response<ObjectReply>, Status> {
     let v: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| Status::invalid_argument(format!("the object is not JSON: {e}")))?;
@@ -224,7 +225,7 @@ async fn create_pod_subresource(
                 .bind(ns.as_deref(), &name, &v, opts)
                 .await
                 .map_err(api_status)?;
-            Ok(written(&pod))
+            Ok(written(&pod, revision_only))
         }
         "eviction" => {
             registry
@@ -266,15 +267,19 @@ fn patch_body(ty: PatchType, body: &[u8]) -> Result<serde_json::Value, Status> {
     }
 }
 
-fn written(v: &serde_json::Value) -> Response<ObjectReply> {
+/// The answer to a write of `v`: its revision, and the object itself unless
+/// the caller asked for the revision only (then it is not encoded at all).
+fn written(v: &serde_json::Value, revision_only: bool) -> Response<ObjectReply> {
     let revision = v["metadata"]["resourceVersion"]
         .as_str()
         .and_then(|rv| rv.parse().ok())
         .unwrap_or(0);
-    Response::new(ObjectReply {
-        revision,
-        object: serde_json::to_vec(v).unwrap_or_default().into(),
-    })
+    let object = if revision_only {
+        Default::default()
+    } else {
+        serde_json::to_vec(v).unwrap_or_default().into()
+    };
+    Response::new(ObjectReply { revision, object })
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
@@ -290,7 +295,14 @@ impl Objects for ObjectsService {
         let opts = writer(req.field_manager, req.dry_run);
         let json = req.object;
         if !req.subresource.is_empty() {
-            return create_pod_subresource(&scope.registry, &req.subresource, &json, &opts).await;
+            return create_pod_subresource(
+                &scope.registry,
+                &req.subresource,
+                &json,
+                &opts,
+                req.revision_only,
+            )
+            .await;
         }
         if let Some((kind, v)) = builtin(&json) {
             let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
@@ -299,7 +311,7 @@ impl Objects for ObjectsService {
                 .create(kind, ns.as_deref(), v, &opts)
                 .await
                 .map_err(api_status)?;
-            return Ok(written(&w.object));
+            return Ok(written(&w.object, req.revision_only));
         }
         if opts.dry_run {
             return Err(Status::invalid_argument(
@@ -337,7 +349,7 @@ impl Objects for ObjectsService {
                 .update(kind, ns.as_deref(), &name, v, part, &opts)
                 .await
                 .map_err(api_status)?;
-            return Ok(written(&w.object));
+            return Ok(written(&w.object, req.revision_only));
         }
         if !req.subresource.is_empty() || opts.dry_run {
             return Err(Status::invalid_argument(
@@ -418,7 +430,7 @@ impl Objects for ObjectsService {
                 .delete(kind, key.namespace.as_deref(), &key.name, &opts)
                 .await
                 .map_err(api_status)?;
-            return Ok(written(&v));
+            return Ok(written(&v, false));
         }
         scope
             .store
@@ -462,7 +474,7 @@ impl Objects for ObjectsService {
                     .set_scale(kind, ns, &key.name, ScaleChange::Patch(ty, &patch), &opts)
                     .await
                     .map_err(api_status)?;
-                return Ok(written(&scale));
+                return Ok(written(&scale, req.revision_only));
             }
             other => return Err(no_subresource(kind, other)),
         };
@@ -471,7 +483,7 @@ impl Objects for ObjectsService {
             .patch(kind, ns, &key.name, (ty, &patch), part, &opts)
             .await
             .map_err(api_status)?;
-        Ok(written(&w.object))
+        Ok(written(&w.object, req.revision_only))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnReply>, Status> {

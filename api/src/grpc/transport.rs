@@ -126,4 +126,85 @@ mod tests {
             "{again:?}"
         );
     }
+
+    /// A write asked for its revision only is answered with that revision
+    /// and no object; the same write without it carries the object.
+    #[tokio::test]
+    async fn a_revision_only_write_answers_the_revision_and_no_object() {
+        use balsa_proto::objects::{PatchRequest, PatchType, WriteRequest};
+        use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+
+        use crate::client::{Api, Patch, PatchParams, PostParams};
+
+        let store: Arc<dyn Store> = MemStore::new(WindowConfig::default());
+        let routes = Routes::new(crate::grpc::server::server(Registry::new(store)));
+        let client = Client::local(routes, "in-process".into());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "ns1"}})).unwrap();
+        let rev = Api::<Namespace>::all(client.clone())
+            .create_revision(&ns, &PostParams::default())
+            .await
+            .expect("namespace created");
+        let got = Api::<Namespace>::all(client.clone())
+            .get("ns1")
+            .await
+            .unwrap();
+        assert_eq!(got.metadata.resource_version, Some(rev.to_string()));
+
+        let raw = client.raw().await.unwrap();
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns1"}, "data": {"k": "v"}});
+        let quiet = raw
+            .send_create(WriteRequest {
+                object: json(cm.clone()),
+                revision_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(quiet.object.is_empty(), "{quiet:?}");
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), "ns1");
+        assert_eq!(
+            cms.get("a").await.unwrap().metadata.resource_version,
+            Some(quiet.revision.to_string())
+        );
+        let patch = |revision_only| PatchRequest {
+            r#ref: Some(super::super::client::object_ref(&ResourceKey::new(
+                "",
+                "configmaps",
+                Some("ns1"),
+                "a",
+            ))),
+            r#type: PatchType::Merge as i32,
+            patch: json(json!({"data": {"k": "w"}})),
+            revision_only,
+            ..Default::default()
+        };
+        let full = raw.send_patch(patch(false)).await.unwrap();
+        let object: serde_json::Value = serde_json::from_slice(&full.object).unwrap();
+        assert_eq!(object["data"]["k"], "w");
+        assert_eq!(
+            object["metadata"]["resourceVersion"],
+            full.revision.to_string()
+        );
+
+        // Through the typed client: a pod's status patch and its binding.
+        let pods = Api::<Pod>::namespaced(client.clone(), "ns1");
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap();
+        pods.create_revision(&pod, &PostParams::default())
+            .await
+            .unwrap();
+        let bound = pods.bind_revision("p", None, "n1").await.unwrap();
+        let status = Patch::Merge(json!({"status": {"phase": "Running"}}));
+        let patched = pods
+            .patch_status_revision("p", &PatchParams::default(), &status)
+            .await
+            .unwrap();
+        assert!(patched > bound);
+        let p = pods.get("p").await.unwrap();
+        assert_eq!(p.metadata.resource_version, Some(patched.to_string()));
+        assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+        assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n1"));
+    }
 }

@@ -186,6 +186,15 @@ fn as_stored(mut v: Value, stored: &Object) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Puts `new` in place of `current`; whether that changed it.
+fn replace(current: &mut Value, new: Value) -> bool {
+    if *current == new {
+        return false;
+    }
+    *current = new;
+    true
+}
+
 fn has_float(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.is_f64(),
@@ -381,18 +390,15 @@ impl Registry {
 
     /// Writes `new` over `current` if it is still at `current`'s revision.
     /// Returns None when another writer got there first.
+    /// Writes `new` in place of `current` if it is still at its revision
+    /// (None when it is not): the caller has made sure `new` differs.
     async fn swap(
         &self,
         kind: &Kind,
         current: &Object,
-        current_v: &Value,
         new: Value,
-        dry_run: bool,
     ) -> Result<Option<Value>, ApiError> {
         let name = current.key.name.clone();
-        if new == *current_v || dry_run {
-            return Ok(Some(new));
-        }
         // An object whose deletion waits only on finalizers goes once they are
         // gone; a pod in its grace period stays for its node agent.
         if !new["metadata"]["deletionTimestamp"].is_null()
@@ -436,22 +442,28 @@ impl Registry {
         name: &str,
         expected: Option<Revision>,
         dry_run: bool,
-        change: F,
+        mut change: F,
     ) -> Result<Value, ApiError>
     where
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
-        self.read_modify_write_from(kind, ns, name, expected, dry_run, false, change)
-            .await
+        self.read_modify_write_from(kind, ns, name, expected, dry_run, false, |current| {
+            let new = change(current)?;
+            Ok(replace(current, new))
+        })
+        .await
     }
 
-    /// `read_modify_write`, trying first from this replica's copy when
-    /// `local_first` (kube-apiserver's GuaranteedUpdate from its watch cache):
-    /// the compare-and-swap on that copy's revision makes a write from a stale
+    /// `read_modify_write` with a `change` that edits the object read in
+    /// place and says whether it changed it (no copy of the object is made),
+    /// trying first from this replica's copy when `local_first`
+    /// (kube-apiserver's GuaranteedUpdate from its watch cache): the
+    /// compare-and-swap on that copy's revision makes a write from a stale
     /// copy fail, and only a write that succeeded is answered from it. Any
-    /// other outcome (absent, refused by `change`, swap lost) is decided again
-    /// from a linearizable read, so the answer is one a linearizable read
-    /// would have given, minus that read's round when the copy is current.
+    /// other outcome (absent, refused or left unchanged by `change`, swap
+    /// lost) is decided again from a linearizable read, so the answer is one
+    /// a linearizable read would have given, minus that read's round when the
+    /// copy is current.
     #[allow(clippy::too_many_arguments)]
     async fn read_modify_write_from<F>(
         &self,
@@ -464,30 +476,28 @@ impl Registry {
         mut change: F,
     ) -> Result<Value, ApiError>
     where
-        F: FnMut(&Value) -> Result<Value, ApiError>,
+        F: FnMut(&mut Value) -> Result<bool, ApiError>,
     {
         if local_first && !dry_run {
-            if let Ok((current, current_v)) = self.read(kind, ns, name, ReadMode::Local).await {
-                if expected.is_none_or(|e| e == current.revision) {
-                    if let Ok(new) = change(&current_v) {
-                        if new != current_v {
-                            if let Some(done) =
-                                self.swap(kind, &current, &current_v, new, false).await?
-                            {
-                                return Ok(done);
-                            }
-                        }
+            if let Ok((current, mut v)) = self.read(kind, ns, name, ReadMode::Local).await {
+                if expected.is_none_or(|e| e == current.revision)
+                    && matches!(change(&mut v), Ok(true))
+                {
+                    if let Some(done) = self.swap(kind, &current, v).await? {
+                        return Ok(done);
                     }
                 }
             }
         }
         for _ in 0..CAS_ATTEMPTS {
-            let (current, current_v) = self.read(kind, ns, name, ReadMode::Linearizable).await?;
+            let (current, mut v) = self.read(kind, ns, name, ReadMode::Linearizable).await?;
             if expected.is_some_and(|e| e != current.revision) {
                 return Err(Self::stale(kind, name));
             }
-            let new = change(&current_v)?;
-            if let Some(done) = self.swap(kind, &current, &current_v, new, dry_run).await? {
+            if !change(&mut v)? || dry_run {
+                return Ok(v);
+            }
+            if let Some(done) = self.swap(kind, &current, v).await? {
                 return Ok(done);
             }
             if expected.is_some() {
@@ -724,7 +734,10 @@ impl Registry {
             }
             let marked = deletion::mark(kind, &v, opts);
             if let Some(marked) = marked {
-                match self.swap(kind, &current, &v, marked, false).await? {
+                if marked == v {
+                    return Ok(marked);
+                }
+                match self.swap(kind, &current, marked).await? {
                     Some(done) => return Ok(done),
                     None => continue,
                 }

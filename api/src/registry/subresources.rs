@@ -149,6 +149,7 @@ impl Registry {
         // its copy is almost always current, and the swap's revision check
         // keeps a pod from being bound twice whatever the copy.
         let local_first = true;
+        // The pod read is changed in place: no copy of it is made.
         self.read_modify_write_from(pods, ns, name, None, opts.dry_run, local_first, |pod| {
             if let Some(uid) = &expected_uid {
                 if pod["metadata"]["uid"].as_str() != Some(uid) {
@@ -170,19 +171,17 @@ impl Registry {
                     "pod is being deleted",
                 ));
             }
-            let mut new = pod.clone();
-            new["spec"]["nodeName"] = json!(node);
-            let mut conditions: Vec<Value> = pod["status"]["conditions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c["type"] != "PodScheduled")
-                .collect();
+            pod["spec"]["nodeName"] = json!(node);
+            let mut conditions = match pod["status"]["conditions"].take() {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            conditions.retain(|c| c["type"] != "PodScheduled");
             conditions.push(json!({"type": "PodScheduled", "status": "True",
                 "lastProbeTime": null, "lastTransitionTime": prepare::now_rfc3339()}));
-            new["status"]["conditions"] = Value::Array(conditions);
-            Ok(new)
+            pod["status"]["conditions"] = Value::Array(conditions);
+            // A pod is bound from having no node: it always changes.
+            Ok(true)
         })
         .await
     }

@@ -39,7 +39,7 @@ pub async fn run(
             seq = seq.wrapping_add(1);
             limit.wait().await;
             let api: Api<Event> = Api::namespaced(client.clone(), &e.pod.namespace);
-            if let Err(err) = api.create(&event, &PostParams::default()).await {
+            if let Err(err) = api.create_revision(&event, &PostParams::default()).await {
                 tracing::debug!(pod = %e.pod, reason = %e.reason, error = %err, "event not written");
             }
         }

@@ -164,7 +164,10 @@ impl Beat {
             return Ok(());
         }
         let patch = Patch::Merge(json!({ "status": status }));
-        match nodes.patch_status(&self.r.node, &pp(), &patch).await {
+        match nodes
+            .patch_status_revision(&self.r.node, &pp(), &patch)
+            .await
+        {
             Ok(_) => {
                 self.cadence.reported(at);
                 Ok(())
@@ -224,7 +227,7 @@ impl Beat {
             ..Default::default()
         };
         let patch = Patch::Merge(json!({ "spec": spec }));
-        match leases.patch(&r.node, &pp(), &patch).await {
+        match leases.patch_revision(&r.node, &pp(), &patch).await {
             Ok(_) => Ok(()),
             Err(e) if e.reason == Reason::NotFound => {
                 let owner = self.uid.as_ref().map(|uid| {

@@ -126,7 +126,7 @@ async fn write(client: &Client, key: &PodKey, status: &PodStatus) -> Result<(), 
     // fields this agent does not set (nominatedNodeName) are kept. The uid is
     // a precondition: a pod re-created under the same name is another pod.
     let patch = Patch::Merge(json!({ "metadata": { "uid": key.uid }, "status": status }));
-    match api.patch_status(&key.name, &pp, &patch).await {
+    match api.patch_status_revision(&key.name, &pp, &patch).await {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => Err(false),
         Err(e) if matches!(e.reason, Reason::Invalid | Reason::BadRequest) => {

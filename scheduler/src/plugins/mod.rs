@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
-use crate::pod_info::{PodInfo, PodInfoError};
+use crate::pod_info::{PodInfo, PodInfoError, SharedPod};
 use crate::snapshot::{NodeInfo, Snapshot};
 use crate::status::{FilterResult, Plugin};
 
@@ -86,8 +86,8 @@ pub struct CycleState {
 }
 
 impl CycleState {
-    pub fn new(snapshot: &Snapshot, pod: &Pod) -> Result<CycleState, PreFilterError> {
-        let info = PodInfo::new(Arc::new(pod.clone())).map_err(|e| PreFilterError {
+    pub fn new(snapshot: &Snapshot, pod: impl SharedPod) -> Result<CycleState, PreFilterError> {
+        let info = PodInfo::new(pod.shared()).map_err(|e| PreFilterError {
             plugin: match e {
                 PodInfoError::Quantity(_) => Plugin::NodeResourcesFit,
                 PodInfoError::Selector(_) => Plugin::InterPodAffinity,
