@@ -388,8 +388,6 @@ impl Registry {
         ))
     }
 
-    /// Writes `new` over `current` if it is still at `current`'s revision.
-    /// Returns None when another writer got there first.
     /// Writes `new` in place of `current` if it is still at its revision
     /// (None when it is not): the caller has made sure `new` differs.
     async fn swap(
