@@ -324,6 +324,84 @@ mod tests {
             .object
     }
 
+    /// A binding sets the node and turns PodScheduled True, replacing the
+    /// scheduler's earlier False and keeping every other condition; a dry
+    /// run answers the bound pod and stores nothing.
+    #[tokio::test]
+    async fn a_binding_replaces_the_scheduled_condition_and_keeps_the_rest() {
+        let store = Lagging::new();
+        let reg = Registry::new(store.store.clone());
+        let nss = kinds::by_kind("", "Namespace").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        reg.create(nss, None, ns, &WriteOptions::default())
+            .await
+            .unwrap();
+        let pods = kinds::by_kind("", "Pod").unwrap();
+        let mut p = create_pod(&reg, "p").await;
+        p["status"]["conditions"] = json!([
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+            {"type": "ContainersReady", "status": "False"},
+        ]);
+        reg.update(
+            pods,
+            Some("default"),
+            "p",
+            p,
+            super::super::Part::Status,
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let key = Registry::key(pods, Some("default"), "p");
+        store.freeze(&key).await;
+        let types = |pod: &Value| -> Vec<(String, String)> {
+            let field = |c: &Value, f: &str| c[f].as_str().unwrap_or_default().to_string();
+            pod["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (field(c, "type"), field(c, "status")))
+                .collect()
+        };
+
+        let dry = WriteOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        let planned = reg
+            .bind(Some("default"), "p", &binding("p", None, "n1"), &dry)
+            .await
+            .unwrap();
+        assert_eq!(planned["spec"]["nodeName"], "n1");
+        let stored = reg
+            .get(pods, Some("default"), "p", ReadMode::Linearizable)
+            .await
+            .unwrap();
+        assert!(stored["spec"]["nodeName"].is_null(), "{stored}");
+
+        let bound = reg
+            .bind(
+                Some("default"),
+                "p",
+                &binding("p", None, "n1"),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        let want = vec![
+            ("ContainersReady".to_string(), "False".to_string()),
+            ("PodScheduled".to_string(), "True".to_string()),
+        ];
+        assert_eq!(types(&bound), want);
+        let stored = reg
+            .get(pods, Some("default"), "p", ReadMode::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(stored["spec"]["nodeName"], "n1");
+        assert_eq!(types(&stored), want);
+        assert_eq!(stored, bound);
+    }
+
     #[tokio::test]
     async fn a_binding_from_a_stale_local_copy_never_binds_twice() {
         let store = Lagging::new();
