@@ -6,8 +6,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use balsa_proto::objects::{
-    DeleteRequest, GetRequest, ListRequest, ObjectReply, PatchRequest, PatchType as WirePatchType,
-    WatchRequest, WriteRequest,
+    batch_op, BatchOp, DeleteRequest, GetRequest, ListRequest, ObjectReply, PatchRequest,
+    PatchType as WirePatchType, WatchRequest, WriteRequest,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -329,6 +329,22 @@ impl<K: Resource> Api<K> {
         )
     }
 
+    fn write_request(
+        &self,
+        obj: &K,
+        subresource: &str,
+        pp: &PostParams,
+        revision_only: bool,
+    ) -> Result<WriteRequest, ApiError> {
+        Ok(WriteRequest {
+            object: self.body(obj)?,
+            subresource: subresource.into(),
+            field_manager: pp.field_manager.clone(),
+            dry_run: pp.dry_run,
+            revision_only,
+        })
+    }
+
     async fn send_write(
         &self,
         create: bool,
@@ -337,13 +353,7 @@ impl<K: Resource> Api<K> {
         pp: &PostParams,
         revision_only: bool,
     ) -> Result<ObjectReply, ApiError> {
-        let req = WriteRequest {
-            object: self.body(obj)?,
-            subresource: subresource.into(),
-            field_manager: pp.field_manager.clone(),
-            dry_run: pp.dry_run,
-            revision_only,
-        };
+        let req = self.write_request(obj, subresource, pp, revision_only)?;
         self.call(false, |c| {
             let req = req.clone();
             async move {
@@ -391,21 +401,21 @@ impl<K: Resource> Api<K> {
         decode(&reply.object)
     }
 
-    async fn patch_reply(
+    fn patch_request(
         &self,
         name: &str,
         subresource: &str,
         pp: &PatchParams,
         patch: &Patch,
         revision_only: bool,
-    ) -> Result<ObjectReply, ApiError> {
+    ) -> Result<PatchRequest, ApiError> {
         let (ty, body) = match patch {
             Patch::Json(v) => (WirePatchType::Json, v),
             Patch::Merge(v) => (WirePatchType::Merge, v),
             Patch::Strategic(v) => (WirePatchType::Strategic, v),
             Patch::Apply(v) => (WirePatchType::Apply, v),
         };
-        let req = PatchRequest {
+        Ok(PatchRequest {
             r#ref: Some(object_ref(&self.key(name)?)),
             r#type: ty as i32,
             patch: serde_json::to_vec(body).unwrap_or_default().into(),
@@ -414,12 +424,44 @@ impl<K: Resource> Api<K> {
             force: pp.force,
             dry_run: pp.dry_run,
             revision_only,
-        };
+        })
+    }
+
+    async fn patch_reply(
+        &self,
+        name: &str,
+        subresource: &str,
+        pp: &PatchParams,
+        patch: &Patch,
+        revision_only: bool,
+    ) -> Result<ObjectReply, ApiError> {
+        let req = self.patch_request(name, subresource, pp, patch, revision_only)?;
         self.call(false, |c| {
             let req = req.clone();
             async move { c.send_patch(req).await }
         })
         .await
+    }
+
+    /// `create_revision` as an op for a [`Batcher`](super::Batcher).
+    pub fn create_op(&self, obj: &K, pp: &PostParams) -> Result<BatchOp, ApiError> {
+        Ok(BatchOp {
+            op: Some(batch_op::Op::Create(self.write_request(obj, "", pp, true)?)),
+        })
+    }
+
+    /// `patch_status_revision` as an op for a [`Batcher`](super::Batcher).
+    pub fn patch_status_op(
+        &self,
+        name: &str,
+        pp: &PatchParams,
+        patch: &Patch,
+    ) -> Result<BatchOp, ApiError> {
+        Ok(BatchOp {
+            op: Some(batch_op::Op::Patch(
+                self.patch_request(name, "status", pp, patch, true)?,
+            )),
+        })
     }
 
     pub async fn patch(&self, name: &str, pp: &PatchParams, patch: &Patch) -> Result<K, ApiError> {

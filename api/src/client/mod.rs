@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  Client (any master, fails over)
+//!    ├─ Batcher           many small writes in few requests
 //!    └─ Api<K>            typed CRUD, status, patch, binding, eviction
 //!         └─ watcher      list, then watch from the list's revision; resumes
 //!              │          after a failover, re-lists on 410 Expired
@@ -16,6 +17,7 @@
 
 mod api;
 pub mod backoff;
+mod batch;
 pub mod controller;
 mod endpoints;
 pub mod events;
@@ -29,6 +31,7 @@ pub mod token_bucket;
 pub mod watcher;
 
 pub use api::{Api, DeleteParams, ObjectList, Patch, PatchParams, PostParams, Resource};
+pub use batch::Batcher;
 pub use controller::{Action, Controller};
 pub use endpoints::Client;
 pub use informer::{Change, Informer};

@@ -3,9 +3,9 @@
 use balsa_proto::objects::cluster_client::ClusterClient;
 use balsa_proto::objects::objects_client::ObjectsClient;
 use balsa_proto::objects::{
-    AddMemberRequest, ClusterStatus, ClusterStatusRequest, DeleteRequest, GetRequest, ListRequest,
-    ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, TxnReply, TxnRequest, WatchReply,
-    WatchRequest, WriteRequest,
+    AddMemberRequest, BatchReply, BatchRequest, ClusterStatus, ClusterStatusRequest, DeleteRequest,
+    GetRequest, ListRequest, ObjectRef, ObjectReply, PatchRequest, RemoveMemberRequest, TxnReply,
+    TxnRequest, WatchReply, WatchRequest, WriteRequest,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -156,6 +156,16 @@ impl Client {
             .objects
             .clone()
             .txn(self.write(req)?)
+            .await?
+            .into_inner())
+    }
+
+    /// Independent writes in one request, each with its own answer.
+    pub async fn send_batch(&self, req: BatchRequest) -> Result<BatchReply, Status> {
+        Ok(self
+            .objects
+            .clone()
+            .batch(self.write(req)?)
             .await?
             .into_inner())
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use balsa_proto::objects::objects_server::{Objects, ObjectsServer};
 use balsa_proto::objects::{
-    txn_op, DeleteRequest, EventType as WireEventType, GetRequest, ListReply, ListRequest,
-    ObjectRef, ObjectReply, PatchRequest, PatchType as WirePatchType, TxnReply, TxnRequest,
-    WatchReply, WatchRequest, WriteRequest,
+    batch_op, batch_result, txn_op, BatchError, BatchOp, BatchReply, BatchRequest, BatchResult,
+    DeleteRequest, EventType as WireEventType, GetRequest, ListReply, ListRequest, ObjectRef,
+    ObjectReply, PatchRequest, PatchType as WirePatchType, TxnReply, TxnRequest, WatchReply,
+    WatchRequest, WriteRequest,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -284,6 +285,43 @@ fn written(v: &serde_json::Value, revision_only: bool) -> Response<ObjectReply> 
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
 
+/// The most ops one Batch may carry.
+pub const MAX_BATCH_OPS: usize = 1_000;
+
+/// `inner` as a request of its own, with the batch's metadata (its fence).
+fn part_of<T>(md: &tonic::metadata::MetadataMap, inner: T) -> Request<T> {
+    let mut req = Request::new(inner);
+    *req.metadata_mut() = md.clone();
+    req
+}
+
+fn batch_result(outcome: Result<Response<ObjectReply>, Status>) -> BatchResult {
+    BatchResult {
+        result: Some(match outcome {
+            Ok(reply) => batch_result::Result::Ok(reply.into_inner()),
+            Err(s) => batch_result::Result::Error(BatchError {
+                code: s.code() as i32,
+                message: s.message().to_string(),
+                details: s.details().to_vec().into(),
+            }),
+        }),
+    }
+}
+
+impl ObjectsService {
+    async fn batch_op(&self, md: &tonic::metadata::MetadataMap, op: BatchOp) -> BatchResult {
+        let outcome = match op.op {
+            Some(batch_op::Op::Create(w)) => self.create(part_of(md, w)).await,
+            Some(batch_op::Op::Update(w)) => self.update(part_of(md, w)).await,
+            Some(batch_op::Op::Patch(p)) => self.patch(part_of(md, p)).await,
+            None => Err(Status::invalid_argument(
+                "a batch op must be create, update or patch",
+            )),
+        };
+        batch_result(outcome)
+    }
+}
+
 #[tonic::async_trait]
 impl Objects for ObjectsService {
     async fn create(
@@ -544,6 +582,21 @@ impl Objects for ObjectsService {
             revision: rev.0,
             objects: objects.into_iter().map(|o| o.data).collect(),
         }))
+    }
+
+    async fn batch(&self, request: Request<BatchRequest>) -> Result<Response<BatchReply>, Status> {
+        let (md, _, req) = request.into_parts();
+        if req.ops.len() > MAX_BATCH_OPS {
+            return Err(Status::invalid_argument(format!(
+                "a batch carries at most {MAX_BATCH_OPS} ops, not {}",
+                req.ops.len()
+            )));
+        }
+        // All at once: the writes reach the store together and are proposed
+        // to Raft together.
+        let results =
+            futures::future::join_all(req.ops.into_iter().map(|op| self.batch_op(&md, op))).await;
+        Ok(Response::new(BatchReply { results }))
     }
 
     type WatchStream = WatchStream;

@@ -5,14 +5,17 @@
 //! Best effort, like kubelet's: an event that cannot be written is logged
 //! and dropped; the workers never wait for it.
 //!
-//! Written one at a time, as kubelet's broadcaster writes to its sink from
-//! one goroutine, and held to kubelet's event rate (`eventRecordQPS` 50,
-//! `eventBurst` 100). Meanwhile events wait in the workers' bounded channel
-//! and are dropped once it is full. A node's events thus never take more
-//! than one write in flight from the pods' own status writes.
+//! Held to kubelet's event rate (`eventRecordQPS` 50, `eventBurst` 100).
+//! The events waiting when a write starts go together (one `Batch` request
+//! with the pods' status writes, through the node's `Batcher`), the next
+//! ones only when those are answered: kubelet's broadcaster writes from one
+//! goroutine, one event at a time. Meanwhile events wait in the workers'
+//! bounded channel and are dropped once it is full. A node's events thus
+//! never take more than one group of writes in flight from the pods' own
+//! status writes.
 
 use balsa_api::client::token_bucket::{Rate, TokenBucket};
-use balsa_api::client::{Api, Client, PostParams};
+use balsa_api::client::{Api, Batcher, Client, PostParams};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use tokio::sync::{mpsc, watch};
@@ -25,8 +28,12 @@ pub const RATE: Rate = Rate {
     burst: 100,
 };
 
+/// The most events written together.
+const GROUP: usize = 50;
+
 pub async fn run(
     client: Client,
+    batcher: Batcher,
     node: String,
     mut events: mpsc::Receiver<PodEvent>,
     mut stop: watch::Receiver<bool>,
@@ -34,13 +41,31 @@ pub async fn run(
     let write = async {
         let mut limit = TokenBucket::new(RATE, tokio::time::Instant::now());
         let mut seq = 0u64;
-        while let Some(e) = events.recv().await {
-            let event = to_event(&e, &node, seq);
-            seq = seq.wrapping_add(1);
-            limit.wait().await;
-            let api: Api<Event> = Api::namespaced(client.clone(), &e.pod.namespace);
-            if let Err(err) = api.create_revision(&event, &PostParams::default()).await {
-                tracing::debug!(pod = %e.pod, reason = %e.reason, error = %err, "event not written");
+        while let Some(first) = events.recv().await {
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                match events.try_recv() {
+                    Ok(e) => group.push(e),
+                    Err(_) => break,
+                }
+            }
+            let mut writes = Vec::with_capacity(group.len());
+            for e in &group {
+                let event = to_event(e, &node, seq);
+                seq = seq.wrapping_add(1);
+                limit.wait().await;
+                let api: Api<Event> = Api::namespaced(client.clone(), &e.pod.namespace);
+                let batcher = &batcher;
+                writes.push(async move {
+                    let op = api.create_op(&event, &PostParams::default())?;
+                    batcher.write(op).await
+                });
+            }
+            let outcomes = futures::future::join_all(writes).await;
+            for (e, outcome) in group.iter().zip(outcomes) {
+                if let Err(err) = outcome {
+                    tracing::debug!(pod = %e.pod, reason = %e.reason, error = %err, "event not written");
+                }
             }
         }
     };

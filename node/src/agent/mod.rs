@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balsa_api::client::{Api, Client, DeleteParams};
+use balsa_api::client::{Api, Batcher, Client, DeleteParams};
 use balsa_api::registry::{ApiError, Reason};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -225,8 +225,11 @@ impl Agent {
             stream_state,
             stop_rx.clone(),
         ));
+        // The node's pod statuses and Events share requests.
+        let batcher = Batcher::spawn(client.clone());
         tokio::spawn(events::run(
             client.clone(),
+            batcher.clone(),
             config.node_name.clone(),
             events_rx,
             stop_rx.clone(),
@@ -265,7 +268,7 @@ impl Agent {
                 }
             });
         }
-        let statuses = statuses::StatusWriter::spawn(client.clone(), stop_rx);
+        let statuses = statuses::StatusWriter::spawn(client.clone(), batcher, stop_rx);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let state = Loop {
             client,

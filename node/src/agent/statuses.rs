@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use balsa_api::client::{Api, Client, Patch, PatchParams};
+use balsa_api::client::{Api, Batcher, Client, Patch, PatchParams};
 use balsa_api::registry::Reason;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -36,12 +36,13 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     /// The writer and its task; the task ends when `stop` turns true.
-    pub fn spawn(client: Client, stop: watch::Receiver<bool>) -> Self {
+    /// Writes go through `batcher` (several at once share a request).
+    pub fn spawn(client: Client, batcher: Batcher, stop: watch::Receiver<bool>) -> Self {
         let w = Self {
             queue: Arc::default(),
             wake: Arc::new(Notify::new()),
         };
-        tokio::spawn(w.clone().run(client, stop));
+        tokio::spawn(w.clone().run(client, batcher, stop));
         w
     }
 
@@ -59,7 +60,7 @@ impl StatusWriter {
     /// write, not when a whole batch has ended, so a status that arrives
     /// while slow writes are in flight waits only for room (or for its own
     /// pod's write in flight).
-    async fn run(self, client: Client, mut stop: watch::Receiver<bool>) {
+    async fn run(self, client: Client, batcher: Batcher, mut stop: watch::Receiver<bool>) {
         let mut writes = FuturesUnordered::new();
         loop {
             let mut at = None;
@@ -73,9 +74,10 @@ impl StatusWriter {
                             "pod status write issued"
                         );
                         let client = client.clone();
+                        let batcher = batcher.clone();
                         writes.push(async move {
                             let started = Instant::now();
-                            let outcome = write(&client, &key, &status).await;
+                            let outcome = write(&client, &batcher, &key, &status).await;
                             tracing::debug!(pod = %key, took_ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "pod status written");
                             (key, status, outcome)
                         });
@@ -116,7 +118,12 @@ fn ready(status: &PodStatus) -> bool {
 }
 
 /// Writes one status; `Err(true)` when worth retrying.
-async fn write(client: &Client, key: &PodKey, status: &PodStatus) -> Result<(), bool> {
+async fn write(
+    client: &Client,
+    batcher: &Batcher,
+    key: &PodKey,
+    status: &PodStatus,
+) -> Result<(), bool> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
     let pp = PatchParams {
         field_manager: FIELD_MANAGER.into(),
@@ -126,7 +133,11 @@ async fn write(client: &Client, key: &PodKey, status: &PodStatus) -> Result<(), 
     // fields this agent does not set (nominatedNodeName) are kept. The uid is
     // a precondition: a pod re-created under the same name is another pod.
     let patch = Patch::Merge(json!({ "metadata": { "uid": key.uid }, "status": status }));
-    match api.patch_status_revision(&key.name, &pp, &patch).await {
+    let written = match api.patch_status_op(&key.name, &pp, &patch) {
+        Ok(op) => batcher.write(op).await,
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => Err(false),
         Err(e) if matches!(e.reason, Reason::Invalid | Reason::BadRequest) => {
