@@ -313,6 +313,18 @@ mod tests {
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
     }
 
+    /// A registry over a `Lagging` store, with namespace `default`.
+    async fn with_default_namespace() -> (Lagging, Registry) {
+        let store = Lagging::new();
+        let reg = Registry::new(store.store.clone());
+        let nss = kinds::by_kind("", "Namespace").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        reg.create(nss, None, ns, &WriteOptions::default())
+            .await
+            .unwrap();
+        (store, reg)
+    }
+
     async fn create_pod(reg: &Registry, name: &str) -> Value {
         let pods = kinds::by_kind("", "Pod").unwrap();
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
@@ -329,13 +341,7 @@ mod tests {
     /// run answers the bound pod and stores nothing.
     #[tokio::test]
     async fn a_binding_replaces_the_scheduled_condition_and_keeps_the_rest() {
-        let store = Lagging::new();
-        let reg = Registry::new(store.store.clone());
-        let nss = kinds::by_kind("", "Namespace").unwrap();
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
-        reg.create(nss, None, ns, &WriteOptions::default())
-            .await
-            .unwrap();
+        let (store, reg) = with_default_namespace().await;
         let pods = kinds::by_kind("", "Pod").unwrap();
         let mut p = create_pod(&reg, "p").await;
         p["status"]["conditions"] = json!([
@@ -404,13 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_binding_from_a_stale_local_copy_never_binds_twice() {
-        let store = Lagging::new();
-        let reg = Registry::new(store.store.clone());
-        let nss = kinds::by_kind("", "Namespace").unwrap();
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
-        reg.create(nss, None, ns, &WriteOptions::default())
-            .await
-            .unwrap();
+        let (store, reg) = with_default_namespace().await;
         let pods = kinds::by_kind("", "Pod").unwrap();
         let p = create_pod(&reg, "p").await;
         let uid = p["metadata"]["uid"].as_str().map(str::to_string);
