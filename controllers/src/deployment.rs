@@ -309,14 +309,23 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
 /// not yet run: a new leader's first pass) leaves room the new ReplicaSet
 /// fills at once, and the pods briefly exceed replicas + maxSurge.
 fn pods_held(owned: &[Arc<ReplicaSet>], pods: &Store<Pod>, ns: &str) -> i32 {
-    let in_ns =
-        pods.filter(|p| p.metadata.namespace.as_deref() == Some(ns) && crate::pods::is_active(p));
-    let mut active: HashMap<&str, i32> = HashMap::new();
-    for p in &in_ns {
-        if let Some(r) = owners::controller_of(&**p) {
-            *active.entry(r.uid.as_str()).or_default() += 1;
+    let mut active: HashMap<&str, i32> = owned
+        .iter()
+        .map(|rs| (rs.metadata.uid.as_deref().unwrap_or_default(), 0))
+        .collect();
+    pods.for_each(|p| {
+        if p.metadata.namespace.as_deref() != Some(ns) {
+            return;
         }
-    }
+        let Some(r) = owners::controller_of(p) else {
+            return;
+        };
+        if let Some(n) = active.get_mut(r.uid.as_str()) {
+            if crate::pods::is_active(p) {
+                *n += 1;
+            }
+        }
+    });
     owned
         .iter()
         .map(|rs| {

@@ -55,7 +55,8 @@ pub struct Claim<C> {
 }
 
 /// Sorts `children` (already in the owner's namespace) for an owner with
-/// `uid` and `sel`. An owner being deleted adopts nothing.
+/// `uid` and `sel`. An owner being deleted adopts nothing. Children of
+/// other owners may be left out of `children` ([`claimable`]).
 pub fn claim<C: Resource>(
     uid: &str,
     sel: &LabelSelector,
@@ -68,24 +69,32 @@ pub fn claim<C: Resource>(
         release: vec![],
     };
     for c in children {
-        let selected = selector::matches(sel, c.metadata().labels.as_ref());
+        let selected = || selector::matches(sel, c.metadata().labels.as_ref());
         match controller_of(&*c) {
             Some(r) if r.uid == uid => {
-                if selected {
+                if selected() {
                     out.owned.push(c);
                 } else if c.metadata().deletion_timestamp.is_none() {
                     out.release.push(c);
                 }
             }
+            // Another owner's: not even looked at (most of a namespace's
+            // children, in a rollout).
             Some(_) => {}
             None => {
-                if selected && !deleting && c.metadata().deletion_timestamp.is_none() {
+                if !deleting && c.metadata().deletion_timestamp.is_none() && selected() {
                     out.adopt.push(c);
                 }
             }
         }
     }
     out
+}
+
+/// Whether `child` is one [`claim`] may sort for the owner with `uid`:
+/// controlled by it, or by nothing (an orphan to adopt).
+pub fn claimable<C: Resource>(child: &C, uid: &str) -> bool {
+    controller_of(child).is_none_or(|r| r.uid == uid)
 }
 
 /// Claims `children` for `owner` and writes the outcome: releases the owned

@@ -6,12 +6,12 @@
 //!    └─ claim: owned / adopt / release          (owners::claim)
 //!    └─ diff = active owned - replicas
 //!         < 0: create in slow-start batches 1, 2, 4, ... (burst <= 500)
-//!         > 0: delete the lowest-ranked pods   (deletion_order)
+//!         > 0: delete the lowest-ranked pods   (DeletionKey)
 //!    └─ expectations: no new decision until the cache shows the last one
 //!    └─ status: replicas, fullyLabeled, ready, available, observedGeneration
 //! ```
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -166,43 +166,54 @@ fn phase_rank(p: &Pod) -> u8 {
     }
 }
 
-/// Upstream's ActivePodsWithRanks order: the pods to delete first sort
-/// first. `rank` is how many of the owner's pods share the pod's node.
-pub fn deletion_order(a: (&Pod, usize), b: (&Pod, usize)) -> Ordering {
-    let (pa, ra) = a;
-    let (pb, rb) = b;
-    // Unscheduled < scheduled.
-    pods::is_assigned(pa)
-        .cmp(&pods::is_assigned(pb))
-        // Pending < Unknown < Running.
-        .then(phase_rank(pa).cmp(&phase_rank(pb)))
-        // Not ready < ready.
-        .then(pods::is_ready(pa).cmp(&pods::is_ready(pb)))
-        // Doubled-up pods first.
-        .then(rb.cmp(&ra))
-        // Ready for less time first.
-        .then_with(|| {
-            match (
-                pods::ready_since(pa).flatten(),
-                pods::ready_since(pb).flatten(),
-            ) {
-                (Some(x), Some(y)) => y.cmp(&x),
-                _ => Ordering::Equal,
-            }
-        })
-        // More restarts first.
-        .then(pods::restarts(pb).cmp(&pods::restarts(pa)))
-        // Newer first.
-        .then_with(|| {
-            let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            match (t(pa), t(pb)) {
-                (Some(x), Some(y)) => y.cmp(&x),
-                _ => Ordering::Equal,
-            }
-        })
+/// A pod's place in upstream's ActivePodsWithRanks order, computed once
+/// per pod (a scale-down of a ReplicaSet of thousands sorts by it): the
+/// pods to delete first sort first. Fields compare in declaration order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DeletionKey {
+    /// Unscheduled < scheduled.
+    assigned: bool,
+    /// Pending < Unknown < Running.
+    phase: u8,
+    /// Not ready < ready.
+    ready: bool,
+    /// Doubled-up pods first: how many of the owner's pods share its node.
+    doubled_up: Reverse<usize>,
+    /// Ready for less time first (no time first, as upstream's afterOrZero).
+    ready_since: Recent,
+    /// More restarts first.
+    restarts: Reverse<i32>,
+    /// Newer first (no time first).
+    created: Recent,
 }
 
-/// The `n` pods to delete from `active`.
+/// A time in "newest first, none before all" order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Recent(bool, Reverse<Option<Timestamp>>);
+
+impl Recent {
+    fn of(t: Option<Timestamp>) -> Self {
+        Recent(t.is_some(), Reverse(t))
+    }
+}
+
+fn deletion_key(p: &Pod, rank: usize) -> DeletionKey {
+    let ready_since = pods::ready_since(p);
+    DeletionKey {
+        assigned: pods::is_assigned(p),
+        phase: phase_rank(p),
+        ready: ready_since.is_some(),
+        doubled_up: Reverse(rank),
+        // Compared between two ready pods only: every pod before this
+        // field is equal, readiness included.
+        ready_since: Recent::of(ready_since.flatten()),
+        restarts: Reverse(pods::restarts(p)),
+        created: Recent::of(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+    }
+}
+
+/// The `n` pods to delete from `active`, first first. Each pod's key is
+/// computed once, and only the `n` chosen are sorted.
 pub fn pods_to_delete(active: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for p in active {
@@ -217,9 +228,19 @@ pub fn pods_to_delete(active: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
             .and_then(|n| per_node.get(n).copied())
             .unwrap_or(0)
     };
-    let mut ranked: Vec<(Arc<Pod>, usize)> = active.iter().map(|p| (p.clone(), rank(p))).collect();
-    ranked.sort_by(|a, b| deletion_order((&a.0, a.1), (&b.0, b.1)));
-    ranked.into_iter().take(n).map(|(p, _)| p).collect()
+    let mut keyed: Vec<(DeletionKey, &Arc<Pod>)> = active
+        .iter()
+        .map(|p| (deletion_key(p, rank(p)), p))
+        .collect();
+    if n < keyed.len() {
+        if n == 0 {
+            return Vec::new();
+        }
+        keyed.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
+        keyed.truncate(n);
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, p)| p.clone()).collect()
 }
 
 /// The status the pods give the ReplicaSet, and when to look again for a
@@ -311,9 +332,10 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         .map(|s| s.selector.clone())
         .unwrap_or_default();
     let deleting = rs.metadata.deletion_timestamp.is_some();
-    let in_ns = ctx
-        .pods
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+    let in_ns = ctx.pods.filter(|p| {
+        p.metadata.namespace.as_deref() == Some(ns.as_str()) && owners::claimable(p, uid)
+    });
     let owned = owners::claim_and_write(&pod_api, &*rs, &selector, deleting, in_ns).await?;
 
     let mut action = Action::await_change();
@@ -632,6 +654,53 @@ mod tests {
         ];
         let first = names(&pods_to_delete(&doubled, 1));
         assert!(first[0].starts_with("twin"), "{first:?}");
+    }
+
+    #[test]
+    fn the_few_to_delete_are_the_first_of_the_whole_order() {
+        // Distinct creation times: the whole order is unique.
+        let nodes = [None, Some("a"), Some("b"), Some("a"), Some("c")];
+        let phases = ["Running", "Pending", "Unknown"];
+        let active: Vec<Arc<Pod>> = (0..40)
+            .map(|i| {
+                let created = (i * 17 % 40) as i64;
+                pod(
+                    &format!("p{i}"),
+                    nodes[i % 5],
+                    phases[i % 3],
+                    i % 4 != 0,
+                    created,
+                )
+            })
+            .collect();
+        let all = names(&pods_to_delete(&active, active.len()));
+        assert_eq!(all.len(), 40);
+        for n in 0..=40 {
+            assert_eq!(names(&pods_to_delete(&active, n)), all[..n], "n = {n}");
+        }
+        assert_eq!(pods_to_delete(&active, 50).len(), 40);
+        // A ready pod with no transition time goes before ready ones with
+        // one (upstream's afterOrZero), whatever its age.
+        let mut timeless = (*pod("timeless", Some("x"), "Running", true, 0)).clone();
+        for c in timeless
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .iter_mut()
+            .flatten()
+        {
+            c.last_transition_time = None;
+        }
+        let ready = vec![
+            pod("older", Some("y"), "Running", true, 1),
+            Arc::new(timeless),
+            pod("newer", Some("z"), "Running", true, 2),
+        ];
+        assert_eq!(
+            names(&pods_to_delete(&ready, 3)),
+            ["timeless", "newer", "older"]
+        );
     }
 
     #[test]

@@ -15,12 +15,27 @@
 //! longer bound here are the agent's to stop ([`PodManager::orphans`]).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use crate::runtime::{PodKey, Recovered};
 use crate::worker::{Failure, PodHandle, PodWorker};
+
+/// How long the status of a pod still starting (phase Pending) may be held
+/// back by [`PodManager::changed_statuses`] in case it is about to change
+/// again (see there).
+pub const HOLD: Duration = Duration::from_millis(100);
+
+/// What [`PodManager::changed_statuses`] found.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// The statuses to write.
+    pub statuses: Vec<(PodKey, PodStatus)>,
+    /// When a status held back is due: call again then.
+    pub due: Option<Instant>,
+}
 
 pub struct PodManager {
     worker: PodWorker,
@@ -35,9 +50,9 @@ struct Managed {
     listed: bool,
     /// The status as [`PodManager::changed_statuses`] last read it.
     status: tokio::sync::watch::Receiver<PodStatus>,
-    /// Not yet read by [`PodManager::changed_statuses`]: its first status
-    /// may be held one read (see there).
-    fresh: bool,
+    /// Since when [`PodManager::changed_statuses`] has held back a change
+    /// of this pod's status (see there).
+    held_since: Option<Instant>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -112,7 +127,7 @@ impl PodManager {
                             handle,
                             listed: true,
                             status,
-                            fresh: true,
+                            held_since: None,
                         },
                     );
                 }
@@ -156,31 +171,44 @@ impl PodManager {
             .collect()
     }
 
+    /// Woken whenever a pod's status changes or a worker ends (one permit,
+    /// kept until taken): the cue to call [`PodManager::changed_statuses`]
+    /// and [`PodManager::reap`].
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.worker.changes()
+    }
+
     /// The latest status of each pod whose status changed since the last
     /// call (and of each whose worker has ended, whose last change a
     /// closed channel no longer tells apart): what the agent loop compares
-    /// with what it wrote, every tick, without copying every pod's status.
+    /// with what it wrote, without copying every pod's status.
     ///
-    /// A new pod whose worker has not started it yet (no `startTime`: the
-    /// status is still the one made at spawn) is left out of the first
-    /// call and reported by the next. A pod that starts at once is then
-    /// written Running in one status write rather than Pending and then
-    /// Running, where the second write waits for the first's round trip
-    /// (one write per pod in flight); a pod that takes longer still shows
-    /// Pending one read later. No status is skipped: the one held stays
-    /// unread, so the next call reports the latest.
-    pub fn changed_statuses(&mut self) -> Vec<(PodKey, PodStatus)> {
-        let mut out = Vec::new();
+    /// A pod still starting (phase Pending, worker running) has its change
+    /// held back for up to [`HOLD`] from the call that first saw it, and
+    /// `due` says when the first held change is due. A pod that starts at
+    /// once is then written Running in one status write rather than
+    /// Pending and then Running, where the second write waits for the
+    /// first's round trip (one write per pod in flight); a pod that takes
+    /// longer still shows Pending [`HOLD`] later. No status is skipped: the
+    /// one held stays unread, so a later call reports the latest.
+    pub fn changed_statuses(&mut self, now: Instant) -> Changed {
+        let mut out = Changed::default();
         for m in self.pods.values_mut() {
             if !m.status.has_changed().unwrap_or(true) {
                 continue;
             }
-            let hold = std::mem::take(&mut m.fresh)
-                && m.status.borrow().start_time.is_none()
-                && !m.handle.is_finished();
-            if !hold {
-                out.push((m.handle.key().clone(), m.status.borrow_and_update().clone()));
+            let starting = !m.handle.is_finished()
+                && m.status.borrow().phase.as_deref() == Some(crate::status::PENDING);
+            if starting {
+                let due = *m.held_since.get_or_insert(now) + HOLD;
+                if now < due {
+                    out.due = Some(out.due.map_or(due, |d| d.min(due)));
+                    continue;
+                }
             }
+            m.held_since = None;
+            let status = m.status.borrow_and_update().clone();
+            out.statuses.push((m.handle.key().clone(), status));
         }
         out
     }

@@ -12,12 +12,16 @@
 //! The worker is the only writer of its pod's status: runners update their
 //! container's entry through [`Shared::update`], which recomputes phase and
 //! conditions ([`crate::status`]) and publishes on a `watch` channel. Events go
-//! to the shared bounded [`Emitter`]. When nothing will run any more (a
+//! to the shared bounded [`Emitter`]. Every status change, and every
+//! worker's end, also wakes the one [`PodWorker::changes`] the agent loop
+//! waits on, so the loop reads statuses when they change instead of
+//! polling each pod. When nothing will run any more (a
 //! terminal phase, or deletion) the worker removes the sandbox and ends; the
 //! last published status is final. Logs stay until the agent calls
 //! [`Runtime::remove_logs`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,7 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerStateTerminated, ContainerStatus, HostIP, Pod, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::backoff::{Backoff, BackoffConfig};
@@ -85,6 +89,27 @@ pub struct PodWorker {
     source: Arc<dyn ObjectSource>,
     events: Emitter,
     config: Arc<WorkerConfig>,
+    /// Woken by every status change and every worker's end.
+    changes: Arc<Notify>,
+}
+
+/// A pod's status as its worker publishes it: each change also wakes the
+/// workers' shared [`PodWorker::changes`].
+#[derive(Clone)]
+struct StatusTx {
+    tx: Arc<watch::Sender<PodStatus>>,
+    changes: Arc<Notify>,
+}
+
+impl StatusTx {
+    fn modify(&self, f: impl FnOnce(&mut PodStatus)) {
+        self.tx.send_modify(f);
+        self.changes.notify_one();
+    }
+
+    fn phase(&self) -> Option<String> {
+        self.tx.borrow().phase.clone()
+    }
 }
 
 /// How a worker is stopped: the request (the grace, `Duration::MAX` for
@@ -111,6 +136,9 @@ pub struct PodHandle {
     status: watch::Receiver<PodStatus>,
     terminate: watch::Sender<Option<Duration>>,
     failure: Arc<OnceLock<Failure>>,
+    /// Set by the worker as it ends, before it wakes the loop (the task
+    /// itself is finished a moment later).
+    done: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -151,7 +179,7 @@ impl PodHandle {
     /// Whether the pod is being stopped (deleted, evicted, past its deadline)
     /// or has ended.
     pub fn stopping(&self) -> bool {
-        self.terminate.borrow().is_some() || self.task.is_finished()
+        self.terminate.borrow().is_some() || self.is_finished()
     }
 
     /// End the worker at once, leaving its containers as they are (they
@@ -162,7 +190,7 @@ impl PodHandle {
 
     /// Whether the worker has ended (terminal phase reached or terminated).
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.done.load(Ordering::Acquire) || self.task.is_finished()
     }
 
     /// Wait for the worker to end; returns the final status.
@@ -200,7 +228,14 @@ impl PodWorker {
             source,
             events,
             config: Arc::new(config),
+            changes: Arc::new(Notify::new()),
         }
+    }
+
+    /// Woken (one permit, kept until taken) whenever a pod's status changes
+    /// or a worker ends: the agent loop's cue to read the statuses.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
     }
 
     /// The runtime the workers use.
@@ -281,8 +316,15 @@ impl PodWorker {
         let task_failure = failure.clone();
         let worker = self.clone();
         let task_key = key.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let task_done = done.clone();
+        let status_tx = StatusTx {
+            tx: Arc::new(status_tx),
+            changes: self.changes.clone(),
+        };
         let task = tokio::spawn(async move {
             let span = tracing::info_span!("pod", pod = %task_key);
+            let changes = status_tx.changes.clone();
             let _ = tracing::Instrument::instrument(
                 worker.run(
                     pod,
@@ -295,12 +337,15 @@ impl PodWorker {
                 span,
             )
             .await;
+            task_done.store(true, Ordering::Release);
+            changes.notify_one();
         });
         PodHandle {
             key,
             status: status_rx,
             terminate: terminate_tx,
             failure,
+            done,
             task,
         }
     }
@@ -311,10 +356,9 @@ impl PodWorker {
         adopted: HashMap<String, Recovered>,
         spec: PodSpec,
         key: PodKey,
-        status_tx: watch::Sender<PodStatus>,
+        status_tx: StatusTx,
         (terminate_tx, terminate, failure): Stopping,
     ) {
-        let status_tx = Arc::new(status_tx);
         // activeDeadlineSeconds counts from the pod's start on this node; when
         // it passes, the pod is stopped as if deleted and ends Failed.
         let deadline = spec.active_deadline_seconds.map(|secs| {
@@ -370,7 +414,7 @@ impl PodWorker {
         adopted: HashMap<String, Recovered>,
         spec: PodSpec,
         key: PodKey,
-        status_tx: Arc<watch::Sender<PodStatus>>,
+        status_tx: StatusTx,
         mut terminate: watch::Receiver<Option<Duration>>,
     ) {
         // Sandbox and volumes, retried until they work or the pod is deleted.
@@ -392,7 +436,7 @@ impl PodWorker {
             }
         };
         let start_time = crate::clock::now();
-        status_tx.send_modify(|st| {
+        status_tx.modify(|st| {
             st.pod_ip = Some(sandbox.ip.clone());
             st.pod_ips = Some(vec![PodIP {
                 ip: sandbox.ip.clone(),
@@ -476,7 +520,7 @@ impl PodWorker {
         &self,
         key: &PodKey,
         spec: &PodSpec,
-        status: &watch::Sender<PodStatus>,
+        status: &StatusTx,
         deadline_exceeded: bool,
         failure: Option<&Failure>,
     ) {
@@ -484,7 +528,7 @@ impl PodWorker {
             tracing::warn!(error = %e, "removing pod sandbox");
         }
         let now = crate::clock::now();
-        status.send_modify(|st| {
+        status.modify(|st| {
             // Containers that never ran end as kubelet shows them.
             for cs in st
                 .init_container_statuses
@@ -521,7 +565,7 @@ impl PodWorker {
                 st.message = Some(DEADLINE_MESSAGE.into());
             }
         });
-        tracing::info!(phase = ?status.borrow().phase, "pod worker finished");
+        tracing::info!(phase = ?status.phase(), "pod worker finished");
     }
 }
 
@@ -564,7 +608,7 @@ struct Shared {
     pod: Pod,
     spec: PodSpec,
     key: PodKey,
-    status: Arc<watch::Sender<PodStatus>>,
+    status: StatusTx,
     volumes: VolumePaths,
     downward: Downward,
     pod_ip: String,
@@ -585,7 +629,7 @@ impl Shared {
     /// Change one container's status, then recompute the pod's.
     fn update(&self, kind: Kind, index: usize, f: impl FnOnce(&mut ContainerStatus)) {
         let now = crate::clock::now();
-        self.status.send_modify(|st| {
+        self.status.modify(|st| {
             let list = match kind {
                 Kind::Init => st.init_container_statuses.as_mut(),
                 Kind::Regular => st.container_statuses.as_mut(),

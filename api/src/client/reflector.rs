@@ -212,6 +212,16 @@ impl<K: Resource> Store<K> {
             .collect()
     }
 
+    /// Visits every object in place, in no particular order, without
+    /// copying the cache: for a pass over many objects that keeps few
+    /// (counting, say). Holds the cache's read lock throughout, so
+    /// `visit` must be quick and must not wait on the cache's writer.
+    pub fn for_each(&self, mut visit: impl FnMut(&K)) {
+        for o in read(&self.objects).values() {
+            visit(o);
+        }
+    }
+
     pub fn len(&self) -> usize {
         read(&self.objects).len()
     }

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  masters ══ NodeAgent.Attach ══► stream ──Update──► loop ──sync──► PodManager ─► workers
-//!  (any; fails over, resumes       (bounded, in        │  ▲ statuses (diffed every 100 ms)
-//!   after the last revision)        revision order)    │  └───────────────┐
+//!  (any; fails over, resumes       (bounded, in        │  ▲ statuses (read when a worker
+//!   after the last revision)        revision order)    │  │  says they changed)
+//!                                                      │  └───────────────┐
 //!                                                      ├─► StatusWriter ──┴─► pods/status
 //!                                                      ├─► finish graceful deletes (grace 0)
 //!  workers ──PodEvent (bounded)──► events ─────────────┼─► core/v1 Events
@@ -118,9 +119,15 @@ pub struct Agent {
     task: JoinHandle<()>,
 }
 
-/// How often the loop compares pod statuses with what it last wrote, and
-/// looks for graceful deletions to finish.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the loop looks at its pods unprompted: graceful deletions to
+/// send again, and a backstop for anything a wake-up did not cover. Status
+/// changes and workers' ends wake it themselves ([`PodManager::changes`]),
+/// so a thousand idle nodes in one agent cost nothing between ticks.
+const TICK: Duration = Duration::from_secs(1);
+/// How long after a wake-up the loop reads the statuses: a pod changes its
+/// status several times as it starts (sandbox, then each container), and
+/// one read takes them all.
+const SETTLE: Duration = Duration::from_millis(5);
 /// A delete that has not made the pod go away is sent again after this long.
 const FINISH_AGAIN: Duration = Duration::from_secs(5);
 const UPDATES: usize = 256;
@@ -384,7 +391,17 @@ impl Loop {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let changes = self.manager.changes();
+        // When to look at the pods next (a wake-up settled, a held status due).
+        let mut wake: Option<tokio::time::Instant> = None;
         let how = loop {
+            let at = wake;
+            let woken = async {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 how = &mut shutdown => break how.unwrap_or(Shutdown::StopPods(None)),
                 update = updates.recv() => {
@@ -399,8 +416,14 @@ impl Loop {
                     if snapshot {
                         self.stop_orphans();
                     }
+                    // New pods' first statuses start their hold now.
+                    wake = earliest(wake, self.push_statuses());
                 }
-                _ = tick.tick() => self.tick().await,
+                () = changes.notified() => {
+                    wake = earliest(wake, Some(tokio::time::Instant::now() + SETTLE));
+                }
+                () = woken => wake = self.tick().await,
+                _ = tick.tick() => wake = earliest(wake, self.tick().await),
                 Some(call) = calls.recv() => self.eviction(call),
             }
         };
@@ -520,9 +543,11 @@ impl Loop {
         self.directory.send_replace(Arc::new(map));
     }
 
-    async fn tick(&mut self) {
+    /// Hands the changed statuses to the writer; when a held one is due.
+    fn push_statuses(&mut self) -> Option<tokio::time::Instant> {
         let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
-        for (key, status) in self.manager.changed_statuses() {
+        let changed = self.manager.changed_statuses(Instant::now());
+        for (key, status) in changed.statuses {
             if !live.contains(key.uid.as_str()) {
                 continue;
             }
@@ -531,6 +556,14 @@ impl Loop {
                 self.statuses.push(key, status);
             }
         }
+        changed.due.map(tokio::time::Instant::from_std)
+    }
+
+    /// Statuses out, graceful deletions finished, ended workers reaped;
+    /// when to come back for a held status.
+    async fn tick(&mut self) -> Option<tokio::time::Instant> {
+        let due = self.push_statuses();
+        let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
         let now = Instant::now();
         for pod in self.desired.values() {
             if pod.metadata.deletion_timestamp.is_none() {
@@ -558,6 +591,17 @@ impl Loop {
         for (key, _) in reaped {
             self.pushed.remove(&key.uid);
         }
+        due
+    }
+}
+
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balsa_node::events::Emitter;
+use balsa_node::pods::HOLD;
 use balsa_node::{PodWorker, SimRuntime, StaticObjects};
 use serde_json::json;
 
@@ -143,37 +144,51 @@ async fn a_pod_that_starts_at_once_is_first_reported_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut manager = sim_manager(dir.path(), Duration::ZERO);
     manager.sync(&[sim_pod("a")]);
+    let t0 = Instant::now();
     // The worker has not run yet (this runtime is single-threaded): its
-    // spawn-time status is held.
-    assert!(manager.changed_statuses().is_empty());
+    // spawn-time status is held, and due when the hold ends.
+    let held = manager.changed_statuses(t0);
+    assert!(held.statuses.is_empty());
+    assert_eq!(held.due, Some(t0 + HOLD));
+    // Every change the worker makes wakes the loop's `changes`.
+    let changes = manager.changes();
+    tokio::time::timeout(Duration::from_secs(10), changes.notified())
+        .await
+        .expect("the worker's status change wakes `changes`");
     wait_phase(&manager, "u-a", "Running").await;
-    let reported = manager.changed_statuses();
-    assert_eq!(reported.len(), 1);
-    assert_eq!(phase(&reported[0].1), "Running");
-    assert_eq!(condition(&reported[0].1, "Ready"), "True");
-    assert!(manager.changed_statuses().is_empty());
+    let reported = manager.changed_statuses(t0);
+    assert_eq!(reported.statuses.len(), 1);
+    assert_eq!(phase(&reported.statuses[0].1), "Running");
+    assert_eq!(condition(&reported.statuses[0].1, "Ready"), "True");
+    assert_eq!(reported.due, None);
+    assert!(manager.changed_statuses(t0).statuses.is_empty());
     manager.shutdown(Some(Duration::ZERO)).await;
 }
 
-/// The hold is one read at most: a pod still starting is reported Pending
-/// by the next read, and nothing reported is lost.
+/// The hold lasts `HOLD` from the read that first saw the change: a pod
+/// still starting is reported Pending then, and nothing held is lost.
 #[tokio::test]
-async fn a_pod_still_starting_is_reported_pending_one_read_later() {
+async fn a_pod_still_starting_is_reported_pending_when_its_hold_ends() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut manager = sim_manager(dir.path(), Duration::from_millis(500));
     manager.sync(&[sim_pod("a")]);
-    assert!(manager.changed_statuses().is_empty());
-    let reported = manager.changed_statuses();
+    let t0 = Instant::now();
+    assert!(manager.changed_statuses(t0).statuses.is_empty());
+    let early = manager.changed_statuses(t0 + HOLD / 2);
+    assert!(early.statuses.is_empty());
+    assert_eq!(early.due, Some(t0 + HOLD));
+    let reported = manager.changed_statuses(t0 + HOLD).statuses;
     assert_eq!(reported.len(), 1);
     assert_eq!(phase(&reported[0].1), "Pending");
     assert_eq!(
         waiting_reason(&reported[0].1, "c"),
         Some("ContainerCreating")
     );
-    // A second pod arriving later is held on its own first read only.
+    // A second pod arriving later is held from its own first read.
     manager.sync(&[sim_pod("a"), sim_pod("b")]);
-    assert!(manager.changed_statuses().is_empty());
-    let reported = manager.changed_statuses();
+    let t1 = t0 + 2 * HOLD;
+    assert!(manager.changed_statuses(t1).statuses.is_empty());
+    let reported = manager.changed_statuses(t1 + HOLD).statuses;
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0].0.name, "b");
     manager.shutdown(Some(Duration::ZERO)).await;
