@@ -9,17 +9,27 @@
 //! write, they cost the agent and the master more in HTTP/2 framing and
 //! request handling than in the writes themselves.
 //!
+//! Writes that may wait ([`Batcher::write_soon`]: a node's Events) wait up
+//! to [`LINGER`] for one that may not ([`Batcher::write`]: a pod's status)
+//! and go in its request; a pod that starts sends its status and its
+//! Events together. They never hold such a write back: a request of them
+//! alone leaves only when nothing is in flight, and a write that may not
+//! wait goes while one is.
+//!
 //! A master that does not serve `Batch` (one older than this client)
 //! answers UNIMPLEMENTED; the batcher then sends each write as its own
 //! request from then on.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use balsa_proto::objects::{batch_op, batch_result, BatchOp, BatchRequest, ObjectReply};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use super::endpoints::Client;
@@ -31,8 +41,8 @@ use crate::registry::ApiError;
 /// The most writes one request carries.
 pub const MAX_OPS: usize = 100;
 const _: () = assert!(MAX_OPS <= MAX_BATCH_OPS);
-/// Requests in flight at once.
-const IN_FLIGHT: usize = 1;
+/// How long a write that may wait waits for company (see the module doc).
+pub const LINGER: Duration = Duration::from_millis(20);
 /// Writes waiting for a request; a caller past it waits for room.
 const QUEUE: usize = 4 * MAX_OPS;
 
@@ -41,6 +51,9 @@ type Outcome = Result<ObjectReply, ApiError>;
 struct Pending {
     op: BatchOp,
     reply: oneshot::Sender<Outcome>,
+    /// May wait for company ([`Batcher::write_soon`]).
+    lazy: bool,
+    at: Instant,
 }
 
 /// Hands writes to a task that batches them; clones share the task, which
@@ -64,37 +77,114 @@ impl Batcher {
     /// have: the reply, or the error. A write whose request failed in
     /// transport may or may not have been made, as for any request.
     pub async fn write(&self, op: BatchOp) -> Outcome {
+        self.hand_over(op, false).await
+    }
+
+    /// As [`Batcher::write`], for a write that may wait up to [`LINGER`]
+    /// to share the request of one that may not (see the module doc).
+    pub async fn write_soon(&self, op: BatchOp) -> Outcome {
+        self.hand_over(op, true).await
+    }
+
+    async fn hand_over(&self, op: BatchOp, lazy: bool) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let gone = || ApiError::internal("the batcher has stopped");
-        self.tx
-            .send(Pending { op, reply })
-            .await
-            .map_err(|_| gone())?;
+        let pending = Pending {
+            op,
+            reply,
+            lazy,
+            at: Instant::now(),
+        };
+        self.tx.send(pending).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+}
+
+/// The writes waiting for a request, in arrival order.
+#[derive(Default)]
+struct Queue {
+    writes: VecDeque<Pending>,
+    /// How many of them may not wait.
+    urgent: usize,
+}
+
+impl Queue {
+    fn push(&mut self, p: Pending) {
+        self.urgent += usize::from(!p.lazy);
+        self.writes.push_back(p);
+    }
+
+    /// The next request's writes (up to [`MAX_OPS`], oldest first) and
+    /// whether any of them may not wait.
+    fn take(&mut self) -> (Vec<Pending>, bool) {
+        let n = self.writes.len().min(MAX_OPS);
+        let batch: Vec<Pending> = self.writes.drain(..n).collect();
+        let urgent = batch.iter().filter(|p| !p.lazy).count();
+        self.urgent -= urgent;
+        (batch, urgent > 0)
     }
 }
 
 async fn run(client: Client, mut rx: mpsc::Receiver<Pending>) {
     let batching = Arc::new(AtomicBool::new(true));
+    // Each answers whether its request carried a write that may not wait.
     let mut in_flight = FuturesUnordered::new();
+    let mut urgent_in_flight = 0usize;
+    let mut queue = Queue::default();
     let mut open = true;
-    while open || !in_flight.is_empty() {
+    loop {
+        // A write that may not wait goes unless one such is in flight; the
+        // others only when nothing is in flight and the oldest has waited
+        // long enough (or no more writes will come).
+        let oldest = queue.writes.front().map(|p| p.at);
+        let send = if queue.urgent > 0 {
+            urgent_in_flight == 0
+        } else {
+            // A full request has all the company it can get.
+            let full = queue.writes.len() >= MAX_OPS;
+            in_flight.is_empty()
+                && oldest.is_some_and(|at| !open || full || at + LINGER <= Instant::now())
+        };
+        if send {
+            let (batch, urgent) = queue.take();
+            urgent_in_flight += usize::from(urgent);
+            let sent = answer(client.clone(), batch, batching.clone());
+            in_flight.push(async move {
+                sent.await;
+                urgent
+            });
+            continue;
+        }
+        if !open && queue.writes.is_empty() && in_flight.is_empty() {
+            return;
+        }
+        let linger_until = oldest
+            .filter(|_| queue.urgent == 0 && in_flight.is_empty())
+            .map(|at| at + LINGER);
+        let linger = async move {
+            match linger_until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            first = rx.recv(), if open && in_flight.len() < IN_FLIGHT => {
+            first = rx.recv(), if open && queue.writes.len() < MAX_OPS => {
                 let Some(first) = first else {
                     open = false;
                     continue;
                 };
-                let mut batch = vec![first];
-                while batch.len() < MAX_OPS {
+                queue.push(first);
+                while queue.writes.len() < MAX_OPS {
                     match rx.try_recv() {
-                        Ok(p) => batch.push(p),
+                        Ok(p) => queue.push(p),
                         Err(_) => break,
                     }
                 }
-                in_flight.push(answer(client.clone(), batch, batching.clone()));
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(urgent) = in_flight.next(), if !in_flight.is_empty() => {
+                urgent_in_flight -= usize::from(urgent);
+            }
+            () = linger => {}
         }
     }
 }
@@ -207,6 +297,8 @@ mod tests {
         inner: ObjectsServer<ObjectsService>,
         batches: bool,
         calls: Arc<Mutex<Vec<String>>>,
+        /// Each `Batch` call (recorded first) waits for a permit.
+        gate: Option<Arc<tokio::sync::Semaphore>>,
     }
 
     impl Service<http::Request<Body>> for Master {
@@ -225,7 +317,13 @@ mod tests {
                 return Box::pin(async { Ok(Status::unimplemented("no Batch here").into_http()) });
             }
             let mut inner = self.inner.clone();
-            Box::pin(async move { inner.call(req).await })
+            let gate = self.gate.clone().filter(|_| method == "Batch");
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    gate.acquire().await.expect("open").forget();
+                }
+                inner.call(req).await
+            })
         }
     }
 
@@ -242,12 +340,17 @@ mod tests {
     impl Cluster {
         /// A master with namespace `ns1`, pod `p` and ConfigMap `taken` in it.
         async fn start(batches: bool) -> Self {
+            Self::start_gated(batches, None).await
+        }
+
+        async fn start_gated(batches: bool, gate: Option<Arc<tokio::sync::Semaphore>>) -> Self {
             let store: Arc<dyn Store> = MemStore::new(WindowConfig::default());
             let calls = Arc::new(Mutex::new(Vec::new()));
             let master = Master {
                 inner: server(Registry::new(store)),
                 batches,
                 calls: calls.clone(),
+                gate,
             };
             let routes = Routes::new(master);
             let client = Client::local(routes.clone(), "in-process".into());
@@ -347,6 +450,78 @@ mod tests {
             !calls.is_empty() && calls.len() <= 2 && calls.iter().all(|c| c == "Batch"),
             "13 writes should take one or two Batch requests: {calls:?}"
         );
+    }
+
+    fn config_map_op(client: &Client, name: &str) -> BatchOp {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<ConfigMap>::namespaced(client.clone(), "ns1")
+            .create_op(&cm, &PostParams::default())
+            .unwrap()
+    }
+
+    fn status_op(client: &Client) -> BatchOp {
+        let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
+        Api::<Pod>::namespaced(client.clone(), "ns1")
+            .patch_status_op("p", &PatchParams::default(), &running)
+            .unwrap()
+    }
+
+    /// A write that may wait goes in the request of the next one that may
+    /// not; alone, it waits `LINGER` for company first.
+    #[tokio::test]
+    async fn a_write_that_may_wait_rides_with_the_next_that_may_not() {
+        let cluster = Cluster::start(true).await;
+        let batcher = Batcher::spawn(cluster.client.clone());
+        let (event, status) = tokio::join!(
+            batcher.write_soon(config_map_op(&cluster.client, "soon")),
+            batcher.write(status_op(&cluster.client)),
+        );
+        event.expect("created");
+        status.expect("patched");
+        assert_eq!(cluster.calls(), vec!["Batch".to_string()]);
+
+        let alone = Instant::now();
+        batcher
+            .write_soon(config_map_op(&cluster.client, "alone"))
+            .await
+            .expect("created");
+        assert!(alone.elapsed() >= LINGER, "sent before waiting for company");
+        assert_eq!(cluster.calls(), vec!["Batch".to_string()]);
+    }
+
+    /// A request of writes that may wait, in flight, does not hold back a
+    /// write that may not: it goes in a request of its own meanwhile.
+    #[tokio::test]
+    async fn writes_that_may_wait_in_flight_do_not_hold_back_one_that_may_not() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let cluster = Cluster::start_gated(true, Some(gate.clone())).await;
+        let batcher = Batcher::spawn(cluster.client.clone());
+        let event = tokio::spawn({
+            let (b, op) = (batcher.clone(), config_map_op(&cluster.client, "held"));
+            async move { b.write_soon(op).await }
+        });
+        let until = |n: usize| {
+            let calls = cluster.calls.clone();
+            async move {
+                while calls.lock().unwrap().len() < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), until(1))
+            .await
+            .expect("the lone write goes after LINGER");
+        let status = tokio::spawn({
+            let (b, op) = (batcher.clone(), status_op(&cluster.client));
+            async move { b.write(op).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), until(2))
+            .await
+            .expect("the status goes while the first request is held");
+        gate.add_permits(2);
+        event.await.unwrap().expect("created");
+        status.await.unwrap().expect("patched");
+        assert_eq!(cluster.calls(), vec!["Batch".to_string(); 2]);
     }
 
     /// Against a master that does not serve Batch, every write is still

@@ -6,13 +6,14 @@
 //! and dropped; the workers never wait for it.
 //!
 //! Held to kubelet's event rate (`eventRecordQPS` 50, `eventBurst` 100).
-//! The events waiting when a write starts go together (one `Batch` request
-//! with the pods' status writes, through the node's `Batcher`), the next
-//! ones only when those are answered: kubelet's broadcaster writes from one
+//! The events waiting when a write starts go together, the next ones only
+//! when those are answered: kubelet's broadcaster writes from one
 //! goroutine, one event at a time. Meanwhile events wait in the workers'
-//! bounded channel and are dropped once it is full. A node's events thus
-//! never take more than one group of writes in flight from the pods' own
-//! status writes.
+//! bounded channel and are dropped once it is full. They go through the
+//! node's `Batcher` as writes that may wait: up to its `LINGER` for a pod
+//! status write to share a request with (a pod that starts sends its
+//! status and its Pulled / Created / Started together), and never ahead
+//! of one.
 
 use balsa_api::client::token_bucket::{Rate, TokenBucket};
 use balsa_api::client::{Api, Batcher, Client, PostParams};
@@ -58,7 +59,7 @@ pub async fn run(
                 let batcher = &batcher;
                 writes.push(async move {
                     let op = api.create_op(&event, &PostParams::default())?;
-                    batcher.write(op).await
+                    batcher.write_soon(op).await
                 });
             }
             let outcomes = futures::future::join_all(writes).await;
