@@ -25,14 +25,20 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Decodes `v` as `K` and serializes it back: what the model keeps of `v`.
+/// The path to a field that does not decode is tracked only once decoding
+/// has failed (tracking it costs every write that decodes, which is nearly
+/// all of them).
 pub fn round_trip<K: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, DecodeError> {
-    let typed: K = serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        DecodeError {
-            field: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
-        }
-    })?;
+    let typed = match K::deserialize(v) {
+        Ok(typed) => typed,
+        Err(_) => serde_path_to_error::deserialize::<_, K>(v).map_err(|e| {
+            let path = e.path().to_string();
+            DecodeError {
+                field: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })?,
+    };
     serde_json::to_value(&typed).map_err(|e| DecodeError {
         field: String::new(),
         message: e.to_string(),
