@@ -26,8 +26,15 @@ pub fn leaves(v: &Value) -> FieldSet {
     walk(v, None).all
 }
 
-/// The leaf fields of a walk over `new` and, when comparing with `old`,
-/// those whose value differs there (`value_at` of the path in each).
+/// The leaf fields of `new` whose value differs in `old` (`value_at` of the
+/// path in each). Subtrees equal in both are not walked: an update of a
+/// pod's status does not list every field of its spec.
+fn changed_fields(new: &Value, old: &Value) -> FieldSet {
+    walk(new, Some(old)).changed
+}
+
+/// What a walk found: every leaf field (a walk over one object), or the
+/// changed ones (a walk comparing it with an older one).
 struct Leaves {
     all: FieldSet,
     changed: FieldSet,
@@ -52,10 +59,16 @@ impl<'a> Cursors<'a> {
 
 impl Leaves {
     fn insert(&mut self, path: Path, at: Option<Cursors>) {
-        if at.is_some_and(|at| at.new != at.old) {
-            self.changed.insert(path.clone());
+        match at {
+            Some(at) => {
+                if at.new != at.old {
+                    self.changed.insert(path);
+                }
+            }
+            None => {
+                self.all.insert(path);
+            }
         }
-        self.all.insert(path);
     }
 }
 
@@ -94,6 +107,11 @@ fn walk(v: &Value, old: Option<&Value>) -> Leaves {
 }
 
 fn child(c: &Value, field: &str, path: Path, at: Option<Cursors>, out: &mut Leaves) {
+    // Comparing, and the same here in both: no leaf below has changed (each
+    // path below is looked up through these two values).
+    if at.is_some_and(|at| at.new == at.old) {
+        return;
+    }
     let then = |p: &Path| at.map(|a| a.step(p.last().expect("a child's path has an element")));
     match c {
         Value::Object(m) if !m.is_empty() => {
@@ -133,6 +151,71 @@ fn child(c: &Value, field: &str, path: Path, at: Option<Cursors>, out: &mut Leav
         _ => {
             out.insert(path, at);
         }
+    }
+}
+
+/// Whether `path` is one of `leaves(v)`, found by following it down `v`
+/// (as `walk` and `child` list leaves) rather than by listing them all.
+fn is_leaf(v: &Value, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let Some(c) = first.strip_prefix("f:").and_then(|k| Some((k, v.get(k)?))) else {
+        return false;
+    };
+    match c {
+        ("apiVersion" | "kind", _) => false,
+        ("metadata", meta) => {
+            let Some((second, rest)) = rest.split_first() else {
+                return false;
+            };
+            let Some(mk) = second.strip_prefix("f:") else {
+                return false;
+            };
+            OWNED_METADATA.contains(&mk)
+                && meta
+                    .as_object()
+                    .and_then(|m| m.get(mk))
+                    .is_some_and(|mc| leaf_below(mc, mk, rest))
+        }
+        (k, c) => leaf_below(c, k, rest),
+    }
+}
+
+/// [`is_leaf`] from `c`, reached as `field`: whether `rest` leads to a leaf
+/// `child` lists.
+fn leaf_below(c: &Value, field: &str, rest: &[String]) -> bool {
+    match c {
+        Value::Object(m) if !m.is_empty() => {
+            let Some((el, rest)) = rest.split_first() else {
+                return false;
+            };
+            el.strip_prefix("f:")
+                .and_then(|k| Some((k, m.get(k)?)))
+                .is_some_and(|(k, v)| leaf_below(v, k, rest))
+        }
+        Value::Array(items) if !items.is_empty() => {
+            if field == "finalizers" {
+                return match rest {
+                    [el] => items.iter().any(|i| *el == format!("v:{i}")),
+                    _ => false,
+                };
+            }
+            let refs: Vec<&Value> = items.iter().collect();
+            match merge_key(field, &refs).filter(|_| items.iter().all(Value::is_object)) {
+                Some(key) => {
+                    let Some((el, rest)) = rest.split_first() else {
+                        return false;
+                    };
+                    items
+                        .iter()
+                        .filter(|i| *el == format!("k:{}", json!({ key: i[key] })))
+                        .any(|i| (rest.len() == 1 && rest[0] == ".") || leaf_below(i, "", rest))
+                }
+                None => rest.is_empty(),
+            }
+        }
+        _ => rest.is_empty(),
     }
 }
 
@@ -358,22 +441,14 @@ pub fn record_update(
     time: &str,
 ) {
     let mut list = old.map(entries).unwrap_or_default();
-    let Leaves {
-        all: new_leaves,
-        changed,
-    } = match old {
-        Some(old) => walk(new, Some(old)),
+    let changed = match old {
+        Some(old) => changed_fields(new, old),
         // A create changes every field it sets.
-        None => {
-            let all = leaves(new);
-            Leaves {
-                changed: all.clone(),
-                all,
-            }
-        }
+        None => leaves(new),
     };
     for e in &mut list {
-        let keep = |p: &Path| new_leaves.contains(p) && !changed.contains(p);
+        // A field another manager keeps: still set, and not changed here.
+        let keep = |p: &Path| !changed.contains(p) && is_leaf(new, p);
         if !e.fields.iter().all(keep) {
             e.fields_mut().retain(keep);
         }
@@ -814,9 +889,23 @@ mod tests {
                     .into_iter()
                     .filter(|p| value_at(old, p) != value_at(new, p))
                     .collect();
-                let walked = walk(new, Some(old));
-                assert_eq!(walked.all, leaves(new));
-                assert_eq!(walked.changed, by_lookup, "old {old}\nnew {new}");
+                assert_eq!(changed_fields(new, old), by_lookup, "old {old}\nnew {new}");
+            }
+        }
+        // Following a path down an object finds exactly its leaves, for
+        // every path any of the variants has (and their prefixes).
+        let mut paths: FieldSet = variants.iter().flat_map(leaves).collect();
+        let prefixes: Vec<Path> = paths
+            .iter()
+            .flat_map(|p| (0..p.len()).map(|n| p[..n].to_vec()))
+            .collect();
+        paths.extend(prefixes);
+        paths.insert(vec!["f:apiVersion".into()]);
+        paths.insert(vec!["f:metadata".into(), "f:name".into()]);
+        for v in &variants {
+            let all = leaves(v);
+            for p in &paths {
+                assert_eq!(is_leaf(v, p), all.contains(p), "{p:?} in {v}");
             }
         }
     }
