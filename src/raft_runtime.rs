@@ -81,6 +81,20 @@ impl RaftRuntime {
     }
 }
 
+impl RaftRuntime {
+    /// Shuts the runtime down and waits (up to `grace`, off the caller's
+    /// runtime) until its thread has dropped every task, and with them the
+    /// store handles they held. Dropping it instead returns at once and
+    /// leaves that thread to finish on its own: when the process exits
+    /// meanwhile (a test binary right after its test), the thread races
+    /// RocksDB's teardown (SIGABRT, "pthread lock: Invalid argument").
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(rt) = self.runtime.take() {
+            let _ = tokio::task::spawn_blocking(move || rt.shutdown_timeout(grace)).await;
+        }
+    }
+}
+
 impl Drop for RaftRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
@@ -105,5 +119,21 @@ mod tests {
         // Dropping a plain Runtime here would panic (blocking inside async).
         drop(rt);
         assert!(pending.await.expect_err("cancelled").is_cancelled());
+    }
+
+    /// `shutdown` returns once the thread has dropped its tasks, and what
+    /// they held with them.
+    #[tokio::test]
+    async fn shutdown_waits_until_the_tasks_let_go() {
+        let rt = RaftRuntime::new(8).expect("runtime");
+        let held = std::sync::Arc::new(());
+        let inside = held.clone();
+        rt.handle().spawn(async move {
+            let _inside = inside;
+            std::future::pending::<()>().await
+        });
+        assert_eq!(std::sync::Arc::strong_count(&held), 2);
+        rt.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(std::sync::Arc::strong_count(&held), 1);
     }
 }

@@ -219,8 +219,9 @@ impl RunningServer {
             }
         }
         // Last: what is left on the raft thread (replication streams of a
-        // node that is shutting down) is cancelled, not waited for.
-        drop(self.raft_runtime);
+        // node that is shutting down) is cancelled, not waited for; the
+        // thread itself is, until it has let go of the store.
+        self.raft_runtime.shutdown(GRACE).await;
     }
 
     /// Why this master can no longer serve, if it cannot: a serving task
