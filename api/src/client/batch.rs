@@ -389,21 +389,12 @@ mod tests {
         /// a status patch of pod `p` and one of a pod that does not exist,
         /// all handed over at once.
         async fn writes(&self, batcher: &Batcher) -> Vec<Outcome> {
-            let cms = Api::<ConfigMap>::namespaced(self.client.clone(), "ns1");
-            let pods = Api::<Pod>::namespaced(self.client.clone(), "ns1");
-            let cm = |name: &str| -> ConfigMap {
-                serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": name}}))
-                    .unwrap()
-            };
-            let pp = PostParams::default();
             let mut ops: Vec<BatchOp> = (0..10)
-                .map(|i| cms.create_op(&cm(&format!("cm-{i}")), &pp).unwrap())
+                .map(|i| config_map_op(&self.client, &format!("cm-{i}")))
                 .collect();
-            ops.push(cms.create_op(&cm("taken"), &pp).unwrap());
-            let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
-            let pat = PatchParams::default();
-            ops.push(pods.patch_status_op("p", &pat, &running).unwrap());
-            ops.push(pods.patch_status_op("missing", &pat, &running).unwrap());
+            ops.push(config_map_op(&self.client, "taken"));
+            ops.push(status_op(&self.client, "p"));
+            ops.push(status_op(&self.client, "missing"));
             futures::future::join_all(ops.into_iter().map(|op| batcher.write(op))).await
         }
 
@@ -452,6 +443,7 @@ mod tests {
         );
     }
 
+    /// A create of ConfigMap `name` in `ns1`.
     fn config_map_op(client: &Client, name: &str) -> BatchOp {
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
         Api::<ConfigMap>::namespaced(client.clone(), "ns1")
@@ -459,10 +451,11 @@ mod tests {
             .unwrap()
     }
 
-    fn status_op(client: &Client) -> BatchOp {
+    /// A status patch (phase Running) of pod `name` in `ns1`.
+    fn status_op(client: &Client, name: &str) -> BatchOp {
         let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
         Api::<Pod>::namespaced(client.clone(), "ns1")
-            .patch_status_op("p", &PatchParams::default(), &running)
+            .patch_status_op(name, &PatchParams::default(), &running)
             .unwrap()
     }
 
@@ -474,7 +467,7 @@ mod tests {
         let batcher = Batcher::spawn(cluster.client.clone());
         let (event, status) = tokio::join!(
             batcher.write_soon(config_map_op(&cluster.client, "soon")),
-            batcher.write(status_op(&cluster.client)),
+            batcher.write(status_op(&cluster.client, "p")),
         );
         event.expect("created");
         status.expect("patched");
@@ -512,7 +505,7 @@ mod tests {
             .await
             .expect("the lone write goes after LINGER");
         let status = tokio::spawn({
-            let (b, op) = (batcher.clone(), status_op(&cluster.client));
+            let (b, op) = (batcher.clone(), status_op(&cluster.client, "p"));
             async move { b.write(op).await }
         });
         tokio::time::timeout(Duration::from_secs(10), until(2))
@@ -550,9 +543,7 @@ mod tests {
             "{calls:?}"
         );
 
-        let cms = Api::<ConfigMap>::namespaced(cluster.client.clone(), "ns1");
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "later"}})).unwrap();
-        let op = cms.create_op(&cm, &PostParams::default()).unwrap();
+        let op = config_map_op(&cluster.client, "later");
         batcher.write(op).await.expect("created");
         assert_eq!(cluster.calls(), vec!["Create".to_string()]);
     }

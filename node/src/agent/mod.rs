@@ -545,10 +545,14 @@ impl Loop {
 
     /// Hands the changed statuses to the writer; when a held one is due.
     fn push_statuses(&mut self) -> Option<tokio::time::Instant> {
-        let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
         let changed = self.manager.changed_statuses(Instant::now());
         for (key, status) in changed.statuses {
-            if !live.contains(key.uid.as_str()) {
+            // Only for a pod still bound here (the same uid under its name).
+            let live = self
+                .desired
+                .get(&pod_path(&key))
+                .is_some_and(|p| uid_of(p) == key.uid);
+            if !live {
                 continue;
             }
             if self.pushed.get(&key.uid) != Some(&status) {
