@@ -101,7 +101,7 @@ impl PodManager {
     }
 
     /// Make the running set match `desired` (every pod bound to this node).
-    pub fn sync<'a>(&mut self, desired: impl IntoIterator<Item = &'a Pod>) {
+    pub fn sync<'a>(&mut self, desired: impl IntoIterator<Item = &'a Arc<Pod>>) {
         let mut seen = HashSet::new();
         for pod in desired {
             let uid = uid(pod);

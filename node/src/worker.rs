@@ -246,7 +246,7 @@ impl PodWorker {
     /// Start running `pod` (already bound to this node). The first status is
     /// published before this returns.
     pub fn spawn(&self, pod: Pod) -> PodHandle {
-        self.spawn_adopting(pod, Vec::new())
+        self.spawn_adopting(Arc::new(pod), Vec::new())
     }
 
     /// As [`PodWorker::spawn`], taking over `adopted`: this pod's container
@@ -254,9 +254,12 @@ impl PodWorker {
     /// ([`Runtime::recover`]). They are not started again; their restart
     /// counts go on, init containers (done before) do not run again, and
     /// the pod's status starts from what the API holds.
-    pub fn spawn_adopting(&self, pod: Pod, adopted: Vec<Recovered>) -> PodHandle {
+    ///
+    /// The worker keeps `pod` as it is shared (the agent holds the same
+    /// object): a node runs thousands of pods, so each copy counts.
+    pub fn spawn_adopting(&self, pod: Arc<Pod>, adopted: Vec<Recovered>) -> PodHandle {
         let key = pod_key(&pod);
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = spec_of(&pod);
         let mut initial = PodStatus {
             phase: Some(status::PENDING.into()),
             qos_class: Some(qos::of(&pod).as_str().into()),
@@ -295,7 +298,7 @@ impl PodWorker {
             None,
             now,
         );
-        status::recompute(&spec, &mut initial, false, now);
+        status::recompute(spec, &mut initial, false, now);
         if !adopted.is_empty() {
             if let Some(known) = pod
                 .status
@@ -329,7 +332,6 @@ impl PodWorker {
                 worker.run(
                     pod,
                     adopted,
-                    spec,
                     task_key,
                     status_tx,
                     (terminate_tx_inner, terminate_rx, task_failure),
@@ -352,16 +354,15 @@ impl PodWorker {
 
     async fn run(
         self,
-        pod: Pod,
+        pod: Arc<Pod>,
         adopted: HashMap<String, Recovered>,
-        spec: PodSpec,
         key: PodKey,
         status_tx: StatusTx,
         (terminate_tx, terminate, failure): Stopping,
     ) {
         // activeDeadlineSeconds counts from the pod's start on this node; when
         // it passes, the pod is stopped as if deleted and ends Failed.
-        let deadline = spec.active_deadline_seconds.map(|secs| {
+        let deadline = spec_of(&pod).active_deadline_seconds.map(|secs| {
             let events = self.events.clone();
             let key = key.clone();
             tokio::spawn(async move {
@@ -386,9 +387,8 @@ impl PodWorker {
             })
         });
         self.run_pod(
-            pod,
+            pod.clone(),
             adopted,
-            spec.clone(),
             key.clone(),
             status_tx.clone(),
             terminate,
@@ -403,23 +403,30 @@ impl PodWorker {
             }
             None => false,
         };
-        self.finish(&key, &spec, &status_tx, deadline_exceeded, failure.get())
-            .await
+        // Boxed, as are the other steps a pod passes through once: a future
+        // is as large as its largest step, and every pod holds its own.
+        Box::pin(self.finish(
+            &key,
+            spec_of(&pod),
+            &status_tx,
+            deadline_exceeded,
+            failure.get(),
+        ))
+        .await
     }
 
     /// Everything until no container will run any more.
     async fn run_pod(
         &self,
-        pod: Pod,
+        pod: Arc<Pod>,
         adopted: HashMap<String, Recovered>,
-        spec: PodSpec,
         key: PodKey,
         status_tx: StatusTx,
         mut terminate: watch::Receiver<Option<Duration>>,
     ) {
         // Sandbox and volumes, retried until they work or the pod is deleted.
         let sandbox = loop {
-            match self.runtime.create_sandbox(&key).await {
+            match Box::pin(self.runtime.create_sandbox(&key)).await {
                 Ok(s) => break s,
                 Err(e) => {
                     self.events.emit(
@@ -461,7 +468,14 @@ impl PodWorker {
             node_ephemeral_bytes: self.config.node_ephemeral_bytes,
         };
         let volumes = loop {
-            match volumes::prepare(&pod, &sandbox.dir, self.source.as_ref(), &downward).await {
+            match Box::pin(volumes::prepare(
+                &pod,
+                &sandbox.dir,
+                self.source.as_ref(),
+                &downward,
+            ))
+            .await
+            {
                 Ok(v) => break v,
                 Err(e) => {
                     self.events
@@ -472,12 +486,14 @@ impl PodWorker {
                 }
             }
         };
+        let spec = spec_of(&pod);
         let grace =
             Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let containers = spec.containers.len();
+        let inits = spec.init_containers.as_ref().map_or(0, Vec::len);
         let shared = Arc::new(Shared {
             worker: self.clone(),
             pod,
-            spec: spec.clone(),
             key: key.clone(),
             status: status_tx.clone(),
             volumes,
@@ -492,19 +508,22 @@ impl PodWorker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty();
-        let inits = if init_done {
-            0
-        } else {
-            spec.init_containers.as_ref().map_or(0, Vec::len)
-        };
+        let inits = if init_done { 0 } else { inits };
         for index in 0..inits {
-            match run_container(shared.clone(), Kind::Init, index, terminate.clone()).await {
+            match Box::pin(run_container(
+                shared.clone(),
+                Kind::Init,
+                index,
+                terminate.clone(),
+            ))
+            .await
+            {
                 End::Succeeded => {}
                 End::Failed | End::Terminated => return,
             }
         }
         let mut runners = JoinSet::new();
-        for index in 0..spec.containers.len() {
+        for index in 0..containers {
             runners.spawn(run_container(
                 shared.clone(),
                 Kind::Regular,
@@ -602,11 +621,16 @@ enum End {
     Terminated,
 }
 
+/// A pod's spec (the default, empty one when it has none).
+fn spec_of(pod: &Pod) -> &PodSpec {
+    static NONE: std::sync::LazyLock<PodSpec> = std::sync::LazyLock::new(PodSpec::default);
+    pod.spec.as_ref().unwrap_or(&NONE)
+}
+
 /// What every runner of one pod shares.
 struct Shared {
     worker: PodWorker,
-    pod: Pod,
-    spec: PodSpec,
+    pod: Arc<Pod>,
     key: PodKey,
     status: StatusTx,
     volumes: VolumePaths,
@@ -619,10 +643,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn spec(&self) -> &PodSpec {
+        spec_of(&self.pod)
+    }
+
     fn container(&self, kind: Kind, index: usize) -> &Container {
+        let spec = self.spec();
         match kind {
-            Kind::Init => &self.spec.init_containers.as_deref().unwrap_or_default()[index],
-            Kind::Regular => &self.spec.containers[index],
+            Kind::Init => &spec.init_containers.as_deref().unwrap_or_default()[index],
+            Kind::Regular => &spec.containers[index],
         }
     }
 
@@ -637,7 +666,7 @@ impl Shared {
             if let Some(cs) = list.and_then(|l| l.get_mut(index)) {
                 f(cs);
             }
-            status::recompute(&self.spec, st, false, now);
+            status::recompute(self.spec(), st, false, now);
         });
     }
 
@@ -934,13 +963,13 @@ async fn run_container(
     index: usize,
     mut terminate: watch::Receiver<Option<Duration>>,
 ) -> End {
-    let c = shared.container(kind, index).clone();
+    let c = shared.container(kind, index);
     let field_path = match kind {
         Kind::Init => format!("spec.initContainers{{{}}}", c.name),
         Kind::Regular => format!("spec.containers{{{}}}", c.name),
     };
     let policy = shared
-        .spec
+        .spec()
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
@@ -964,7 +993,7 @@ async fn run_container(
                 restart_count = r.attempt as i32;
                 Prepared::Started(r.id, Some(r.started_at))
             }
-            None => prepare_and_start(&shared, &c, &field_path, restart_count as u32).await,
+            None => prepare_and_start(&shared, c, &field_path, restart_count as u32).await,
         };
         let ended = match prepared {
             Prepared::Waiting(reason, message) => {
@@ -986,7 +1015,7 @@ async fn run_container(
                     let delay = pull_backoff
                         .map_or(config.backoff.initial, |d| (d * 2).min(config.backoff.max));
                     pull_backoff = Some(delay);
-                    let message = format!("Back-off pulling image {:?}", image(&c));
+                    let message = format!("Back-off pulling image {:?}", image(c));
                     shared.emit(&field_path, EventType::Normal, "BackOff", message.clone());
                     shared.update(kind, index, |cs| {
                         cs.state = Some(status::waiting("ImagePullBackOff", Some(message)));
@@ -1056,7 +1085,7 @@ async fn run_container(
                 });
                 tracing::debug!(pod = %shared.key, container = %c.name, ready = ready_now, "container running");
                 let outcome =
-                    supervise(&shared, kind, index, &c, &id, &field_path, &mut terminate).await;
+                    supervise(&shared, kind, index, c, &id, &field_path, &mut terminate).await;
                 let (exit, unhealthy, terminated) = match outcome {
                     Outcome::Exited(s) => (s, false, false),
                     Outcome::Unhealthy(s) => (s, true, false),

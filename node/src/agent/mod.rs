@@ -347,7 +347,7 @@ struct Loop {
     client: Client,
     manager: PodManager,
     /// Pods bound to the node, by `namespace/name`.
-    desired: HashMap<String, Pod>,
+    desired: HashMap<String, Arc<Pod>>,
     /// The last status handed to the writer, by uid.
     pushed: HashMap<String, PodStatus>,
     /// Graceful deletions being finished, by uid: when the delete was sent.
@@ -443,7 +443,7 @@ impl Loop {
         match call {
             eviction::Call::Running(reply) => {
                 let by_uid: HashMap<&str, &Pod> =
-                    self.desired.values().map(|p| (uid_of(p), p)).collect();
+                    self.desired.values().map(|p| (uid_of(p), &**p)).collect();
                 let running = self
                     .manager
                     .running()
@@ -470,7 +470,10 @@ impl Loop {
         match update {
             stream::Update::Snapshot { revision, pods } => {
                 tracing::debug!(revision, pods = pods.len(), "snapshot");
-                self.desired = pods.into_iter().map(|p| (key_of(&p), p)).collect();
+                self.desired = pods
+                    .into_iter()
+                    .map(|p| (key_of(&p), Arc::new(p)))
+                    .collect();
             }
             stream::Update::Change {
                 deleted: true, pod, ..
@@ -489,7 +492,7 @@ impl Loop {
                     // "containers started" and the writer's "pod status").
                     tracing::debug!(pod = %key, revision, "pod assigned");
                 }
-                self.desired.insert(key, *pod);
+                self.desired.insert(key, Arc::new(*pod));
             }
             stream::Update::Progress { .. } => {}
         }
@@ -498,7 +501,7 @@ impl Loop {
     fn sync(&mut self) {
         // A pod that already ended (before this agent started) is not run
         // again; one this agent ran stays listed so its logs stay.
-        let desired: Vec<&Pod> = self
+        let desired: Vec<&Arc<Pod>> = self
             .desired
             .values()
             .filter(|p| !terminal(p) || self.manager.has(uid_of(p)))
@@ -567,7 +570,7 @@ impl Loop {
     /// when to come back for a held status.
     async fn tick(&mut self) -> Option<tokio::time::Instant> {
         let due = self.push_statuses();
-        let live: HashSet<&str> = self.desired.values().map(uid_of).collect();
+        let live: HashSet<&str> = self.desired.values().map(|p| uid_of(p)).collect();
         let now = Instant::now();
         for pod in self.desired.values() {
             if pod.metadata.deletion_timestamp.is_none() {
@@ -611,7 +614,7 @@ fn earliest(
 
 /// Deletes a pod whose graceful deletion this node has carried out: its
 /// containers have stopped, so the object can go (grace 0, this uid only).
-async fn finish(client: Client, pod: Pod) {
+async fn finish(client: Client, pod: Arc<Pod>) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client, ns);

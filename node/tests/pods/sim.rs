@@ -75,10 +75,10 @@ async fn the_pod_manager_follows_the_desired_set() {
     );
     let mut manager = balsa_node::PodManager::new(worker);
     let mk = |name: &str| {
-        pod(
+        Arc::new(pod(
             json!({"metadata": {"name": name, "uid": format!("u-{name}")},
                    "spec": {"containers": [{"name": "c", "image": "x", "command": ["run"]}]}}),
-        )
+        ))
     };
     let (a, b, c) = (mk("a"), mk("b"), mk("c"));
     manager.sync(&[a.clone(), b.clone(), c.clone()]);
@@ -88,12 +88,12 @@ async fn the_pod_manager_follows_the_desired_set() {
         wait_phase(&manager, uid, "Running").await;
     }
     // b is being deleted gracefully, c was force-deleted (gone from the list).
-    let mut deleting = b.clone();
+    let mut deleting = (*b).clone();
     deleting.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(balsa_node::clock::now()),
     );
     deleting.metadata.deletion_grace_period_seconds = Some(1);
-    manager.sync(&[a.clone(), deleting]);
+    manager.sync(&[a.clone(), Arc::new(deleting)]);
     wait_phase(&manager, "u-b", "Failed").await;
     manager.sync(std::slice::from_ref(&a));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -130,11 +130,11 @@ fn sim_manager(dir: &std::path::Path, start_delay: Duration) -> balsa_node::PodM
     ))
 }
 
-fn sim_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
-    pod(
+fn sim_pod(name: &str) -> Arc<k8s_openapi::api::core::v1::Pod> {
+    Arc::new(pod(
         json!({"metadata": {"name": name, "uid": format!("u-{name}")},
                "spec": {"containers": [{"name": "c", "image": "x"}]}}),
-    )
+    ))
 }
 
 /// The agent writes what `changed_statuses` reports: a pod that starts at
