@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use balsa_api::store::apply::{self, ObjectSource};
 use balsa_api::store::list::{self, OrderedSource};
-use balsa_api::store::window::{WatchWindow, WindowConfig};
+use balsa_api::store::window::{self, WatchWindow, WindowConfig};
 use balsa_api::{
     Event, KeyPrefix, ListOptions, ListResult, Object, ResourceKey, Revision, StoreError,
 };
@@ -141,22 +141,28 @@ fn applied_revision(db: &DB) -> Result<(u64, Revision), StorageError> {
     Ok((applied, revision))
 }
 
-/// The objects as they are mid-batch: RocksDB plus this batch's earlier writes.
+/// The objects as they are mid-batch: this batch's earlier writes, then the
+/// window's newest events (the same objects RocksDB holds, already in
+/// memory), then RocksDB.
 struct Pending<'a> {
     db: &'a DB,
     writes: &'a HashMap<ResourceKey, Option<Arc<Object>>>,
+    recent: &'a window::Inner,
     /// A storage failure is not a reply: replicas must not diverge on it.
     io_error: RefCell<Option<rocksdb::Error>>,
 }
 
 impl ObjectSource for Pending<'_> {
-    fn get_object(&self, key: &ResourceKey) -> Result<Option<Object>, StoreError> {
+    fn get_object(&self, key: &ResourceKey) -> Result<Option<Arc<Object>>, StoreError> {
         if let Some(w) = self.writes.get(key) {
-            return Ok(w.as_ref().map(|o| (**o).clone()));
+            return Ok(w.clone());
+        }
+        if let Some(o) = self.recent.latest(key) {
+            return Ok(Some(o.clone()));
         }
         let encoded = key.encode();
         match self.db.get_pinned_cf(cf(self.db, CF_OBJECTS), &encoded) {
-            Ok(Some(v)) => decode_object(&encoded, &v).map(Some),
+            Ok(Some(v)) => decode_object(&encoded, &v).map(|o| Some(Arc::new(o))),
             Ok(None) => Ok(None),
             Err(e) => {
                 let msg = e.to_string();
@@ -190,7 +196,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         let mut replies = Vec::new();
         let mut pushes: Vec<(Revision, Vec<Event>)> = Vec::new();
-        let mut rev = self.shared.window.current();
+        // Held while the batch is worked out: only this worker pushes, and
+        // it takes the write lock below, after dropping this.
+        let recent = self.shared.window.read();
+        let mut rev = recent.current();
         let mut last = None;
         for entry in entries {
             last = Some(entry.log_id);
@@ -211,6 +220,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let source = Pending {
                             db,
                             writes: &writes,
+                            recent: &recent,
                             io_error: RefCell::new(None),
                         };
                         let next = Revision(rev.0 + 1);
@@ -246,6 +256,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             codec::encode(&Some(last)).map_err(sm_write)?,
         );
         batch.put_cf(sm, KEY_REVISION, codec::encode(&rev).map_err(sm_write)?);
+        drop(recent);
         let mut window = self.shared.window.write();
         db.write(batch).map_err(sm_write)?;
         for (rev, events) in pushes {

@@ -14,9 +14,12 @@ use super::{
     MAX_OBJECT_BYTES,
 };
 
-/// Read access to the objects as they are before the batch.
+/// Read access to the objects as they are before the batch. Shared: the
+/// object a change replaces is its event's `prev`, and a source that still
+/// holds it (a recent event, an earlier write of the batch) hands out the
+/// same allocation instead of a copy.
 pub trait ObjectSource {
-    fn get_object(&self, key: &ResourceKey) -> Result<Option<Object>, StoreError>;
+    fn get_object(&self, key: &ResourceKey) -> Result<Option<Arc<Object>>, StoreError>;
 }
 
 /// What a successful batch does: results in op order, the writes to make
@@ -98,7 +101,7 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                 // no event, as Kubernetes requires.
                 let mut v = prepare(key, value)?;
                 if v.at(key, current.revision)? == current.data {
-                    out.results.push(current);
+                    out.results.push((*current).clone());
                     continue;
                 }
                 let obj = Arc::new(Object {
@@ -107,7 +110,7 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                     revision: rev,
                     created: current.created,
                 });
-                out.push(rev, EventType::Modified, obj, Some(Arc::new(current)));
+                out.push(rev, EventType::Modified, obj, Some(current));
             }
             Op::Delete { preconditions, .. } => {
                 let Some(current) = current else {
@@ -117,7 +120,7 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                 let last = Arc::new(Object {
                     data: stamp(key, &current.data, rev)?,
                     revision: rev,
-                    ..current.clone()
+                    ..(*current).clone()
                 });
                 out.results.push((*last).clone());
                 out.writes.push((key.clone(), None));
@@ -125,7 +128,7 @@ pub fn apply(source: &impl ObjectSource, rev: Revision, ops: &[Op]) -> Result<Ap
                     revision: rev,
                     kind: EventType::Deleted,
                     object: last,
-                    prev: Some(Arc::new(current)),
+                    prev: Some(current),
                 });
             }
         }
@@ -289,8 +292,8 @@ fn too_large(key: &ResourceKey, size: usize) -> StoreError {
 pub struct MapSource(pub HashMap<ResourceKey, Object>);
 
 impl ObjectSource for MapSource {
-    fn get_object(&self, key: &ResourceKey) -> Result<Option<Object>, StoreError> {
-        Ok(self.0.get(key).cloned())
+    fn get_object(&self, key: &ResourceKey) -> Result<Option<Arc<Object>>, StoreError> {
+        Ok(self.0.get(key).cloned().map(Arc::new))
     }
 }
 

@@ -20,8 +20,8 @@ pub struct MemStore {
 struct Objects<'a>(&'a BTreeMap<Vec<u8>, Arc<Object>>);
 
 impl ObjectSource for Objects<'_> {
-    fn get_object(&self, key: &ResourceKey) -> Result<Option<Object>, StoreError> {
-        Ok(self.0.get(&key.encode()).map(|o| (**o).clone()))
+    fn get_object(&self, key: &ResourceKey) -> Result<Option<Arc<Object>>, StoreError> {
+        Ok(self.0.get(&key.encode()).cloned())
     }
 }
 
@@ -60,6 +60,7 @@ impl Store for MemStore {
         key.validate()?;
         Objects(&self.objects())
             .get_object(key)?
+            .map(|o| (*o).clone())
             .ok_or_else(|| StoreError::not_found(key))
     }
 

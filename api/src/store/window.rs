@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Event, KeyPrefix, Object, Revision, StoreError};
+use super::{Event, EventType, KeyPrefix, Object, ResourceKey, Revision, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct WindowConfig {
@@ -72,6 +72,9 @@ pub struct Inner {
     /// group/resource/namespace: a watcher already past it lost nothing by the
     /// eviction, however far behind `oldest` its cursor is.
     evicted: HashMap<(String, String, Option<String>), Revision>,
+    /// Each object whose newest event is in the window, as that event holds
+    /// it (see [`Inner::latest`]).
+    latest: HashMap<ResourceKey, Arc<Object>>,
 }
 
 impl WatchWindow {
@@ -85,6 +88,7 @@ impl WatchWindow {
                 current: start,
                 floor: start,
                 evicted: HashMap::new(),
+                latest: HashMap::new(),
             }),
             applied: watch::channel(start).0,
             topics: Mutex::new(HashMap::new()),
@@ -154,6 +158,15 @@ impl WindowWriter<'_> {
                 }
             }
         }
+        for e in &events {
+            let key = &e.object.key;
+            match e.kind {
+                EventType::Deleted => inner.latest.remove(key),
+                EventType::Added | EventType::Modified => {
+                    inner.latest.insert(key.clone(), e.object.clone())
+                }
+            };
+        }
         inner.events.extend(events.into_iter().map(|e| (now, e)));
         inner.current = inner.current.max(rev);
         inner.evict(now);
@@ -165,6 +178,7 @@ impl WindowWriter<'_> {
         let inner = &mut *self.guard;
         inner.events.clear();
         inner.evicted.clear();
+        inner.latest.clear();
         inner.oldest = rev;
         inner.current = rev;
         inner.floor = rev;
@@ -195,6 +209,13 @@ impl Inner {
             while self.events.front().is_some_and(|(_, e)| e.revision == rev) {
                 if let Some((_, e)) = self.events.pop_front() {
                     let k = &e.object.key;
+                    if self
+                        .latest
+                        .get(k)
+                        .is_some_and(|o| Arc::ptr_eq(o, &e.object))
+                    {
+                        self.latest.remove(k);
+                    }
                     for ns in [None, k.namespace.clone()] {
                         self.evicted
                             .insert((k.group.clone(), k.resource.clone(), ns), rev);
@@ -207,6 +228,16 @@ impl Inner {
 
     pub fn current(&self) -> Revision {
         self.current
+    }
+
+    /// The object at `key` as the newest event of it still in the window
+    /// left it: `Some` only for an object that event added or modified (a
+    /// deleted one, or one with no event left, is `None`: ask storage).
+    /// Storage holds the same object, since storage is written before the
+    /// push; a caller that stamps a change on it shares it as the new
+    /// event's `prev` instead of reading and copying it again.
+    pub fn latest(&self, key: &ResourceKey) -> Option<&Arc<Object>> {
+        self.latest.get(key)
     }
 
     pub fn oldest(&self) -> Revision {
@@ -349,6 +380,44 @@ mod tests {
         let (events, upto) = r.events_after(Revision(2), &prefix, 10).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(upto, Revision(4));
+    }
+
+    /// What `latest` answers must be what storage holds: the newest added
+    /// or modified object, nothing for a deleted one, and nothing once that
+    /// event is evicted (an older event's eviction leaves a newer one).
+    #[test]
+    fn latest_follows_the_newest_event_of_each_key() {
+        let w = WatchWindow::new(WindowConfig::events(2), Revision(0));
+        let key = ResourceKey::new("", "pods", Some("ns"), "a");
+        let change = |rev: u64, kind: EventType| {
+            let mut e = ev(rev, "a");
+            e.kind = kind;
+            e
+        };
+        let a1 = ev(1, "a");
+        let a2 = change(2, EventType::Modified);
+        let (first, second) = (a1.object.clone(), a2.object.clone());
+        w.write().push(Revision(1), vec![a1]);
+        assert!(Arc::ptr_eq(w.read().latest(&key).unwrap(), &first));
+        w.write().push(Revision(2), vec![a2]);
+        assert!(Arc::ptr_eq(w.read().latest(&key).unwrap(), &second));
+        // Evicting the event at 1 leaves the newer one's object.
+        w.write().push(Revision(3), vec![ev(3, "b")]);
+        assert_eq!(w.read().oldest(), Revision(1));
+        assert!(Arc::ptr_eq(w.read().latest(&key).unwrap(), &second));
+        w.write()
+            .push(Revision(4), vec![change(4, EventType::Deleted)]);
+        assert!(w.read().latest(&key).is_none(), "deleted: storage answers");
+        w.write().push(Revision(5), vec![ev(5, "a")]);
+        assert!(w.read().latest(&key).is_some());
+        // Evicted (two newer events of other keys): storage answers.
+        w.write().push(Revision(6), vec![ev(6, "c")]);
+        w.write().push(Revision(7), vec![ev(7, "d")]);
+        assert!(w.read().latest(&key).is_none());
+        let b = ResourceKey::new("", "pods", Some("ns"), "d");
+        assert!(w.read().latest(&b).is_some());
+        w.write().reset(Revision(9));
+        assert!(w.read().latest(&b).is_none(), "a reset forgets them");
     }
 
     #[test]
