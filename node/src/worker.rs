@@ -799,7 +799,7 @@ async fn supervise(
             container: c,
         };
         let action = probe::Action::of_hook(hook);
-        if let Err(message) = probe::run_once(&action, &target, shared.grace).await {
+        if let Err(message) = Box::pin(probe::run_once(&action, &target, shared.grace)).await {
             shared.emit(
                 field_path,
                 EventType::Warning,
@@ -834,7 +834,8 @@ async fn supervise(
                 events: &shared.worker.events,
                 unit: shared.worker.config.probe_unit,
             };
-            probe::run(ctx, &probe_tx).await;
+            // Boxed: most containers have no probes, and this ends at once.
+            Box::pin(probe::run(ctx, &probe_tx)).await;
         }
         // Probes are done (or there are none): nothing more from them.
         std::future::pending::<()>().await
@@ -875,7 +876,7 @@ async fn supervise(
                     .and_then(|p| p.termination_grace_period_seconds)
                     .map(|s| Duration::from_secs(s.max(0) as u64))
                     .unwrap_or(shared.grace);
-                    return Outcome::Unhealthy(kill_with_hook(shared, c, id, probe_grace, &stop).await);
+                    return Outcome::Unhealthy(Box::pin(kill_with_hook(shared, c, id, probe_grace, &stop)).await);
                 }
                 shared.update(kind, index, |cs| {
                     cs.started = Some(state.started);
@@ -886,7 +887,7 @@ async fn supervise(
                 let requested = requested.unwrap_or(Duration::MAX);
                 let grace = if requested == Duration::MAX { shared.grace } else { requested };
                 shared.emit(field_path, EventType::Normal, "Killing", format!("Stopping container {}", c.name));
-                return Outcome::Terminated(kill_with_hook(shared, c, id, grace, &stop).await);
+                return Outcome::Terminated(Box::pin(kill_with_hook(shared, c, id, grace, &stop)).await);
             }
         }
     }
@@ -993,7 +994,17 @@ async fn run_container(
                 restart_count = r.attempt as i32;
                 Prepared::Started(r.id, Some(r.started_at))
             }
-            None => prepare_and_start(&shared, c, &field_path, restart_count as u32).await,
+            // Boxed: a runner's future is as large as its largest step,
+            // and the steps before a start are over while it runs.
+            None => {
+                Box::pin(prepare_and_start(
+                    &shared,
+                    c,
+                    &field_path,
+                    restart_count as u32,
+                ))
+                .await
+            }
         };
         let ended = match prepared {
             Prepared::Waiting(reason, message) => {
