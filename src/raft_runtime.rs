@@ -67,7 +67,9 @@ impl RaftRuntime {
         match &self.runtime {
             Some(rt) => rt.handle(),
             // Only `drop` takes the runtime out.
-            None => unreachable!("the raft runtime is only taken on drop"),
+            None => {
+                unreachable!("the raft runtime is only taken by drop and shutdown, which end it")
+            }
         }
     }
 
@@ -79,9 +81,7 @@ impl RaftRuntime {
     {
         Ok(self.handle().spawn(fut).await?)
     }
-}
 
-impl RaftRuntime {
     /// Shuts the runtime down and waits (up to `grace`, off the caller's
     /// runtime) until its thread has dropped every task, and with them the
     /// store handles they held. Dropping it instead returns at once and
