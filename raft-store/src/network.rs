@@ -4,6 +4,8 @@
 //! it as another cluster's is reported once (`identity`) and treated as
 //! unreachable.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use balsa_proto::peer::peer_client::PeerClient;
@@ -17,6 +19,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -264,12 +267,55 @@ pub fn within_budget(
     (rpc, last)
 }
 
+/// One link per peer, shared by the clients made from one set: the Raft
+/// network's (the replication streams, and openraft's leadership checks for
+/// reads, which make a client per check) or the replica's (forwarded writes
+/// and read-index calls). A link per client cost a TCP connection and an
+/// HTTP/2 handshake per linearizable read, on the raft thread at both ends:
+/// ~1,200 connections in one full sim job. A link's connection runs on the
+/// runtime that made it, so each runtime keeps its own set.
+#[derive(Clone)]
+pub struct Links {
+    from: NodeId,
+    faults: Faults,
+    identity: Identity,
+    by_peer: Arc<Mutex<HashMap<NodeId, (String, PeerLink)>>>,
+}
+
+impl Links {
+    pub fn new(from: NodeId, faults: Faults, identity: Identity) -> Self {
+        Self {
+            from,
+            faults,
+            identity,
+            by_peer: Arc::default(),
+        }
+    }
+
+    /// The link to `target` at `addr` (a new one when its address changed).
+    pub fn get(&self, target: NodeId, addr: &str) -> Result<PeerLink, PeerError> {
+        let mut links = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, link)) = links.get(&target) {
+            if at == addr {
+                return Ok(link.clone());
+            }
+        }
+        let link = PeerLink::new(
+            self.from,
+            target,
+            addr,
+            self.faults.clone(),
+            self.identity.clone(),
+        )?;
+        links.insert(target, (addr.to_string(), link.clone()));
+        Ok(link)
+    }
+}
+
 /// Makes a `Peer` per replication target.
 #[derive(Clone)]
 pub struct Network {
-    pub id: NodeId,
-    pub faults: Faults,
-    pub identity: Identity,
+    pub links: Links,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -277,64 +323,154 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         RaftPeer {
-            peer: PeerLink::new(
-                self.id,
-                target,
-                &node.peer_addr,
-                self.faults.clone(),
-                self.identity.clone(),
-            ),
-            target,
+            peer: self.links.get(target, &node.peer_addr),
+            in_flight: None,
         }
     }
 }
 
 pub struct RaftPeer {
     peer: Result<PeerLink, PeerError>,
-    target: NodeId,
+    /// The AppendEntries sent last, while the follower has not answered it.
+    in_flight: Option<InFlight>,
 }
 
+/// An AppendEntries on its way, in a task of its own: openraft stops waiting
+/// for an answer after one heartbeat interval (40 ms by default), but a
+/// loaded follower's fsync and apply, or a longer round trip between
+/// masters, can take more. Given up on, the request used to be cancelled
+/// and the same range sent again (encoded, carried and decoded once more),
+/// and a peer further away than the heartbeat interval was never reached at
+/// all. The request now goes on until `APPEND_DEADLINE`; the next call
+/// waits for its answer first and, when it covers the entries asked for,
+/// answers with it, so one AppendEntries per follower is in flight and each
+/// entry crosses once. (openraft's leadership checks for reads use clients
+/// of their own, so they always send afresh.)
+struct InFlight {
+    vote: Vote<NodeId>,
+    /// The last log id the request brings the follower to (its prev_log_id
+    /// when it carries no entries).
+    last: Option<LogId>,
+    reply: tokio::task::JoinHandle<AppendResult>,
+}
+
+/// How long an AppendEntries may take: a follower that vanished without a
+/// reset is tried again after this.
+const APPEND_DEADLINE: Duration = Duration::from_millis(500);
+
 type RaftResult<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
+type AppendResult = RpcResult<AppendEntriesResponse<NodeId>>;
+
+async fn send<Req, Resp, E>(
+    peer: &mut PeerLink,
+    kind: RaftKind,
+    req: Req,
+    timeout: Duration,
+) -> RpcResult<Resp, E>
+where
+    Req: Serialize + Send + Sync + 'static,
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let reply: Result<RaftResult<Resp, E>, PeerError> = peer.raft(kind, req, timeout).await;
+    match reply {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(peer.target, remote))),
+        Err(e) => Err(peer.rpc_error(e)),
+    }
+}
+
+/// How the follower would answer `rpc` now that an earlier AppendEntries
+/// from the same leader brought it to `acked`, when that covers any of
+/// `rpc`'s entries: it holds them up to there. openraft then sends what is
+/// left at once.
+pub fn answered_by(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    acked: LogId,
+) -> Option<AppendEntriesResponse<NodeId>> {
+    let held = rpc
+        .entries
+        .partition_point(|e| e.log_id.index <= acked.index);
+    match held {
+        0 => None,
+        n if n == rpc.entries.len() => Some(AppendEntriesResponse::Success),
+        n => Some(AppendEntriesResponse::PartialSuccess(Some(
+            rpc.entries[n - 1].log_id,
+        ))),
+    }
+}
 
 impl RaftPeer {
-    async fn send<Req, Resp, E>(
+    fn link<E: std::error::Error>(
         &mut self,
-        kind: RaftKind,
-        req: Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
-    where
-        Req: Serialize + Send + Sync + 'static,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let peer = match &mut self.peer {
-            Ok(p) => p,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
-        };
-        let reply: Result<RaftResult<Resp, E>, PeerError> =
-            peer.raft(kind, req, option.hard_ttl()).await;
+    ) -> Result<&mut PeerLink, RPCError<NodeId, Member, RaftError<NodeId, E>>> {
+        self.peer
+            .as_mut()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(e)))
+    }
+
+    /// Waits for the AppendEntries in flight, if any, and says up to where
+    /// it brought the follower when that was for `vote`.
+    async fn settle(&mut self, vote: &Vote<NodeId>) -> Option<LogId> {
+        let sent = self.in_flight.as_mut()?;
+        // Cancelled here (openraft gave up waiting), the request stays in flight.
+        let reply = (&mut sent.reply).await;
+        let sent = self.in_flight.take()?;
+        if &sent.vote != vote {
+            return None;
+        }
         match reply {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
-            Err(e) => Err(peer.rpc_error(e)),
+            Ok(Ok(AppendEntriesResponse::Success)) => sent.last,
+            Ok(Ok(AppendEntriesResponse::PartialSuccess(upto))) => upto,
+            _ => None,
+        }
+    }
+}
+
+impl Drop for RaftPeer {
+    fn drop(&mut self) {
+        // A replication session that ends (a new term, a member removed) has
+        // nothing more to say with it.
+        if let Some(sent) = &self.in_flight {
+            sent.reply.abort();
         }
     }
 }
 
 impl RaftNetwork<TypeConfig> for RaftPeer {
-    /// Sends at most `APPEND_BYTES` of entries (at least one): openraft
-    /// gives each AppendEntries one heartbeat interval, and a follower far
-    /// behind would otherwise be sent up to `max_payload_entries` whole
-    /// entries (each up to a proposer's worth of writes) again and again, never
-    /// within it. The rest goes in the next call (`PartialSuccess`).
+    /// Answers from the previous AppendEntries when it brought the follower
+    /// past `rpc`'s start (see `InFlight`); otherwise sends at most
+    /// `APPEND_BYTES` of entries (at least one): a follower far behind
+    /// would otherwise be sent up to `max_payload_entries` whole entries
+    /// (each up to a proposer's worth of writes) at once. The rest goes in
+    /// the next call (`PartialSuccess`).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        if let Some(answer) = self
+            .settle(&rpc.vote)
+            .await
+            .and_then(|acked| answered_by(&rpc, acked))
+        {
+            return Ok(answer);
+        }
         let (rpc, cut_after) = within_budget(rpc, APPEND_BYTES);
-        let resp = self.send(RaftKind::AppendEntries, rpc, &option).await?;
+        let mut peer = self.link()?.clone();
+        let (vote, last) = (
+            rpc.vote,
+            rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
+        );
+        let reply = tokio::spawn(async move {
+            send(&mut peer, RaftKind::AppendEntries, rpc, APPEND_DEADLINE).await
+        });
+        let sent = self.in_flight.insert(InFlight { vote, last, reply });
+        let reply = (&mut sent.reply).await;
+        self.in_flight = None;
+        let resp = reply.map_err(|e| RPCError::Network(NetworkError::new(&e)))??;
         Ok(match (resp, cut_after) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -351,7 +487,13 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(RaftKind::InstallSnapshot, rpc, &option).await
+        send(
+            self.link()?,
+            RaftKind::InstallSnapshot,
+            rpc,
+            option.hard_ttl(),
+        )
+        .await
     }
 
     async fn vote(
@@ -359,7 +501,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(RaftKind::Vote, rpc, &option).await
+        send(self.link()?, RaftKind::Vote, rpc, option.hard_ttl()).await
     }
 }
 
@@ -418,5 +560,31 @@ mod tests {
         // A heartbeat has nothing to cut.
         let (rpc, cut) = within_budget(request(&[]), 1000);
         assert_eq!((indexes(&rpc), cut), (vec![], None));
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[test]
+    fn an_earlier_append_answers_for_the_entries_it_brought() {
+        let rpc = request(&[10, 10, 10]);
+        assert_eq!(
+            answered_by(&rpc, log_id(2)),
+            Some(AppendEntriesResponse::PartialSuccess(Some(log_id(2))))
+        );
+        assert_eq!(
+            answered_by(&rpc, log_id(3)),
+            Some(AppendEntriesResponse::Success)
+        );
+        assert_eq!(
+            answered_by(&rpc, log_id(9)),
+            Some(AppendEntriesResponse::Success)
+        );
+        // Nothing it carries acknowledged, or nothing carried: it goes.
+        let mut behind = request(&[10, 10]);
+        behind.prev_log_id = Some(log_id(0));
+        assert_eq!(answered_by(&behind, log_id(0)), None);
+        assert_eq!(answered_by(&request(&[]), log_id(5)), None);
     }
 }

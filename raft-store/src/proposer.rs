@@ -56,7 +56,7 @@ pub struct Limits {
     /// Transactions in one entry.
     pub txns: usize,
     /// Bytes of values in one entry (a larger single write goes alone):
-    /// entries are replicated whole, within one heartbeat interval.
+    /// entries are replicated whole, each AppendEntries within its deadline.
     pub bytes: usize,
 }
 

@@ -26,7 +26,7 @@ use crate::layout::{CF_RAFT, KEY_COMMITTED};
 use crate::leader_probe;
 use crate::lease;
 use crate::log_store::{LogError, LogStore};
-use crate::network::{Network, PeerLink};
+use crate::network::{Links, Network, PeerLink};
 use crate::proposer::{self, Proposer};
 use crate::read_index::ReadIndexBatch;
 use crate::route::{fatal, forward_route, Route};
@@ -67,9 +67,9 @@ pub struct Replica {
     config: ReplicaConfig,
     faults: Faults,
     identity: Identity,
-    /// One peer channel per member, reused by forwarded writes and read-index
+    /// One peer channel per member, for forwarded writes and read-index
     /// calls (a channel per request would cost a connection per request).
-    links: std::sync::Mutex<std::collections::HashMap<NodeId, (String, PeerLink)>>,
+    links: Links,
     /// In touch with a leader (see `fresh`): watches get bookmarks only then.
     fresh: tokio::sync::watch::Receiver<bool>,
     /// See `leadership`.
@@ -183,11 +183,12 @@ impl Replica {
             ..Default::default()
         }
         .validate()?;
+        // Links of its own: their connections run on the runtime that made
+        // them, and the Raft network's must stay on the raft thread.
         let network = Network {
-            id: config.id,
-            faults: faults.clone(),
-            identity: identity.clone(),
+            links: Links::new(config.id, faults.clone(), identity.clone()),
         };
+        let links = Links::new(config.id, faults.clone(), identity.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| ReplicaError::Start(e.to_string()))?;
@@ -246,7 +247,7 @@ impl Replica {
                 config,
                 faults,
                 identity,
-                links: Default::default(),
+                links,
                 fresh,
                 leading,
                 confirms,
@@ -394,22 +395,9 @@ impl Replica {
     }
 
     fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, StoreError> {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((addr, link)) = links.get(&target) {
-            if *addr == member.peer_addr {
-                return Ok(link.clone());
-            }
-        }
-        let link = PeerLink::new(
-            self.id,
-            target,
-            &member.peer_addr,
-            self.faults.clone(),
-            self.identity.clone(),
-        )
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        links.insert(target, (member.peer_addr.clone(), link.clone()));
-        Ok(link)
+        self.links
+            .get(target, &member.peer_addr)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     /// The leader's API address, when known.

@@ -137,3 +137,40 @@ async fn a_partitioned_leader_that_still_listens_is_not_probed_away() {
     cluster.heal();
     cluster.shutdown().await;
 }
+
+/// A follower further away than the heartbeat interval (openraft 0.9 waits
+/// one heartbeat interval for an AppendEntries' answer) still replicates:
+/// with the other follower cut off, the leader's writes commit through it.
+/// The request goes on after openraft stops waiting for it; it used to be
+/// cancelled and sent again, and never arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_further_away_than_a_heartbeat_still_replicates() {
+    // Election timeouts far above the delay: no one campaigns meanwhile.
+    let cluster = InProc::start(3, |o| {
+        o.replica.election_timeout = (Duration::from_secs(2), Duration::from_secs(3));
+    })
+    .await;
+    let leader = cluster.wait_leader(&[]).await;
+    let id = |i: usize| i as u64 + 1;
+    let mut followers = (0..3).filter(|i| *i != leader);
+    let (far, cut) = (followers.next().unwrap(), followers.next().unwrap());
+    cluster.faults[leader].partition([id(cut)]);
+    cluster.faults[cut].partition([id(leader)]);
+    let heartbeat = cluster.opts[leader].replica.heartbeat;
+    cluster.faults[leader].delay(id(far), heartbeat * 3);
+    let ns = "far";
+    for i in 0..5 {
+        let name = format!("w{i}");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            cluster
+                .store(leader)
+                .create(key(ns, &name), configmap(ns, &name, "1")),
+        )
+        .await
+        .expect("the leader answers within its request timeout")
+        .expect("the write commits through the far follower");
+    }
+    cluster.heal();
+    cluster.shutdown().await;
+}
