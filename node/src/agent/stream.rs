@@ -221,9 +221,35 @@ async fn attach(
 /// A pod as the agent holds it: without `metadata.managedFields`, which no
 /// part of the agent reads (its status writes are merge patches, and the
 /// registry keeps managedFields from the stored object), and which are a
-/// good part of a pod's bytes and of its decoded size.
+/// good part of a pod's bytes and of its decoded size; its status lists
+/// no longer than their items (see `compact`).
 fn pod(json: &[u8]) -> Result<Pod, StreamError> {
-    serde_json::from_slice(&without_managed_fields(json)).map_err(StreamError::Decode)
+    let mut pod: Pod =
+        serde_json::from_slice(&without_managed_fields(json)).map_err(StreamError::Decode)?;
+    compact(&mut pod);
+    Ok(pod)
+}
+
+/// Gives back the room serde's lists leave past their last item: a list
+/// decoded from JSON starts with room for 4, so one 752-byte container
+/// status took 3 KB and five conditions room for eight. The agent holds a
+/// pod's newest copy, and its worker the copy it started from, for as long
+/// as the pod runs.
+fn compact(pod: &mut Pod) {
+    let Some(status) = pod.status.as_mut() else {
+        return;
+    };
+    let lists = [
+        status.container_statuses.as_mut(),
+        status.init_container_statuses.as_mut(),
+        status.ephemeral_container_statuses.as_mut(),
+    ];
+    for list in lists.into_iter().flatten() {
+        list.shrink_to_fit();
+    }
+    if let Some(conditions) = status.conditions.as_mut() {
+        conditions.shrink_to_fit();
+    }
 }
 
 fn decode(msg: MasterMessage) -> Result<Option<Update>, StreamError> {
@@ -257,6 +283,40 @@ mod tests {
     use super::*;
 
     type Out = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+    #[test]
+    fn a_decoded_pods_status_lists_hold_no_spare_room() {
+        let json = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                    {"type": "PodReadyToStartContainers", "status": "True"}
+                ],
+                "containerStatuses": [{
+                    "name": "c", "image": "busybox", "imageID": "",
+                    "ready": true, "restartCount": 0
+                }]
+            }
+        }))
+        .unwrap();
+        let decoded = pod(&json).unwrap();
+        let status = decoded.status.as_ref().unwrap();
+        let statuses = status.container_statuses.as_ref().unwrap();
+        assert_eq!((statuses.len(), statuses.capacity()), (1, 1));
+        let conditions = status.conditions.as_ref().unwrap();
+        assert_eq!((conditions.len(), conditions.capacity()), (5, 5));
+        // Nothing else changes.
+        let plain: Pod = serde_json::from_slice(&json).unwrap();
+        assert_eq!(decoded, plain);
+    }
 
     #[test]
     fn pods_are_held_without_their_managed_fields() {
