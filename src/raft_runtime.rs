@@ -66,7 +66,7 @@ impl RaftRuntime {
     pub fn handle(&self) -> &Handle {
         match &self.runtime {
             Some(rt) => rt.handle(),
-            // Only `drop` takes the runtime out.
+            // `drop` and `shutdown` take the runtime out, and both consume it.
             None => {
                 unreachable!("the raft runtime is only taken by drop and shutdown, which end it")
             }
