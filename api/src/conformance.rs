@@ -36,6 +36,7 @@ pub async fn run_all(store: Arc<dyn Store>, setup: Setup) {
     bad_input_writes_nothing(s).await;
     concurrent_cas_loses_nothing(store.clone()).await;
     expired_and_bookmarks(s, setup).await;
+    resource_changes_follow_writes(s).await;
 }
 
 pub fn key(ns: &str, name: &str) -> ResourceKey {
@@ -597,4 +598,58 @@ async fn expired_and_bookmarks(s: &dyn Store, setup: Setup) {
         WatchEvent::Event(e) => assert_eq!(e.revision, upd.revision),
         WatchEvent::Bookmark(b) => panic!("unexpected bookmark {b}"),
     }
+}
+
+/// Waits until `changes` shows `rev` or later; what it shows then.
+async fn changes_reach(
+    changes: &mut tokio::sync::watch::Receiver<Revision>,
+    rev: Revision,
+) -> Revision {
+    let reached = changes.wait_for(|at| *at >= rev);
+    match tokio::time::timeout(Duration::from_secs(10), reached).await {
+        Ok(Ok(at)) => *at,
+        Ok(Err(_)) => panic!("the store dropped its changes of a resource"),
+        Err(_) => panic!("the changes of a resource never reached {rev}"),
+    }
+}
+
+/// `resource_changes` moves to a write of its resource once a local read
+/// sees that write, and stays put while other resources are written.
+async fn resource_changes_follow_writes(s: &dyn Store) {
+    let ns = "conf-changes";
+    let Some(mut changes) = s.resource_changes("", "configmaps") else {
+        return;
+    };
+    let created = s
+        .create(key(ns, "a"), configmap(ns, "a", "1"))
+        .await
+        .expect("create");
+    let at = changes_reach(&mut changes, created.revision).await;
+    assert_eq!(at, created.revision, "the change is the write's revision");
+    let got = s
+        .get(&key(ns, "a"), ReadMode::Local)
+        .await
+        .expect("a local get once the change shows");
+    assert_eq!(got.revision, created.revision);
+
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "s", "namespace": ns, "uid": "uid-conf-changes-s"},
+    });
+    let mut secrets = s
+        .resource_changes("", "secrets")
+        .expect("a store that follows one resource follows all");
+    let secret = s
+        .create(
+            ResourceKey::new("", "secrets", Some(ns), "s"),
+            Bytes::from(serde_json::to_vec(&secret).unwrap()),
+        )
+        .await
+        .expect("create a secret");
+    changes_reach(&mut secrets, secret.revision).await;
+    assert_eq!(
+        *changes.borrow(),
+        at,
+        "a secret's write moved the configmaps' changes"
+    );
 }

@@ -821,4 +821,12 @@ impl Store for Replica {
             ReadMode::Local => Ok(self.sm.window().current()),
         }
     }
+
+    fn resource_changes(
+        &self,
+        group: &str,
+        resource: &str,
+    ) -> Option<tokio::sync::watch::Receiver<Revision>> {
+        Some(self.sm.window().subscribe_resource(group, resource))
+    }
 }

@@ -76,9 +76,19 @@ impl Registry {
         // (a LimitRange just created through another master must apply),
         // remembered for a while so that pods in a namespace without one do
         // not each pay a read-index round.
-        let local = self.list_in(lr, ns, ReadMode::Local).await?;
+        let local = self
+            .local
+            .limit_ranges
+            .get_or_read(ns, || async {
+                let local = self.list_in(lr, ns, ReadMode::Local).await?;
+                Ok::<_, ApiError>(Some(Arc::new(
+                    local.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+                )))
+            })
+            .await?
+            .unwrap_or_default();
         let ranges: Arc<Vec<Value>> = if !local.is_empty() {
-            Arc::new(local.into_iter().map(|(_, v)| v).collect())
+            local
         } else if let Some(found) = self.limit_ranges.get(ns, Instant::now()) {
             found
         } else {
@@ -101,18 +111,24 @@ impl Registry {
         read: ReadMode,
     ) -> Result<Vec<Op>, ApiError> {
         let rq = kinds::by_kind("", "ResourceQuota").expect("ResourceQuota is a built-in kind");
-        let quotas = self.list_in(rq, ns, read).await?;
+        let list =
+            || async { Ok::<_, ApiError>(Some(Arc::new(self.list_in(rq, ns, read).await?))) };
+        let quotas = match read {
+            ReadMode::Local => self.local.quotas.get_or_read(ns, list).await?,
+            ReadMode::Linearizable => list().await?,
+        }
+        .unwrap_or_default();
         if quotas.is_empty() {
             return Ok(Vec::new());
         }
         let name = prepare::meta_str(v, "name").unwrap_or_default().to_string();
         let delta = quota::usage(kind, v);
         let mut ops = Vec::new();
-        for (obj, q) in quotas {
-            if !quota_scope::matches(&q, kind, v) {
+        for (obj, q) in quotas.iter() {
+            if !quota_scope::matches(q, kind, v) {
                 continue;
             }
-            let hard = quota::hard_of(&q);
+            let hard = quota::hard_of(q);
             let qname = obj.key.name.clone();
             if kind.group.is_empty() && kind.plural == "pods" {
                 if let Some(why) = quota::missing_compute(v, &hard) {
@@ -141,7 +157,7 @@ impl Registry {
                     ),
                 ));
             }
-            let used = quota::used_of(&q);
+            let used = quota::used_of(q);
             let new = quota::charge(&qname, &hard, &used, &delta)
                 .map_err(|why| forbidden(kind, &name, &why))?;
             let mut body = q.clone();

@@ -21,6 +21,7 @@ mod job_status;
 pub mod kinds;
 pub mod limit_range;
 mod live_lookup;
+mod local_cache;
 pub mod names;
 mod namespace_gate;
 pub mod patch;
@@ -144,6 +145,16 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// LimitRange lookups past this replica's state (admission).
     limit_ranges: Arc<live_lookup::LiveLookups>,
+    /// Admission's reads of this replica's own state (`local_cache`).
+    local: Arc<Local>,
+}
+
+/// What admission keeps of this replica's state, per namespace.
+struct Local {
+    /// Whether the namespace is terminating.
+    namespaces: local_cache::LocalCache<bool>,
+    quotas: local_cache::LocalCache<Arc<Vec<(Object, Value)>>>,
+    limit_ranges: local_cache::LocalCache<Arc<Vec<Value>>>,
 }
 
 /// Creates tried for one request whose name the server generates
@@ -212,9 +223,16 @@ fn encode(v: &Value) -> Result<Bytes, ApiError> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let s = store.as_ref();
+        let local = Local {
+            namespaces: local_cache::LocalCache::new(s, "", "namespaces"),
+            quotas: local_cache::LocalCache::new(s, "", "resourcequotas"),
+            limit_ranges: local_cache::LocalCache::new(s, "", "limitranges"),
+        };
         Self {
-            store,
             limit_ranges: Arc::new(live_lookup::LiveLookups::new(live_lookup::LIVE_TTL)),
+            local: Arc::new(local),
+            store,
         }
     }
 
@@ -228,6 +246,7 @@ impl Registry {
         Self {
             store: Arc::new(FencedStore::new(self.store.clone(), fence)),
             limit_ranges: self.limit_ranges.clone(),
+            local: self.local.clone(),
         }
     }
 
@@ -279,18 +298,33 @@ impl Registry {
             return Ok(());
         }
         let ns_kind = kinds::by_kind("", "Namespace").expect("Namespace is a built-in kind");
-        // A local read answers almost always; only a miss needs the round trip.
+        // A local read answers almost always (and is kept until a namespace
+        // changes); only a miss needs the round trip.
         let key = Self::key(ns_kind, None, ns);
-        let found = match self.store.get(&key, ReadMode::Local).await {
-            Ok(obj) => obj,
-            Err(StoreError::NotFound { .. }) => self
-                .store
-                .get(&key, ReadMode::Linearizable)
-                .await
-                .map_err(|e| ApiError::from_store(e, prepare::subject(ns_kind, ns)))?,
-            Err(e) => return Err(ApiError::from_store(e, prepare::subject(ns_kind, ns))),
+        let subject = || prepare::subject(ns_kind, ns);
+        let local = self
+            .local
+            .namespaces
+            .get_or_read(ns, || async {
+                match self.store.get(&key, ReadMode::Local).await {
+                    Ok(obj) => namespace_gate::terminating(&obj).map(Some),
+                    Err(StoreError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(ApiError::from_store(e, subject())),
+                }
+            })
+            .await?;
+        let terminating = match local {
+            Some(terminating) => terminating,
+            None => {
+                let found = self
+                    .store
+                    .get(&key, ReadMode::Linearizable)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, subject()))?;
+                namespace_gate::terminating(&found)?
+            }
         };
-        if namespace_gate::terminating(&found)? {
+        if terminating {
             return Err(ApiError::new(
                 Reason::Forbidden,
                 format!(
@@ -887,6 +921,56 @@ mod tests {
         };
         let parsed: Value = serde_json::from_slice(&empty.to_json(cms)).unwrap();
         assert_eq!(parsed["items"], json!([]));
+    }
+
+    /// Admission keeps what it read of a namespace and its quotas
+    /// (`local_cache`), but a namespace that starts terminating, or a quota
+    /// created in it, counts at the very next create.
+    #[tokio::test]
+    async fn admission_sees_a_namespace_or_quota_change_at_once() {
+        let reg = Registry::new(crate::store::mem::MemStore::new(Default::default()));
+        let cms = kinds::by_kind("", "ConfigMap").expect("ConfigMap");
+        let nss = kinds::by_kind("", "Namespace").expect("Namespace");
+        let rqs = kinds::by_kind("", "ResourceQuota").expect("ResourceQuota");
+        let opts = WriteOptions::default();
+        let cm = |name: &str, ns: &str| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": ns}})
+        };
+        for ns in ["gone", "counted"] {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            reg.create(nss, None, body, &opts).await.expect("namespace");
+            for name in ["a", "b"] {
+                reg.create(cms, Some(ns), cm(name, ns), &opts)
+                    .await
+                    .expect("a create in a live namespace");
+            }
+        }
+
+        reg.delete(nss, None, "gone", &DeleteOptions::default())
+            .await
+            .expect("delete the namespace");
+        let err = reg
+            .create(cms, Some("gone"), cm("c", "gone"), &opts)
+            .await
+            .expect_err("a create in a terminating namespace");
+        assert!(err.message.contains("being terminated"), "{}", err.message);
+
+        let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "q", "namespace": "counted"},
+            "spec": {"hard": {"count/configmaps": "5"}}});
+        reg.create(rqs, Some("counted"), quota, &opts)
+            .await
+            .expect("quota");
+        let err = reg
+            .create(cms, Some("counted"), cm("c", "counted"), &opts)
+            .await
+            .expect_err("a create the new quota has not counted yet");
+        assert!(
+            err.message.contains("status unknown for quota: q"),
+            "{}",
+            err.message
+        );
     }
 
     /// A write answers `as_stored`'s object, built without reading the

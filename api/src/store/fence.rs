@@ -15,6 +15,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::{
     KeyPrefix, ListOptions, ListResult, Object, Op, OpResult, ReadMode, ResourceKey, Revision,
     Store, StoreError, WatchOptions, WatchStream,
@@ -104,5 +106,9 @@ impl Store for FencedStore {
 
     async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError> {
         self.inner.revision(read).await
+    }
+
+    fn resource_changes(&self, group: &str, resource: &str) -> Option<watch::Receiver<Revision>> {
+        self.inner.resource_changes(group, resource)
     }
 }

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use super::apply::{self, ObjectSource};
 use super::list::{self, OrderedSource};
 use super::window::{WatchWindow, WindowConfig};
@@ -105,5 +107,9 @@ impl Store for MemStore {
 
     async fn revision(&self, _read: ReadMode) -> Result<Revision, StoreError> {
         Ok(self.window.current())
+    }
+
+    fn resource_changes(&self, group: &str, resource: &str) -> Option<watch::Receiver<Revision>> {
+        Some(self.window.subscribe_resource(group, resource))
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::{Event, Fence, KeyPrefix, Object, ResourceKey, Revision, StoreError};
 
@@ -118,6 +119,18 @@ pub trait Store: Send + Sync + 'static {
     /// The newest revision this store has applied (after a read-index when
     /// linearizable).
     async fn revision(&self, read: ReadMode) -> Result<Revision, StoreError>;
+
+    /// Moves to the revision of each write of `group`/`resource` this
+    /// replica applies (or to where its state was replaced), once that
+    /// write can be read locally: while it stays put, a `Local` read of that
+    /// resource made after it last moved answers the same. (Before the
+    /// first write after the call it shows no particular revision.) What a
+    /// cache of this replica's own objects checks; `None` when the store
+    /// cannot say (the cache then reads every time).
+    fn resource_changes(&self, group: &str, resource: &str) -> Option<watch::Receiver<Revision>> {
+        let _ = (group, resource);
+        None
+    }
 
     async fn create(&self, key: ResourceKey, value: Bytes) -> Result<Object, StoreError> {
         single(self.txn(vec![Op::Create { key, value }]).await)
