@@ -341,6 +341,9 @@ struct Entry {
     /// as it is, so an update leaves the entries of managers it does not
     /// touch without a second encoding.
     kept: Option<Value>,
+    /// The whole entry as read, when an update cannot change it (`Moved`):
+    /// stored back as it is, its trie never read (`fields` is left empty).
+    whole: Option<Value>,
 }
 
 impl Entry {
@@ -362,23 +365,85 @@ fn entries(v: &Value) -> Vec<Entry> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| Entry {
-            manager: e["manager"].as_str().unwrap_or_default().into(),
-            operation: e["operation"].as_str().unwrap_or("Update").into(),
-            api_version: e["apiVersion"].as_str().unwrap_or_default().into(),
-            time: e["time"].as_str().unwrap_or_default().into(),
-            subresource: e["subresource"].as_str().unwrap_or_default().into(),
-            fields: from_fields_v1(&e["fieldsV1"]),
-            kept: Some(&e["fieldsV1"]).filter(|t| canonical(t)).cloned(),
-        })
+        .map(entry)
         .collect()
+}
+
+fn entry(e: &Value) -> Entry {
+    Entry {
+        manager: e["manager"].as_str().unwrap_or_default().into(),
+        operation: e["operation"].as_str().unwrap_or("Update").into(),
+        api_version: e["apiVersion"].as_str().unwrap_or_default().into(),
+        time: e["time"].as_str().unwrap_or_default().into(),
+        subresource: e["subresource"].as_str().unwrap_or_default().into(),
+        fields: from_fields_v1(&e["fieldsV1"]),
+        kept: Some(&e["fieldsV1"]).filter(|t| canonical(t)).cloned(),
+        whole: None,
+    }
+}
+
+/// Which of an object's top-level fields (and owned metadata fields) an
+/// update changed, each compared once: a manager owning none of them owns
+/// the same fields after the update, all still set.
+struct Moved<'a> {
+    new: &'a Value,
+    old: &'a Value,
+    seen: Vec<(&'a str, bool)>,
+}
+
+impl<'a> Moved<'a> {
+    fn new(new: &'a Value, old: &'a Value) -> Self {
+        Self {
+            new,
+            old,
+            seen: Vec::new(),
+        }
+    }
+
+    fn differs(&mut self, metadata: bool, field: &'a str) -> bool {
+        let Some(name) = field.strip_prefix("f:") else {
+            return true;
+        };
+        if metadata {
+            return self.new["metadata"].get(name) != self.old["metadata"].get(name);
+        }
+        if let Some(&(_, d)) = self.seen.iter().find(|(k, _)| *k == name) {
+            return d;
+        }
+        let d = self.new.get(name) != self.old.get(name);
+        self.seen.push((name, d));
+        d
+    }
+
+    /// Whether a trie owns anything under a field the update changed.
+    fn touches(&mut self, trie: &'a Value) -> bool {
+        let Some(top) = trie.as_object() else {
+            return true;
+        };
+        for (k, sub) in top {
+            if k == "f:metadata" {
+                let Some(meta) = sub.as_object() else {
+                    return true;
+                };
+                if meta.keys().any(|mk| self.differs(true, mk)) {
+                    return true;
+                }
+            } else if self.differs(false, k) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 fn store_entries(v: &mut Value, list: Vec<Entry>) {
     let out: Vec<Value> = list
         .into_iter()
-        .filter(|e| !e.fields.is_empty())
+        .filter(|e| e.whole.is_some() || !e.fields.is_empty())
         .map(|e| {
+            if let Some(whole) = e.whole {
+                return whole;
+            }
             // Built by moving each value in: `json!` would serialize the
             // FieldsV1 trie into a copy of itself, a third of the time a
             // create spent on its managedFields.
@@ -425,10 +490,54 @@ fn upsert<'a>(
                 subresource: subresource.into(),
                 fields: FieldSet::new(),
                 kept: None,
+                whole: None,
             });
             list.last_mut().expect("just pushed")
         }
     }
+}
+
+/// `old`'s entries, for an update to `new` by `manager`: those the update
+/// cannot change (another manager's, owning no field the update changed)
+/// whole and unread, taken from `new` when it carries them as `old` does.
+fn update_entries(old: &Value, new: &mut Value, manager: &str, subresource: &str) -> Vec<Entry> {
+    let Some(was) = old["metadata"]["managedFields"].as_array() else {
+        return Vec::new();
+    };
+    let carried = new["metadata"]
+        .as_object_mut()
+        .and_then(|m| m.remove("managedFields"));
+    let mut moved = Moved::new(new, old);
+    let mut carried = match carried {
+        Some(Value::Array(items)) if items == *was => items.into_iter().map(Some).collect(),
+        _ => vec![None; was.len()],
+    };
+    was.iter()
+        .zip(carried.iter_mut())
+        .map(|(e, carried)| {
+            let mine = e["manager"] == manager
+                && e["operation"].as_str().unwrap_or("Update") == "Update"
+                && e["subresource"].as_str().unwrap_or_default() == subresource;
+            let trie = &e["fieldsV1"];
+            let untouched = !mine
+                && trie.as_object().is_some_and(|m| !m.is_empty())
+                && canonical(trie)
+                && !moved.touches(trie);
+            if !untouched {
+                return entry(e);
+            }
+            Entry {
+                manager: e["manager"].as_str().unwrap_or_default().into(),
+                operation: String::new(),
+                api_version: String::new(),
+                time: String::new(),
+                subresource: String::new(),
+                fields: FieldSet::new(),
+                kept: None,
+                whole: Some(carried.take().unwrap_or_else(|| e.clone())),
+            }
+        })
+        .collect()
 }
 
 /// Records an update by `manager` from `old` (None for a create) to `new`:
@@ -440,11 +549,13 @@ pub fn record_update(
     subresource: &str,
     time: &str,
 ) {
-    let mut list = old.map(entries).unwrap_or_default();
-    let changed = match old {
-        Some(old) => changed_fields(new, old),
+    let (mut list, changed) = match old {
+        Some(old) => (
+            update_entries(old, new, manager, subresource),
+            changed_fields(new, old),
+        ),
         // A create changes every field it sets.
-        None => leaves(new),
+        None => (Vec::new(), leaves(new)),
     };
     for e in &mut list {
         // A field another manager keeps: still set, and not changed here.
