@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use balsa_node::agent::{Agent, AgentConfig};
-use balsa_node::eviction::HardThresholds;
+use balsa_node::eviction::{HardThresholds, MachineSignals, Shared, SignalSource};
 use balsa_node::{CriRuntime, ProcessRuntime, Runtime, SimRuntime};
 
 use crate::listeners;
+
+/// How long one reading of the eviction signals serves sim nodes sharing a
+/// process (kubelet reads them every 10 s).
+const SHARED_SIGNALS_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
@@ -102,6 +106,13 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
             .map(|i| format!("{}-{i}", opts.name))
             .collect()
     };
+    // Sim nodes share one machine and (under `--root`) one filesystem: one
+    // reading of the eviction signals a second serves them all, instead of
+    // each of a thousand nodes reading /proc and statvfs every period.
+    let signals: Option<Arc<dyn SignalSource>> = (opts.count > 1).then(|| {
+        let machine = MachineSignals::new(opts.root.clone());
+        Arc::new(Shared::new(machine, SHARED_SIGNALS_AGE)) as Arc<dyn SignalSource>
+    });
     names
         .into_iter()
         .enumerate()
@@ -117,6 +128,7 @@ pub fn configs(opts: &NodeOptions) -> anyhow::Result<Vec<AgentConfig>> {
             c.thresholds.hard = opts.eviction_hard.clone();
             c.eviction.transition = opts.eviction_transition;
             c.eviction.period = opts.eviction_period;
+            c.eviction.source = signals.clone();
             // Hollow pods use nothing: evicting them frees nothing.
             c.eviction.evict = opts.runtime != RuntimeKind::Sim;
             Ok(c)
@@ -185,7 +197,42 @@ pub async fn run(opts: NodeOptions) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::*;
+
+    fn sim(count: usize) -> NodeOptions {
+        NodeOptions {
+            name: "sim".into(),
+            masters: vec!["127.0.0.1:1".into()],
+            root: std::env::temp_dir().join("balsa-node-configs-test"),
+            runtime: RuntimeKind::Sim,
+            count,
+            sim_delay: Duration::ZERO,
+            host_ip: "127.0.0.1".into(),
+            log_port: 0,
+            cri_socket: PathBuf::new(),
+            grace: None,
+            leave_pods: false,
+            exit_with_parent: false,
+            eviction_hard: HardThresholds::default(),
+            eviction_transition: Duration::from_secs(300),
+            eviction_period: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn sim_nodes_in_one_process_share_one_reading_of_the_machine() {
+        let many = configs(&sim(3)).unwrap();
+        let first = many[0].eviction.source.clone().expect("a shared source");
+        for c in &many {
+            let source = c.eviction.source.as_ref().expect("a shared source");
+            assert!(Arc::ptr_eq(source, &first));
+        }
+        let one = configs(&sim(1)).unwrap();
+        assert!(
+            one[0].eviction.source.is_none(),
+            "a single node reads its own"
+        );
+    }
 
     #[test]
     fn nodes_start_at_successive_masters_and_keep_every_master() {

@@ -15,5 +15,5 @@ pub mod signals;
 pub mod threshold;
 
 pub use manager::{Eviction, Manager, PodUsage, Pressure};
-pub use signals::{MachineSignals, Observation, SignalSource};
+pub use signals::{MachineSignals, Observation, Shared, SignalSource};
 pub use threshold::{HardThresholds, Signal, ThresholdError};

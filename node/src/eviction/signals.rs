@@ -9,6 +9,8 @@
 //! unprivileged users, as `df` shows).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::machine::MachineError;
 
@@ -156,6 +158,39 @@ impl SignalSource for MachineSignals {
     }
 }
 
+/// One reading shared by many nodes on one machine (sim nodes in one
+/// process, their roots on one filesystem): a reading younger than
+/// `max_age` answers again instead of reading the machine once per node.
+pub struct Shared<S> {
+    inner: S,
+    max_age: Duration,
+    last: Mutex<Option<(Instant, Observation)>>,
+}
+
+impl<S> Shared<S> {
+    pub fn new(inner: S, max_age: Duration) -> Self {
+        Self {
+            inner,
+            max_age,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl<S: SignalSource> SignalSource for Shared<S> {
+    fn observe(&self) -> Result<Observation, MachineError> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, o)) = *last {
+            if at.elapsed() < self.max_age {
+                return Ok(o);
+            }
+        }
+        let o = self.inner.observe()?;
+        *last = Some((Instant::now(), o));
+        Ok(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +254,32 @@ mod tests {
             self_cgroup,
         };
         assert_eq!(s.own_cgroup(), None);
+    }
+
+    /// Counts its readings; each one reports that count as memory available.
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl SignalSource for Counting {
+        fn observe(&self) -> Result<Observation, MachineError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok(Observation {
+                memory_available: n,
+                memory_capacity: 100,
+                nodefs_available: 1,
+                nodefs_capacity: 1,
+            })
+        }
+    }
+
+    #[test]
+    fn a_shared_reading_answers_until_it_is_too_old() {
+        let shared = Shared::new(Counting(0.into()), Duration::from_millis(50));
+        assert_eq!(shared.observe().unwrap().memory_available, 1);
+        assert_eq!(shared.observe().unwrap().memory_available, 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(shared.observe().unwrap().memory_available, 2);
+        let never = Shared::new(Counting(0.into()), Duration::ZERO);
+        never.observe().unwrap();
+        assert_eq!(never.observe().unwrap().memory_available, 2);
     }
 }
