@@ -587,15 +587,10 @@ fn update_entries(old: &Value, new: &mut Value, manager: &str, subresource: &str
             if !untouched {
                 return entry(e);
             }
+            // Only `whole` is read of it: its empty operation matches no upsert.
             Entry {
-                manager: e["manager"].as_str().unwrap_or_default().into(),
-                operation: String::new(),
-                api_version: String::new(),
-                time: String::new(),
-                subresource: String::new(),
-                fields: FieldSet::new(),
-                kept: None,
                 whole: Some(carried.take().unwrap_or_else(|| e.clone())),
+                ..Entry::default()
             }
         })
         .collect()
@@ -620,9 +615,8 @@ pub fn record_update(
                 api_version: new["apiVersion"].as_str().unwrap_or_default().into(),
                 time: time.into(),
                 subresource: subresource.into(),
-                fields: FieldSet::new(),
                 kept: Some(Value::Object(trie)),
-                whole: None,
+                ..Entry::default()
             })),
             ..Entry::default()
         });

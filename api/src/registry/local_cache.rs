@@ -113,6 +113,13 @@ mod tests {
         ))
     }
 
+    async fn create(store: &dyn Store, resource: &str, ns: &str, name: &str, v: &str) {
+        store
+            .create(key(ns, name, resource), value(ns, name, v))
+            .await
+            .unwrap();
+    }
+
     /// Reads configmap `ns/c`'s data through the cache, counting the reads
     /// that reach the store.
     async fn lookup(
@@ -142,10 +149,7 @@ mod tests {
         let store = MemStore::new(WindowConfig::default());
         let cache = LocalCache::<String>::new(store.as_ref(), "", "configmaps");
         let reads = AtomicUsize::new(0);
-        store
-            .create(key("a", "c", "configmaps"), value("a", "c", "1"))
-            .await
-            .unwrap();
+        create(store.as_ref(), "configmaps", "a", "c", "1").await;
         let first = lookup(&cache, store.as_ref(), "a", &reads).await.unwrap();
         assert!(first.contains(r#""v":"1""#));
         assert_eq!(
@@ -155,18 +159,12 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 1, "the second lookup is kept");
 
         // Another resource's write leaves it.
-        store
-            .create(key("a", "s", "secrets"), value("a", "s", "x"))
-            .await
-            .unwrap();
+        create(store.as_ref(), "secrets", "a", "s", "x").await;
         lookup(&cache, store.as_ref(), "a", &reads).await;
         assert_eq!(reads.load(Ordering::SeqCst), 1);
 
         // A write of the resource, in any namespace, drops it.
-        store
-            .create(key("b", "c", "configmaps"), value("b", "c", "1"))
-            .await
-            .unwrap();
+        create(store.as_ref(), "configmaps", "b", "c", "1").await;
         lookup(&cache, store.as_ref(), "a", &reads).await;
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         let obj = store
@@ -201,10 +199,7 @@ mod tests {
         let store = Arc::new(Hooked::new());
         let cache = LocalCache::<String>::new(store.as_ref(), "", "configmaps");
         let reads = AtomicUsize::new(0);
-        store
-            .create(key("a", "c", "configmaps"), value("a", "c", "1"))
-            .await
-            .unwrap();
+        create(store.as_ref(), "configmaps", "a", "c", "1").await;
         lookup(&cache, store.as_ref(), "a", &reads).await.unwrap();
         lookup(&cache, store.as_ref(), "a", &reads).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 2);
